@@ -1,0 +1,153 @@
+// The one place that loads the compiled addon, and the typed contract of everything it exports.
+// The native layer is thin and stateless: arguments in, one syscall, a value or a thrown errno out.
+// Validation happens in TypeScript before these are called; native code trusts its arguments' types.
+
+import * as path from 'node:path';
+
+/** Linux constants the addon reads from the system headers at build time. */
+export interface NativeConstants {
+  readonly PROT_NONE: number; readonly PROT_READ: number; readonly PROT_WRITE: number; readonly PROT_EXEC: number;
+  readonly MAP_SHARED: number; readonly MAP_PRIVATE: number; readonly MAP_FIXED: number;
+  readonly MAP_FIXED_NOREPLACE: number; readonly MAP_ANONYMOUS: number; readonly MAP_POPULATE: number;
+  readonly MAP_NORESERVE: number; readonly MAP_HUGETLB: number; readonly MAP_LOCKED: number;
+  readonly MFD_CLOEXEC: number; readonly MFD_ALLOW_SEALING: number; readonly MFD_HUGETLB: number;
+  readonly MFD_HUGE_2MB: number; readonly MFD_HUGE_1GB: number;
+  readonly F_SEAL_SEAL: number; readonly F_SEAL_SHRINK: number; readonly F_SEAL_GROW: number;
+  readonly F_SEAL_WRITE: number; readonly F_SEAL_FUTURE_WRITE: number;
+  readonly FALLOC_FL_KEEP_SIZE: number; readonly FALLOC_FL_PUNCH_HOLE: number;
+  readonly MREMAP_MAYMOVE: number; readonly MREMAP_FIXED: number; readonly MREMAP_DONTUNMAP: number;
+  readonly MADV_NORMAL: number; readonly MADV_RANDOM: number; readonly MADV_SEQUENTIAL: number;
+  readonly MADV_WILLNEED: number; readonly MADV_DONTNEED: number; readonly MADV_FREE: number;
+  readonly MADV_REMOVE: number; readonly MADV_DONTFORK: number; readonly MADV_DOFORK: number;
+  readonly MADV_HUGEPAGE: number; readonly MADV_NOHUGEPAGE: number; readonly MADV_DONTDUMP: number;
+  readonly MADV_DODUMP: number; readonly MADV_COLLAPSE: number;
+  readonly MADV_POPULATE_READ: number; readonly MADV_POPULATE_WRITE: number;
+  readonly MLOCK_ONFAULT: number;
+  readonly MS_ASYNC: number; readonly MS_SYNC: number; readonly MS_INVALIDATE: number;
+  readonly O_RDONLY: number; readonly O_RDWR: number;
+}
+
+/**
+ * Every OS failure is thrown as an Error shaped like Node's fs errors:
+ * `code` ('ENOMEM'), `errno` (negative, as Node does), `syscall` ('mmap'), and a message naming the
+ * call and its key arguments, e.g. "ENOMEM: cannot allocate memory, mmap(length=2097152, ...)".
+ * Addresses, lengths and offsets are plain numbers (exact below 2^53; user addresses are < 2^47).
+ */
+export interface Native {
+  readonly constants: NativeConstants;
+  /** sysconf(_SC_PAGESIZE). */
+  readonly pageSize: number;
+
+  // --- memfd (native/memfd.cc) ---
+  /** memfd_create(name, flags | MFD_CLOEXEC). Returns the fd. */
+  memfdCreate(name: string, flags: number): number;
+  ftruncate(fd: number, size: number): void;
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** fcntl(F_ADD_SEALS). */
+  addSeals(fd: number, seals: number): void;
+  /** fcntl(F_GET_SEALS). */
+  getSeals(fd: number): number;
+  /** fstat(fd).st_size */
+  fstatSize(fd: number): number;
+  /** open(path, flags | O_CLOEXEC) -> fd (used to open /proc/PID/fd/N of a shared memfd). */
+  open(path: string, flags: number): number;
+  /** dup(fd) with FD_CLOEXEC -> new fd. */
+  dup(fd: number): number;
+  close(fd: number): void;
+
+  // --- mappings (native/mapping.cc) ---
+  /** mmap(addr, length, prot, flags, fd, offset). addr 0 = kernel chooses. Returns the address. */
+  mmap(addr: number, length: number, prot: number, flags: number, fd: number, offset: number): number;
+  /**
+   * Reserve `length` bytes of address space (PROT_NONE, private, anonymous, MAP_NORESERVE)
+   * starting at a multiple of `align` (a power of two >= page size). Over-reserves and trims.
+   */
+  reserve(length: number, align: number): number;
+  /**
+   * Many MAP_FIXED | flags mappings of one fd in one native call. `batch` holds triples
+   * [addr, length, offset]. Stops at the first failure and throws; the error carries
+   * `index` (the failing triple). Triples before it stay mapped: the caller undoes them.
+   */
+  mapFixedBatch(fd: number, prot: number, flags: number, batch: Float64Array): void;
+  /** mremap(old, oldLength, newLength, flags, newAddr) -> new address. */
+  mremap(oldAddr: number, oldLength: number, newLength: number, flags: number, newAddr: number): number;
+  munmap(addr: number, length: number): void;
+  mprotect(addr: number, length: number, prot: number): void;
+
+  // --- advice and locking (native/advise.cc) ---
+  madvise(addr: number, length: number, advice: number): void;
+  /** mlock2(addr, length, flags); flags 0 or MLOCK_ONFAULT. */
+  mlock(addr: number, length: number, flags: number): void;
+  munlock(addr: number, length: number): void;
+  msync(addr: number, length: number, flags: number): void;
+  /** mincore: one byte per page, bit 0 = resident. */
+  mincore(addr: number, length: number): Uint8Array;
+
+  // --- JS access to mapped bytes (native/buffer.cc) ---
+  /**
+   * An external ArrayBuffer over [addr, addr+length) whose finalizer does nothing (the owner
+   * unmaps). Throws an Error with code 'ERR_DMAMEM_NO_EXTERNAL_BUFFERS' where the runtime forbids
+   * external buffers (V8 sandbox).
+   */
+  externalArrayBuffer(addr: number, length: number): ArrayBuffer;
+  /** napi_detach_arraybuffer: the buffer and all views over it report length 0 afterwards. */
+  detach(buffer: ArrayBuffer): void;
+  /** napi_adjust_external_memory(delta) -> the adjusted total. */
+  adjustExternalMemory(delta: number): number;
+  /** memset(addr, byte, length); the caller guarantees the range is mapped writable. */
+  memset(addr: number, byte: number, length: number): void;
+  /** memcpy(dst, src, length); the caller guarantees both ranges are mapped (dst writable). */
+  memcpy(dst: number, src: number, length: number): void;
+  /** Copy `length` bytes at `addr` (mapped readable) into target[targetOffset...]. */
+  copyOut(addr: number, length: number, target: Uint8Array, targetOffset: number): void;
+  /** The address of the first byte of an ArrayBuffer's backing store (0 when detached/empty). */
+  addressOf(buffer: ArrayBuffer | SharedArrayBuffer): number;
+
+  // --- physical addresses (native/pagemap.cc) ---
+  /**
+   * Raw 64-bit /proc/self/pagemap entries for `pages` pages starting at page-aligned `addr`,
+   * written into out[0..pages). One pread for the whole range. With `reopen` true the file is
+   * opened and closed around the read (the DPDK rte_mem_virt2phy way); otherwise a cached fd is used.
+   */
+  pagemapRead(addr: number, pages: number, out: BigUint64Array, reopen: boolean): void;
+  /** Raw /proc/kpageflags entries for [pfn, pfn+count) into out. Throws EACCES/ENOENT if unreadable. */
+  kpageflagsRead(pfn: number, count: number, out: BigUint64Array): void;
+
+  // --- system (native/sysinfo.cc) ---
+  /** getrlimit(RLIMIT_MEMLOCK) -> [soft, hard], -1 for RLIM_INFINITY. */
+  memlockLimit(): [number, number];
+  /** The kernel thread id of the caller (gettid), to show which worker runs. */
+  gettid(): number;
+}
+
+const supported = process.platform === 'linux' && process.arch === 'x64';
+
+function load(): Native {
+  if (!supported) {
+    throw new Error(
+      `dmamem supports Linux on x86-64 only (memfd, hugetlb, /proc/self/pagemap); ` +
+        `this is ${process.platform} on ${process.arch}.`,
+    );
+  }
+  const root = path.resolve(__dirname, '..', '..');
+  const candidates = [
+    path.join(root, 'build', 'Release', 'dmamem.node'),
+    path.join(root, 'build', 'Debug', 'dmamem.node'),
+  ];
+  let lastError: unknown;
+  for (const file of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(file) as Native;
+    } catch (err) {
+      lastError = err;
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    }
+  }
+  throw new Error(`dmamem: the native addon is not built (run npm install or npm run build): ${String(lastError)}`);
+}
+
+/** The loaded addon. */
+export const native: Native = load();
+/** Shorthand for the addon's Linux constants. */
+export const C: NativeConstants = native.constants;
