@@ -1,0 +1,29 @@
+{
+  "targets": [
+    {
+      "target_name": "dmamem",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/memfd.cc",
+        "native/mapping.cc",
+        "native/advise.cc",
+        "native/buffer.cc",
+        "native/pagemap.cc",
+        "native/sysinfo.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")"
+      ],
+      "defines": [
+        "NAPI_VERSION=9",
+        "NAPI_DISABLE_CPP_EXCEPTIONS",
+        "_GNU_SOURCE"
+      ],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-O2"],
+      "cflags!": ["-O3"],
+      "cflags_cc!": ["-std=gnu++17", "-O3"]
+    }
+  ]
+}

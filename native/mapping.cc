@@ -1,0 +1,148 @@
+// Address-space mappings: mmap, aligned reservations, batched MAP_FIXED, mremap, munmap, mprotect.
+// None of these report to napi_adjust_external_memory: the TypeScript layer owns that accounting.
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
+
+#include "errors.h"
+
+namespace dmamem {
+
+namespace {
+
+std::string MmapCall(uint64_t addr, uint64_t length, int prot, int flags, int fd, uint64_t offset) {
+  return "mmap(addr=" + Hex(addr) + ", length=" + std::to_string(length) + ", prot=" + Hex(static_cast<unsigned>(prot)) +
+         ", flags=" + Hex(static_cast<unsigned>(flags)) + ", fd=" + std::to_string(fd) + ", offset=" + Hex(offset) + ")";
+}
+
+std::string RangeCall(const char* name, uint64_t addr, uint64_t length) {
+  return std::string(name) + "(addr=" + Hex(addr) + ", length=" + std::to_string(length) + ")";
+}
+
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t addr = U64(info[0]);
+  uint64_t length = U64(info[1]);
+  int prot = I32(info[2]);
+  int flags = I32(info[3]);
+  int fd = I32(info[4]);
+  uint64_t offset = U64(info[5]);
+  void* p = mmap(reinterpret_cast<void*>(addr), length, prot, flags, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", MmapCall(addr, length, prot, flags, fd, offset));
+    return env.Undefined();
+  }
+  return Num(env, p);
+}
+
+Napi::Value Reserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t length = U64(info[0]);
+  uint64_t align = U64(info[1]);
+  const int prot = PROT_NONE;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  // The kernel only promises page alignment, so over-reserve by `align` and trim both ends.
+  uint64_t total = length + align;
+  void* p = mmap(nullptr, total, prot, flags, -1, 0);
+  if (p == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", MmapCall(0, total, prot, flags, -1, 0));
+    return env.Undefined();
+  }
+  uintptr_t base = reinterpret_cast<uintptr_t>(p);
+  uintptr_t aligned = (base + align - 1) & ~static_cast<uintptr_t>(align - 1);
+  uintptr_t head = aligned - base;
+  uintptr_t tail = (base + total) - (aligned + length);
+  if (head != 0 && munmap(p, head) != 0) {
+    int err = errno;
+    munmap(p, total);
+    ThrowErrno(env, err, "munmap", RangeCall("munmap", base, head));
+    return env.Undefined();
+  }
+  if (tail != 0 && munmap(reinterpret_cast<void*>(aligned + length), tail) != 0) {
+    int err = errno;
+    munmap(reinterpret_cast<void*>(aligned), length + tail);
+    ThrowErrno(env, err, "munmap", RangeCall("munmap", aligned + length, tail));
+    return env.Undefined();
+  }
+  return Num(env, aligned);
+}
+
+Napi::Value MapFixedBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = I32(info[0]);
+  int prot = I32(info[1]);
+  int flags = I32(info[2]) | MAP_FIXED;
+  Napi::Float64Array batch = info[3].As<Napi::Float64Array>();
+  const double* t = batch.Data();
+  size_t n = batch.ElementLength() / 3;
+  // One crossing into native code for many mappings; on failure the caller unwinds [0, index).
+  for (size_t i = 0; i < n; i++) {
+    uint64_t addr = static_cast<uint64_t>(t[3 * i]);
+    uint64_t length = static_cast<uint64_t>(t[3 * i + 1]);
+    uint64_t offset = static_cast<uint64_t>(t[3 * i + 2]);
+    void* p = mmap(reinterpret_cast<void*>(addr), length, prot, flags, fd, static_cast<off_t>(offset));
+    if (p == MAP_FAILED) {
+      Napi::Error e = ErrnoError(env, errno, "mmap", MmapCall(addr, length, prot, flags, fd, offset));
+      e.Value().Set("index", Napi::Number::New(env, static_cast<double>(i)));
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value Mremap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t old_addr = U64(info[0]);
+  uint64_t old_length = U64(info[1]);
+  uint64_t new_length = U64(info[2]);
+  int flags = I32(info[3]);
+  uint64_t new_addr = U64(info[4]);
+  void* p = mremap(reinterpret_cast<void*>(old_addr), old_length, new_length, flags, reinterpret_cast<void*>(new_addr));
+  if (p == MAP_FAILED) {
+    ThrowErrno(env, errno, "mremap",
+               "mremap(oldAddr=" + Hex(old_addr) + ", oldLength=" + std::to_string(old_length) +
+                   ", newLength=" + std::to_string(new_length) + ", flags=" + Hex(static_cast<unsigned>(flags)) +
+                   ", newAddr=" + Hex(new_addr) + ")");
+    return env.Undefined();
+  }
+  return Num(env, p);
+}
+
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t addr = U64(info[0]);
+  uint64_t length = U64(info[1]);
+  if (munmap(reinterpret_cast<void*>(addr), length) != 0) {
+    ThrowErrno(env, errno, "munmap", RangeCall("munmap", addr, length));
+  }
+  return env.Undefined();
+}
+
+Napi::Value Mprotect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t addr = U64(info[0]);
+  uint64_t length = U64(info[1]);
+  int prot = I32(info[2]);
+  if (mprotect(reinterpret_cast<void*>(addr), length, prot) != 0) {
+    ThrowErrno(env, errno, "mprotect",
+               "mprotect(addr=" + Hex(addr) + ", length=" + std::to_string(length) +
+                   ", prot=" + Hex(static_cast<unsigned>(prot)) + ")");
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitMapping(Napi::Env env, Napi::Object exports) {
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("reserve", Napi::Function::New(env, Reserve, "reserve"));
+  exports.Set("mapFixedBatch", Napi::Function::New(env, MapFixedBatch, "mapFixedBatch"));
+  exports.Set("mremap", Napi::Function::New(env, Mremap, "mremap"));
+  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("mprotect", Napi::Function::New(env, Mprotect, "mprotect"));
+}
+
+}  // namespace dmamem
