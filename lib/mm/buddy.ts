@@ -1,0 +1,223 @@
+// The binary buddy allocator (mm/page_alloc.c): per-node free lists of naturally aligned blocks of
+// 2^order pages, split on allocation (expand) and merged with their buddy on free.
+
+import { MAX_PAGE_ORDER } from './gfp';
+import { PG_buddy, PG_head, type Page } from './page';
+
+/** The free areas of one node: free_area[order] in the kernel. */
+interface NodeArea {
+  /**
+   * Free block heads by order. A Set keeps insertion order, so "take the first" is deterministic,
+   * and add/delete/has are O(1): alloc and free cost O(order), whatever the number of free blocks.
+   */
+  readonly free: Set<number>[];
+  freePages: number;
+  totalPages: number;
+}
+
+/** An allocated block, remembered by head pfn so that free() can refuse misuse. */
+interface Allocation {
+  readonly nid: number;
+  readonly order: number;
+}
+
+function checkInteger(value: number, what: string, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new RangeError(`Expected an integer >= ${min} for ${what} but received ${String(value)}`);
+  }
+}
+
+const hex = (n: number): string => n.toString(16);
+
+/** The other end of a block's pair: pfn ^ (1 << order), in arithmetic that is safe above 2^31. */
+function buddyPfn(pfn: number, order: number): number {
+  const size = 2 ** order;
+  return Math.floor(pfn / size) % 2 === 0 ? pfn + size : pfn - size;
+}
+
+export class BuddyAllocator {
+  private readonly areas = new Map<number, NodeArea>();
+  private readonly allocated = new Map<number, Allocation>();
+  /** PFN ranges handed to addRange, to refuse overlaps. */
+  private readonly ranges: { nid: number; start: number; end: number }[] = [];
+
+  constructor(private readonly pfnToPage: (pfn: number) => Page) {}
+
+  /**
+   * Give [startPfn, startPfn + count) of node nid to the allocator. The range is freed as maximal
+   * naturally aligned blocks, which merge with free neighbours of the same node, as when the
+   * kernel frees boot memory (memblock_free_all).
+   */
+  addRange(nid: number, startPfn: number, count: number): void {
+    checkInteger(nid, 'nid', 0);
+    checkInteger(startPfn, 'startPfn', 0);
+    checkInteger(count, 'count', 0);
+    const end = startPfn + count;
+    for (const r of this.ranges) {
+      if (startPfn < r.end && r.start < end) {
+        throw new RangeError(
+          `addRange [${startPfn}, ${end}) overlaps [${r.start}, ${r.end}) of node ${r.nid}`,
+        );
+      }
+    }
+    if (count === 0) return;
+    this.ranges.push({ nid, start: startPfn, end });
+    const area = this.area(nid);
+    area.totalPages += count;
+    let pfn = startPfn;
+    while (pfn < end) {
+      let order = MAX_PAGE_ORDER;
+      while (pfn % 2 ** order !== 0 || pfn + 2 ** order > end) order--;
+      this.freeBlock(area, pfn, order);
+      pfn += 2 ** order;
+    }
+  }
+
+  /**
+   * Allocate 2^order pages (__rmqueue_smallest): the smallest free block on nid that fits, split
+   * down. If nid has none and thisNode is false, other nodes are tried by increasing distance
+   * |node - nid|, then lower id. Returns null when nothing fits or order > MAX_PAGE_ORDER (the
+   * caller decides whether to warn). The head page gets refcount 1 and PG_head if order > 0.
+   */
+  allocOrder(nid: number, order: number, thisNode: boolean): Page | null {
+    checkInteger(nid, 'nid', 0);
+    checkInteger(order, 'order', 0);
+    if (order > MAX_PAGE_ORDER) return null;
+    const candidates = thisNode ? [nid] : this.nodesByDistance(nid);
+    for (const node of candidates) {
+      const area = this.areas.get(node);
+      const pfn = area === undefined ? null : this.takeBlock(area, order);
+      if (area === undefined || pfn === null) continue;
+      this.allocated.set(pfn, { nid: node, order });
+      const page = this.pfnToPage(pfn);
+      page.flags &= ~PG_buddy;
+      if (order > 0) page.flags |= PG_head;
+      page.private_ = -1;
+      page.refcount = 1;
+      return page;
+    }
+    return null;
+  }
+
+  /**
+   * Return a block from allocOrder (__free_pages), merging it with its buddy as far as possible.
+   * Throws if the page is not the head of an allocated block or the order differs from the
+   * allocation's: the kernel would BUG or silently corrupt its free lists, we refuse.
+   */
+  free(page: Page, order: number): void {
+    const allocation = this.allocated.get(page.pfn);
+    if (allocation === undefined) {
+      throw new Error(`buddy: free of a page that is not allocated [pfn=0x${hex(page.pfn)}]`);
+    }
+    if (allocation.order !== order) {
+      throw new Error(
+        `buddy: free with a different order [pfn=0x${hex(page.pfn)}] ` +
+          `[alloc order=${allocation.order}] [free order=${order}]`,
+      );
+    }
+    this.allocated.delete(page.pfn);
+    page.refcount = 0;
+    page.flags &= ~PG_head;
+    const area = this.areas.get(allocation.nid);
+    if (area === undefined) throw new Error(`buddy: node ${allocation.nid} vanished`);
+    this.freeBlock(area, page.pfn, order);
+  }
+
+  /** Order of the allocated block headed by pfn, or -1 if pfn heads no allocated block. */
+  allocatedOrder(pfn: number): number {
+    return this.allocated.get(pfn)?.order ?? -1;
+  }
+
+  /** Free pages on nid. */
+  freePages(nid: number): number {
+    return this.areas.get(nid)?.freePages ?? 0;
+  }
+
+  /** Pages given to nid by addRange. */
+  totalPages(nid: number): number {
+    return this.areas.get(nid)?.totalPages ?? 0;
+  }
+
+  /** Free block count per order 0..MAX_PAGE_ORDER, like a line of /proc/buddyinfo. */
+  freeBlocks(nid: number): number[] {
+    const area = this.areas.get(nid);
+    return Array.from({ length: MAX_PAGE_ORDER + 1 }, (_, order) => area?.free[order]?.size ?? 0);
+  }
+
+  /** Nodes that have been given memory, in increasing order. */
+  nodes(): number[] {
+    return [...this.areas.keys()].sort((a, b) => a - b);
+  }
+
+  private area(nid: number): NodeArea {
+    let area = this.areas.get(nid);
+    if (area === undefined) {
+      area = {
+        free: Array.from({ length: MAX_PAGE_ORDER + 1 }, () => new Set<number>()),
+        freePages: 0,
+        totalPages: 0,
+      };
+      this.areas.set(nid, area);
+    }
+    return area;
+  }
+
+  private nodesByDistance(nid: number): number[] {
+    return this.nodes().sort((a, b) => Math.abs(a - nid) - Math.abs(b - nid) || a - b);
+  }
+
+  private list(area: NodeArea, order: number): Set<number> {
+    const list = area.free[order];
+    if (list === undefined) throw new RangeError(`order ${order} out of range`);
+    return list;
+  }
+
+  /** Remove a block of exactly `order` pages from area, splitting a larger one if needed. */
+  private takeBlock(area: NodeArea, order: number): number | null {
+    for (let current = order; current <= MAX_PAGE_ORDER; current++) {
+      const list = this.list(area, current);
+      const first = list.values().next();
+      if (first.done === true) continue;
+      const pfn = first.value;
+      this.unlinkFree(area, list, pfn, current);
+      // expand(): keep the lower half, give the upper halves back, largest first.
+      while (current > order) {
+        current--;
+        this.linkFree(area, pfn + 2 ** current, current);
+      }
+      return pfn;
+    }
+    return null;
+  }
+
+  /** __free_one_page: merge with the buddy while it is a free block of the same order. */
+  private freeBlock(area: NodeArea, pfn: number, order: number): void {
+    // Membership in this node's list is what makes a buddy mergeable: it is then a free head of
+    // the same order, on the same node, inside the ranges (nothing else is ever put there).
+    while (order < MAX_PAGE_ORDER) {
+      const buddy = buddyPfn(pfn, order);
+      const list = this.list(area, order);
+      if (!list.has(buddy)) break;
+      this.unlinkFree(area, list, buddy, order);
+      pfn = Math.min(pfn, buddy);
+      order++;
+    }
+    this.linkFree(area, pfn, order);
+  }
+
+  private linkFree(area: NodeArea, pfn: number, order: number): void {
+    this.list(area, order).add(pfn);
+    area.freePages += 2 ** order;
+    const page = this.pfnToPage(pfn);
+    page.flags |= PG_buddy;
+    page.private_ = order;
+  }
+
+  private unlinkFree(area: NodeArea, list: Set<number>, pfn: number, order: number): void {
+    list.delete(pfn);
+    area.freePages -= 2 ** order;
+    const page = this.pfnToPage(pfn);
+    page.flags &= ~PG_buddy;
+    page.private_ = -1;
+  }
+}
