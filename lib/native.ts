@@ -59,10 +59,13 @@ export interface Native {
   /** mmap(addr, length, prot, flags, fd, offset). addr 0 = kernel chooses. Returns the address. */
   mmap(addr: number, length: number, prot: number, flags: number, fd: number, offset: number): number;
   /**
-   * Reserve `length` bytes of address space (PROT_NONE, private, anonymous, MAP_NORESERVE)
+   * Reserve `length` bytes of address space (PROT_NONE, private, MAP_NORESERVE; a mapping of an
+   * empty memfd named dmamem:reserved, so /proc/self/maps shows it as ours)
    * starting at a multiple of `align` (a power of two >= page size). Over-reserves and trims.
    */
   reserve(length: number, align: number): number;
+  /** Turns [addr, addr+length) back into a PROT_NONE reservation with one MAP_FIXED call. */
+  reserveFixed(addr: number, length: number): void;
   /**
    * Many MAP_FIXED | flags mappings of one fd in one native call. `batch` holds triples
    * [addr, length, offset]. Stops at the first failure and throws; the error carries

@@ -1,8 +1,11 @@
 // Address-space mappings: mmap, aligned reservations, batched MAP_FIXED, mremap, munmap, mprotect.
 // None of these report to napi_adjust_external_memory: the TypeScript layer owns that accounting.
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
 #include <cstddef>
 #include <string>
 
@@ -37,17 +40,33 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   return Num(env, p);
 }
 
+// Reservations are PROT_NONE private mappings of one empty memfd named "dmamem:reserved" rather
+// than anonymous memory, so /proc/self/maps shows which ranges are ours (this kernel has no
+// CONFIG_ANON_VMA_NAME). Nothing can touch them, so the file being empty does not matter.
+int ReservationFd() {
+  static int fd = -1;
+  static std::once_flag once;
+  std::call_once(once, [] { fd = static_cast<int>(syscall(SYS_memfd_create, "dmamem:reserved", MFD_CLOEXEC)); });
+  return fd;
+}
+
+void* MapReservation(void* addr, uint64_t length, int extraFlags) {
+  int fd = ReservationFd();
+  if (fd < 0) return mmap(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extraFlags, -1, 0);
+  return mmap(addr, length, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE | extraFlags, fd, 0);
+}
+
 Napi::Value Reserve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t length = U64(info[0]);
   uint64_t align = U64(info[1]);
   const int prot = PROT_NONE;
-  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  const int flags = MAP_PRIVATE | MAP_NORESERVE;
   // The kernel only promises page alignment, so over-reserve by `align` and trim both ends.
   uint64_t total = length + align;
-  void* p = mmap(nullptr, total, prot, flags, -1, 0);
+  void* p = MapReservation(nullptr, total, 0);
   if (p == MAP_FAILED) {
-    ThrowErrno(env, errno, "mmap", MmapCall(0, total, prot, flags, -1, 0));
+    ThrowErrno(env, errno, "mmap", MmapCall(0, total, prot, flags, ReservationFd(), 0));
     return env.Undefined();
   }
   uintptr_t base = reinterpret_cast<uintptr_t>(p);
@@ -67,6 +86,17 @@ Napi::Value Reserve(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   return Num(env, aligned);
+}
+
+// Turns [addr, addr+length) back into a reservation (one MAP_FIXED call), dropping what was mapped.
+Napi::Value ReserveFixed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t addr = U64(info[0]);
+  uint64_t length = U64(info[1]);
+  if (MapReservation(reinterpret_cast<void*>(addr), length, MAP_FIXED) == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", MmapCall(addr, length, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, ReservationFd(), 0));
+  }
+  return env.Undefined();
 }
 
 Napi::Value MapFixedBatch(const Napi::CallbackInfo& info) {
@@ -139,6 +169,7 @@ Napi::Value Mprotect(const Napi::CallbackInfo& info) {
 void InitMapping(Napi::Env env, Napi::Object exports) {
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
   exports.Set("reserve", Napi::Function::New(env, Reserve, "reserve"));
+  exports.Set("reserveFixed", Napi::Function::New(env, ReserveFixed, "reserveFixed"));
   exports.Set("mapFixedBatch", Napi::Function::New(env, MapFixedBatch, "mapFixedBatch"));
   exports.Set("mremap", Napi::Function::New(env, Mremap, "mremap"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));

@@ -1,0 +1,95 @@
+// The memory model's kernel-named free functions. Those whose arguments name a page or an address
+// find the machine from it; those with no such argument act on the default machine.
+
+import { defaultMachine } from './default';
+import type { Cma } from './cma';
+import { PAGE_SHIFT } from './gfp';
+import type { Machine } from './machine';
+import type { Page } from './page';
+import { machineOfAddress } from './registry';
+import * as vm from './vmalloc';
+
+function machineOf(page: Page): Machine {
+  return page.machine as Machine;
+}
+
+function machineAt(addr: number, fn: string): Machine {
+  const m = machineOfAddress(addr);
+  if (m === null) throw new RangeError(`${fn}: 0x${addr.toString(16)} belongs to no live machine`);
+  return m;
+}
+
+export function page_to_pfn(page: Page): number {
+  return page.pfn;
+}
+
+export function page_to_phys(page: Page): bigint {
+  return BigInt(page.pfn) << BigInt(PAGE_SHIFT);
+}
+
+export function page_to_nid(page: Page): number {
+  return page.nid;
+}
+
+export function page_address(page: Page): number {
+  return machineOf(page).page_address(page);
+}
+
+/** virt_to_page for a linear-map address of any live machine. */
+export function virt_to_page(addr: number): Page {
+  return machineAt(addr, 'virt_to_page').virt_to_page(addr);
+}
+
+export function virt_to_phys(addr: number): bigint {
+  return machineAt(addr, 'virt_to_phys').virt_to_phys(addr);
+}
+
+export function is_vmalloc_addr(addr: number): boolean {
+  const m = machineOfAddress(addr);
+  return m !== null && m.is_vmalloc_addr(addr);
+}
+
+/** vmalloc_to_page: the page mapped at a vmalloc address, or null where nothing is mapped. */
+export function vmalloc_to_page(addr: number): Page | null {
+  const m = machineOfAddress(addr);
+  if (m === null || !m.is_vmalloc_addr(addr)) throw new RangeError(`VIRTUAL_BUG_ON: vmalloc_to_page(0x${addr.toString(16)}) outside the vmalloc area`);
+  return m.vmalloc_to_page(addr);
+}
+
+export function __free_pages(page: Page, order: number): void {
+  machineOf(page).__free_pages(page, order);
+}
+
+// Functions with no machine-identifying argument use the default machine.
+export function pfn_to_page(pfn: number): Page {
+  return defaultMachine().pfn_to_page(pfn);
+}
+export function phys_to_virt(phys: bigint): number {
+  return defaultMachine().phys_to_virt(phys);
+}
+export function alloc_pages_node(nid: number, gfp: number, order: number): Page | null {
+  return defaultMachine().alloc_pages_node(nid, gfp, order);
+}
+export function alloc_pages(gfp: number, order: number): Page | null {
+  return defaultMachine().alloc_pages(gfp, order);
+}
+export function vmalloc(size: number): number | null {
+  return vm.vmalloc(defaultMachine(), size);
+}
+export function vzalloc(size: number): number | null {
+  return vm.vzalloc(defaultMachine(), size);
+}
+export function vfree(addr: number | null): void {
+  if (addr === null || addr === 0) return;
+  vm.vfree(machineAt(addr, 'vfree'), addr);
+}
+export function vmap(pages: readonly Page[], count: number, flags = 0, prot: 'readwrite' | 'read' = 'readwrite'): number | null {
+  const first = pages[0];
+  return vm.vmap(first === undefined ? defaultMachine() : machineOf(first), pages, count, flags, prot);
+}
+export function vunmap(addr: number | null): void {
+  if (addr === null || addr === 0) return;
+  vm.vunmap(machineAt(addr, 'vunmap'), addr);
+}
+export { cma_alloc, cma_release } from './cma';
+export type { Cma };

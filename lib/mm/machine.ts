@@ -1,0 +1,484 @@
+// The machine: physical memory built from real memfd segments (RAM per NUMA node, CMA areas), one
+// linear map of all of it, the page allocator, the vmalloc area and user VMAs, and their teardown.
+
+import { native } from '../native';
+import { trackExternalMemory } from '../os/views';
+import type { HugepagePolicy } from '../os/backing';
+import { readPfns } from '../os/pagemap';
+import { BuddyAllocator } from './buddy';
+import { Cma } from './cma';
+import {
+  MAX_PAGE_ORDER, NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, __GFP_DMA, __GFP_DMA32,
+  __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
+} from './gfp';
+import type { Page } from './page';
+import { Segment } from './segment';
+import { registerMachine, unregisterMachine } from './registry';
+import { VmallocArea } from './vmalloc';
+import { VmArea, type VmaOptions } from './vma';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const HUGE = 2 * MiB;
+/** Address space kept free above the laid-out memory for CMA areas and pools added later. */
+const LINEAR_HEADROOM = 64 * GiB;
+
+export interface MachineOptions {
+  /** A name for messages and memfd names. */
+  name?: string;
+  /** Number of NUMA nodes, each with its own RAM segment. Default 1. */
+  nodes?: number;
+  /** Bytes of buddy-managed RAM per node (a multiple of 2 MiB). Default 32 MiB. */
+  ramPerNode?: number;
+  /** Physical address of the first byte of RAM (a multiple of 2 MiB). Default 1 GiB. Use 2 ** 32 or more to put all RAM above 4 GiB. */
+  physBase?: number;
+  /** Size of the default CMA area (dma_contiguous_default_area, like `cma=`). 0 for none. Default 32 MiB. */
+  cmaSize?: number;
+  /** Size of each node's `numa_cma=` area. Default 0 (none). */
+  numaCmaSize?: number;
+  /** Size of each node's `cma_pernuma=` area. Default 0 (none). */
+  pernumaCmaSize?: number;
+  /** Hugepage policy for CMA areas. Default 'auto'. */
+  hugepages?: HugepagePolicy;
+  /**
+   * Hugepage policy for RAM. Default 'off': buddy pages are handed out one by one and mapped one
+   * by one (vmalloc, remap_pfn_range), and Linux can only map a hugetlb page whole.
+   */
+  ramHugepages?: HugepagePolicy;
+  /** Bytes of address space for the vmalloc area. Default 1 GiB. */
+  vmallocSize?: number;
+  /** CONFIG_CMA_ALIGNMENT (2..12). Default 8. */
+  cmaAlignment?: number;
+  /** Emit kernel WARNs as process warnings (they are always recorded). Default true. */
+  emitWarnings?: boolean;
+  /** DMA-API debug (kernel/dma/debug.c) for devices created on this machine: off, on, or strict (throw). Default false. */
+  dmaDebug?: boolean | 'strict';
+}
+
+/** One recorded kernel WARN. */
+export interface KernelWarning {
+  readonly message: string;
+  readonly stack: string | undefined;
+}
+
+export interface SegmentStats {
+  name: string; kind: string; nid: number; startPfn: number; pages: number;
+  physStart: bigint; backing: string; reason: string;
+}
+
+function checkSize(name: string, value: number, multiple: number, allowZero: boolean): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || (!allowZero && value === 0)) {
+    throw new RangeError(`Expected a ${allowZero ? 'non-negative' : 'positive'} integer for ${name} but received ${String(value)} of type ${typeof value}`);
+  }
+  if (value % multiple !== 0) {
+    throw new RangeError(`Expected a multiple of ${multiple} for ${name} but received ${value}`);
+  }
+  return value;
+}
+
+export class Machine {
+  readonly name: string;
+  /** PAGE_OFFSET: the linear-map address of physical address 0 (the kernel's direct map). */
+  readonly pageOffset: number;
+  readonly physBase: number;
+  readonly nodeCount: number;
+  readonly cmaAlignment: number;
+  readonly segments: Segment[] = [];
+  readonly buddy: BuddyAllocator;
+  /** dma_contiguous_default_area, or null. */
+  dma_contiguous_default_area: Cma | null = null;
+  /** numa_cma= areas by node. */
+  readonly numaCmaAreas: (Cma | null)[] = [];
+  /** cma_pernuma= areas by node. */
+  readonly pernumaCmaAreas: (Cma | null)[] = [];
+  /** Every CMA area, including per-device ones added later. */
+  readonly cmaAreas: Cma[] = [];
+  /** Every kernel WARN this machine raised, in order. */
+  readonly warnings: KernelWarning[] = [];
+  /** Counts of real mapping syscalls made on behalf of the model (for tests and benchmarks). */
+  readonly counters = { mmapCalls: 0, segmentsCreated: 0 };
+  emitWarnings: boolean;
+  /** The default DMA-API debug setting of devices created on this machine. */
+  dmaDebug: boolean | 'strict';
+  /** The node the "current CPU" is on (numa_mem_id()). */
+  currentNode = 0;
+
+  private readonly linearLength: number;
+  private nextPfn: number;
+  private readonly vmallocBase: number;
+  private readonly vmallocLength: number;
+  private readonly vmallocAreas: VmallocArea[] = [];
+  private readonly vmas = new Set<VmArea>();
+  private destroyed = false;
+  private lastSegment: Segment | null = null;
+
+  constructor(options: MachineOptions = {}) {
+    this.name = options.name ?? 'machine';
+    const nodes = options.nodes ?? 1;
+    if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) {
+      throw new RangeError(`Expected an integer from 1 to 64 for nodes but received ${String(nodes)}`);
+    }
+    this.nodeCount = nodes;
+    const ram = checkSize('ramPerNode', options.ramPerNode ?? 32 * MiB, HUGE, false);
+    this.physBase = checkSize('physBase', options.physBase ?? GiB, HUGE, true);
+    const cmaSize = checkSize('cmaSize', options.cmaSize ?? 32 * MiB, HUGE, true);
+    const numaCma = checkSize('numaCmaSize', options.numaCmaSize ?? 0, HUGE, true);
+    const pernumaCma = checkSize('pernumaCmaSize', options.pernumaCmaSize ?? 0, HUGE, true);
+    const vmallocSize = checkSize('vmallocSize', options.vmallocSize ?? GiB, HUGE, false);
+    this.cmaAlignment = options.cmaAlignment ?? 8;
+    if (!Number.isInteger(this.cmaAlignment) || this.cmaAlignment < 2 || this.cmaAlignment > 12) {
+      throw new RangeError(`Expected an integer from 2 to 12 for cmaAlignment but received ${String(options.cmaAlignment)}`);
+    }
+    this.emitWarnings = options.emitWarnings ?? true;
+    this.dmaDebug = options.dmaDebug ?? false;
+    const cmaPolicy = options.hugepages ?? 'auto';
+    const ramPolicy = options.ramHugepages ?? 'off';
+
+    this.buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn));
+    this.nextPfn = this.physBase / PAGE_SIZE;
+
+    // One reservation from physical 0 up, so that virt = PAGE_OFFSET + phys exactly as in the
+    // kernel's direct map. PROT_NONE and unreserved: it costs address space only.
+    this.linearLength = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize + LINEAR_HEADROOM;
+    this.pageOffset = native.reserve(this.linearLength, GiB);
+    this.vmallocLength = vmallocSize;
+    try {
+      this.vmallocBase = native.reserve(vmallocSize, HUGE);
+    } catch (err) {
+      native.munmap(this.pageOffset, this.linearLength);
+      throw err;
+    }
+    registerMachine(this);
+    try {
+      for (let nid = 0; nid < nodes; nid++) {
+        const seg = this.addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy);
+        this.buddy.addRange(nid, seg.startPfn, seg.pages);
+      }
+      if (cmaSize > 0) this.dma_contiguous_default_area = this.cma_declare('reserved', cmaSize, 0, cmaPolicy);
+      for (let nid = 0; nid < nodes; nid++) {
+        this.numaCmaAreas.push(numaCma > 0 ? this.cma_declare(`numa${nid}`, numaCma, nid, cmaPolicy) : null);
+        this.pernumaCmaAreas.push(pernumaCma > 0 ? this.cma_declare(`pernuma${nid}`, pernumaCma, nid, cmaPolicy) : null);
+      }
+    } catch (err) {
+      this.destroy();
+      throw err;
+    }
+  }
+
+  // ---- layout ----
+
+  /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
+  private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy): Segment {
+    this.assertAlive();
+    const startPfn = this.nextPfn;
+    const bytes = pages * PAGE_SIZE;
+    if ((startPfn + pages) * PAGE_SIZE > this.linearLength) {
+      throw new RangeError(`${this.name}: no room left in the linear map for ${bytes} more bytes`);
+    }
+    const seg = new Segment({ name, kind, nid, startPfn, pages, hugepages: policy }, this.pageOffset + startPfn * PAGE_SIZE, this);
+    this.counters.segmentsCreated++;
+    this.counters.mmapCalls++;
+    trackExternalMemory(bytes);
+    // Keep segments 2 MiB aligned so that hugetlb segments can be mapped anywhere after.
+    this.nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
+    this.segments.push(seg);
+    return seg;
+  }
+
+  /**
+   * Creates a CMA area of `size` bytes on node `nid` (like cma_declare_contiguous_nid): a new
+   * segment whose pages only cma_alloc hands out.
+   */
+  cma_declare(name: string, size: number, nid: number, hugepages: HugepagePolicy = 'auto'): Cma {
+    checkSize('size', size, PAGE_SIZE, false);
+    const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
+    const cma = new Cma({
+      name, basePfn: seg.startPfn, count: seg.pages, orderPerBit: 0, nid,
+      pfnToPage: (pfn) => seg.page(pfn),
+      warn: (message) => this.warn(message),
+    });
+    this.cmaAreas.push(cma);
+    return cma;
+  }
+
+  /** The segment of a CMA area. */
+  cmaSegment(cma: Cma): Segment {
+    const seg = this.segmentOfPfn(cma.basePfn);
+    if (seg === null) throw new Error(`${this.name}: CMA area ${cma.name} has no segment`);
+    return seg;
+  }
+
+  // ---- pages and addresses (O(1)-ish arithmetic, no native call) ----
+
+  segmentOfPfn(pfn: number): Segment | null {
+    const last = this.lastSegment;
+    if (last !== null && pfn >= last.startPfn && pfn < last.startPfn + last.pages) return last;
+    for (const seg of this.segments) {
+      if (pfn >= seg.startPfn && pfn < seg.startPfn + seg.pages) {
+        this.lastSegment = seg;
+        return seg;
+      }
+    }
+    return null;
+  }
+
+  pfn_valid(pfn: number): boolean {
+    return this.segmentOfPfn(pfn) !== null;
+  }
+
+  /** struct page of a PFN; the same object every time. RangeError for a PFN that is not memory. */
+  pfn_to_page(pfn: number): Page {
+    const seg = this.segmentOfPfn(pfn);
+    if (seg === null) throw new RangeError(`${this.name}: pfn 0x${pfn.toString(16)} is not memory of this machine`);
+    return seg.page(pfn);
+  }
+
+  /** Is addr inside this machine's linear (direct) map? */
+  isLinearAddress(addr: number): boolean {
+    return addr >= this.pageOffset && addr < this.pageOffset + this.linearLength;
+  }
+
+  virt_to_phys(addr: number): bigint {
+    return BigInt(addr - this.pageOffset);
+  }
+
+  phys_to_virt(phys: bigint): number {
+    return Number(phys) + this.pageOffset;
+  }
+
+  virt_to_page(addr: number): Page {
+    return this.pfn_to_page(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
+  }
+
+  page_address(page: Page): number {
+    return this.pageOffset + page.pfn * PAGE_SIZE;
+  }
+
+  // ---- the page allocator (mm/page_alloc.c) ----
+
+  numa_mem_id(): number {
+    return this.currentNode;
+  }
+
+  /**
+   * alloc_pages_node: 2^order contiguous pages, preferably on `nid` (NUMA_NO_NODE: the current
+   * CPU's node), only there with __GFP_THISNODE. order > MAX_PAGE_ORDER: WARN (unless
+   * __GFP_NOWARN) and null. __GFP_ZERO zeroes. GFP_DMA / GFP_DMA32 restrict to memory below
+   * 16 MiB / 4 GiB.
+   */
+  alloc_pages_node(nid: number, gfp: number, order: number): Page | null {
+    this.assertAlive();
+    if (nid === NUMA_NO_NODE) nid = this.numa_mem_id();
+    if (!Number.isInteger(nid) || nid < 0 || nid >= 1024) {
+      throw new Error(`VM_BUG_ON: alloc_pages_node: nid ${nid} outside 0..MAX_NUMNODES-1`);
+    }
+    if (!Number.isInteger(order) || order < 0) throw new RangeError(`Expected a non-negative integer for order but received ${String(order)}`);
+    if (order > MAX_PAGE_ORDER) {
+      if (!(gfp & __GFP_NOWARN)) this.warn(`WARNING: mm/page_alloc.c: __alloc_pages: order ${order} > MAX_PAGE_ORDER (${MAX_PAGE_ORDER})`);
+      return null;
+    }
+    const page = this.buddy.allocOrder(nid, order, (gfp & __GFP_THISNODE) !== 0);
+    if (page === null) return null;
+    const limit = gfp & __GFP_DMA ? 16 * MiB : gfp & __GFP_DMA32 ? 4 * GiB : Infinity;
+    if ((page.pfn + (1 << order)) * PAGE_SIZE > limit) {
+      // The zone the caller asked for has no such memory on this machine.
+      this.buddy.free(page, order);
+      return null;
+    }
+    if (gfp & __GFP_ZERO) native.memset(this.page_address(page), 0, PAGE_SIZE << order);
+    return page;
+  }
+
+  alloc_pages(gfp: number, order: number): Page | null {
+    return this.alloc_pages_node(NUMA_NO_NODE, gfp, order);
+  }
+
+  __free_pages(page: Page, order: number): void {
+    this.assertAlive();
+    this.buddy.free(page, order);
+  }
+
+  // ---- views ----
+
+  /**
+   * A Buffer over `length` bytes at a linear-map, vmalloc or user-VMA address. RangeError when the
+   * range is not mapped or leaves the segment / vmalloc area / VMA that holds its start.
+   */
+  view(addr: number, length: number): Buffer {
+    this.assertAlive();
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`Expected integer address and non-negative length but received ${String(addr)}, ${String(length)}`);
+    }
+    if (this.isLinearAddress(addr)) {
+      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
+      if (seg === null) throw new RangeError(`${this.name}: 0x${addr.toString(16)} is in the linear map but not memory`);
+      const off = addr - seg.address;
+      if (off + length > seg.bytes) {
+        throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves segment ${seg.name}`);
+      }
+      return seg.window.slice(off, length);
+    }
+    const area = this.findVmallocArea(addr);
+    if (area !== null) return area.view(addr, length);
+    for (const vma of this.vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.view(addr - vma.vm_start, length);
+    throw new RangeError(`${this.name}: nothing is mapped at 0x${addr.toString(16)}`);
+  }
+
+  // ---- vmalloc area (mm/vmalloc.c) ----
+
+  is_vmalloc_addr(addr: number): boolean {
+    return addr >= this.vmallocBase && addr < this.vmallocBase + this.vmallocLength;
+  }
+
+  /** Finds the live vmalloc area holding addr (binary search over areas sorted by address). */
+  findVmallocArea(addr: number): VmallocArea | null {
+    if (!this.is_vmalloc_addr(addr)) return null;
+    const areas = this.vmallocAreas;
+    let lo = 0;
+    let hi = areas.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const a = areas[mid]!;
+      if (addr < a.addr) hi = mid - 1;
+      else if (addr >= a.addr + a.size) lo = mid + 1;
+      else return a;
+    }
+    return null;
+  }
+
+  /**
+   * Picks address space for a new vmalloc area: first fit, with one guard page after it (as
+   * mm/vmalloc.c does). Returns the address and the index at which to insert the area.
+   */
+  allocVmallocRange(size: number): { addr: number; index: number } | null {
+    const need = size + PAGE_SIZE;
+    let cursor = this.vmallocBase;
+    let index = 0;
+    for (const a of this.vmallocAreas) {
+      if (a.addr - cursor >= need) break;
+      cursor = a.addr + a.size + PAGE_SIZE;
+      index++;
+    }
+    if (cursor + need > this.vmallocBase + this.vmallocLength) return null;
+    return { addr: cursor, index };
+  }
+
+  /** Used by lib/mm/vmalloc.ts: inserts a live area, keeping the list sorted. */
+  insertVmallocArea(area: VmallocArea, index: number): void {
+    this.vmallocAreas.splice(index, 0, area);
+  }
+
+  removeVmallocArea(area: VmallocArea): void {
+    const i = this.vmallocAreas.indexOf(area);
+    if (i >= 0) this.vmallocAreas.splice(i, 1);
+  }
+
+  vmalloc_to_page(addr: number): Page | null {
+    const area = this.findVmallocArea(addr);
+    return area === null ? null : area.pageAt(addr);
+  }
+
+  // ---- user mappings ----
+
+  /** Reserves a user VMA the way mmap(2) on a device file does before the driver's mmap handler runs. */
+  createVma(length: number, options: VmaOptions = {}): VmArea {
+    this.assertAlive();
+    const vma = new VmArea(this, length, options);
+    this.vmas.add(vma);
+    return vma;
+  }
+
+  /** Called by VmArea.unmap(). */
+  forgetVma(vma: VmArea): void {
+    this.vmas.delete(vma);
+  }
+
+  // ---- host physical addresses ----
+
+  /** The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden. */
+  hostPhysAddr(page: Page): bigint | null {
+    const pfns = readPfns(this.page_address(page), 1);
+    const pfn = pfns[0]!;
+    return Number.isNaN(pfn) ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
+  }
+
+  /** Host PFNs of `count` pages starting at a linear or vmalloc address (NaN where not visible). */
+  hostPfns(addr: number, count: number): Float64Array {
+    return readPfns(addr, count);
+  }
+
+  /** Whether `count` pages from `page` are contiguous in host physical memory; null when PFNs are hidden. */
+  isHostContiguous(page: Page, count: number): boolean | null {
+    const pfns = readPfns(this.page_address(page), count);
+    for (let i = 0; i < count; i++) {
+      if (Number.isNaN(pfns[i]!)) return null;
+      if (i > 0 && pfns[i] !== pfns[i - 1]! + 1) return false;
+    }
+    return true;
+  }
+
+  // ---- WARN ----
+
+  /** A kernel WARN: recorded, and emitted as a process warning unless emitWarnings is off. */
+  warn(message: string): void {
+    this.warnings.push({ message, stack: new Error(message).stack });
+    if (this.emitWarnings) process.emitWarning(message, { code: 'DMAMEM_KERNEL_WARN' });
+  }
+
+  // ---- stats and teardown ----
+
+  stats(): {
+    segments: SegmentStats[];
+    nodes: { nid: number; freePages: number; totalPages: number; buddyinfo: number[] }[];
+    cma: { name: string; nid: number; available: number; count: number; backing: string }[];
+    vmallocAreas: number;
+    vmas: number;
+  } {
+    return {
+      segments: this.segments.map((s) => ({
+        name: s.name, kind: s.kind, nid: s.nid, startPfn: s.startPfn, pages: s.pages,
+        physStart: BigInt(s.startPfn) << BigInt(PAGE_SHIFT), backing: s.backing, reason: s.backingReason,
+      })),
+      nodes: Array.from({ length: this.nodeCount }, (_, nid) => ({
+        nid, freePages: this.buddy.freePages(nid), totalPages: this.buddy.totalPages(nid), buddyinfo: this.buddy.freeBlocks(nid),
+      })),
+      cma: this.cmaAreas.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
+      vmallocAreas: this.vmallocAreas.length,
+      vmas: this.vmas.size,
+    };
+  }
+
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  assertAlive(): void {
+    if (this.destroyed) {
+      const err = new Error(`${this.name} has been destroyed`) as Error & { code: string };
+      err.code = 'ERR_DMAMEM_DESTROYED';
+      throw err;
+    }
+  }
+
+  /** Unmaps everything, closes every fd, detaches every view. Idempotent. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const vma of [...this.vmas]) vma.unmap();
+    for (const area of [...this.vmallocAreas]) area.detachViews();
+    this.vmallocAreas.length = 0;
+    let bytes = 0;
+    for (const seg of this.segments) {
+      seg.release();
+      bytes += seg.bytes;
+    }
+    native.munmap(this.vmallocBase, this.vmallocLength);
+    native.munmap(this.pageOffset, this.linearLength);
+    trackExternalMemory(-bytes);
+    unregisterMachine(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.destroy();
+  }
+}
