@@ -1,0 +1,587 @@
+// DMA-API debugging: kernel/dma/debug.c. Tracks every mapping and allocation per device and reports
+// misuse at unmap, free, sync and driver-unbind time with the kernel's wording and bracketed context.
+
+import type { Page } from '../mm/page';
+import { PAGE_SHIFT } from '../mm/gfp';
+import {
+  DMA_BIDIRECTIONAL,
+  DMA_FROM_DEVICE,
+  DMA_MAPPING_ERROR,
+  DMA_TO_DEVICE,
+  dma_direction_name,
+} from './constants';
+import { type Scatterlist, for_each_sg, sg_dma_address, sg_dma_len, sg_page } from './scatterlist';
+
+/** What the tracker needs of a device: identity (the object) and a name for messages. */
+export interface DmaDebugDevice {
+  readonly name: string;
+}
+
+/** How a mapping was made. 'pages' is dma_alloc_pages, 'phys' is dma_map_resource / map_phys. */
+export type DmaDebugType = 'single' | 'page' | 'sg' | 'coherent' | 'pages' | 'phys';
+
+/** The kernel's type2name (older kernels' "page" type kept, as the hooks tell single from page). */
+const TYPE_NAMES: Record<DmaDebugType, string> = {
+  single: 'single',
+  page: 'page',
+  sg: 'scatter-gather',
+  coherent: 'coherent',
+  pages: 'noncoherent',
+  phys: 'resource',
+};
+
+/** enum map_err_types: whether dma_mapping_error() was called on the handle. */
+export const MAP_ERR_CHECK_NOT_APPLICABLE = 0;
+export const MAP_ERR_NOT_CHECKED = 1;
+export const MAP_ERR_CHECKED = 2;
+export type MapErrType = 0 | 1 | 2;
+
+const MAP_ERR_NAMES = ['dma map error check not applicable', 'dma map error not checked', 'dma map error checked'];
+
+/** struct dma_debug_entry. */
+export interface DmaDebugEntry {
+  readonly dev: DmaDebugDevice;
+  readonly type: DmaDebugType;
+  readonly dev_addr: bigint;
+  readonly size: number;
+  readonly direction: number;
+  /** Physical address of the mapped data (page/sg/pages/phys), else null. */
+  readonly paddr: bigint | null;
+  /** CPU address a coherent allocation returned, else null. */
+  readonly cpu_addr: number | null;
+  /** 'nents' passed to dma_map_sg (0 for other types). */
+  readonly sg_call_ents: number;
+  /** What dma_map_sg returned (0 for other types). */
+  readonly sg_mapped_ents: number;
+  map_err_type: MapErrType;
+  /** Up to 5 frames of the caller that made the mapping. */
+  readonly stack: string;
+}
+
+/** What a map/alloc hook supplies; the rest defaults to null / 0. */
+type NewEntry = Pick<DmaDebugEntry, 'dev' | 'type' | 'dev_addr' | 'size' | 'direction' | 'map_err_type'> &
+  Partial<Pick<DmaDebugEntry, 'paddr' | 'cpu_addr' | 'sg_call_ents' | 'sg_mapped_ents'>>;
+
+/** One detected misuse. `check` is the number of the check in prior-art-dma.md §4. */
+export interface DmaDebugReport {
+  readonly check: number;
+  readonly device: string;
+  readonly message: string;
+  readonly entry?: DmaDebugEntry;
+}
+
+export interface DmaDebugOptions {
+  /** When false every hook returns at once and nothing is tracked. */
+  enabled: boolean;
+  /** Throw a DmaDebugError for the first report of a hook call instead of warning. */
+  strict: boolean;
+  /** How many reports are emitted as process warnings (all are recorded). Default 10. */
+  maxPrinted?: number;
+}
+
+/** Thrown in strict mode. The hook finishes its bookkeeping before throwing. */
+export class DmaDebugError extends Error {
+  override readonly name = 'DmaDebugError';
+  readonly code = 'ERR_DMA_API_DEBUG';
+  constructor(readonly report: DmaDebugReport) {
+    super(report.message);
+  }
+}
+
+/** The reference a hook builds to look an entry up (the kernel's on-stack `ref` entry). */
+interface Ref {
+  dev: DmaDebugDevice;
+  type: DmaDebugType;
+  /** Unmap of a page without saying single or page: either kind matches. */
+  looseType: boolean;
+  dev_addr: bigint;
+  size: number;
+  direction: number;
+  paddr: bigint | null;
+  cpu_addr: number | null;
+  sg_call_ents: number;
+}
+
+/** Entries of one device by DMA address; a list because the same address can be mapped twice. */
+interface DeviceEntries {
+  readonly byAddr: Map<bigint, DmaDebugEntry[]>;
+  count: number;
+}
+
+const hex16 = (v: bigint): string => `0x${v.toString(16).padStart(16, '0')}`;
+const pagePhys = (page: Page): bigint => BigInt(page.pfn) << BigInt(PAGE_SHIFT);
+
+/** A hook method, used to cut the tracker's own frames off a captured stack. */
+type Hook = (...args: never[]) => unknown;
+
+/** Up to 5 frames of the code that called `hook` (the kernel keeps 5 stack entries too). */
+function shortStack(hook: Hook): string {
+  const holder: { stack?: string } = {};
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 5;
+  Error.captureStackTrace(holder, hook);
+  Error.stackTraceLimit = limit;
+  return (holder.stack ?? '').split('\n').slice(1).map((l) => l.trim()).join('\n');
+}
+
+/**
+ * The DMA-API debug tracker. A machine or device owns one; the mapping layer calls its hooks
+ * around every map/unmap/alloc/free/sync.
+ * @example
+ *   const dbg = new DmaDebug({ enabled: true, strict: false });
+ *   dbg.debug_dma_map_page(dev, page, 0, 4096, DMA_TO_DEVICE, handle, true);
+ *   dbg.debug_dma_unmap_page(dev, handle, 8192, DMA_TO_DEVICE); // reports check 3 (and 8)
+ */
+export class DmaDebug {
+  enabled: boolean;
+  strict: boolean;
+  maxPrinted: number;
+  /** Every report, in order. */
+  readonly reports: DmaDebugReport[] = [];
+  /** The kernel's error_count: reports since creation or the last clear(). */
+  errorCount = 0;
+  private printed = 0;
+  private total = 0;
+  private readonly devices = new Map<DmaDebugDevice, DeviceEntries>();
+  /** First report of the hook call in progress (strict mode throws it when the hook ends). */
+  private pending: DmaDebugReport | null = null;
+
+  constructor(options: DmaDebugOptions) {
+    this.enabled = options.enabled;
+    this.strict = options.strict;
+    this.maxPrinted = options.maxPrinted ?? 10;
+  }
+
+  /** Forget the reports and the error count (tracked entries stay). */
+  clear(): void {
+    this.reports.length = 0;
+    this.errorCount = 0;
+    this.printed = 0;
+  }
+
+  /** Number of live tracked entries, of one device or of all (for leak checks). */
+  activeEntries(dev?: DmaDebugDevice): number {
+    if (dev === undefined) return this.total;
+    return this.devices.get(dev)?.count ?? 0;
+  }
+
+  // --- hooks: map / unmap --------------------------------------------------------------------
+
+  /** After dma_map_page / dma_map_single. A failed mapping (DMA_MAPPING_ERROR) is not tracked. */
+  debug_dma_map_page(
+    dev: DmaDebugDevice,
+    page: Page,
+    offset: number,
+    size: number,
+    direction: number,
+    dma_addr: bigint,
+    isSingle: boolean,
+  ): void {
+    if (!this.enabled) return;
+    if (dma_addr === DMA_MAPPING_ERROR) return;
+    this.add(this.debug_dma_map_page, {
+      dev, type: isSingle ? 'single' : 'page', dev_addr: dma_addr, size, direction,
+      paddr: pagePhys(page) + BigInt(offset),
+      map_err_type: MAP_ERR_NOT_CHECKED,
+    });
+  }
+
+  /**
+   * Before dma_unmap_page / dma_unmap_single. Pass `isSingle` to have single-vs-page mixups
+   * reported (older kernels); leave it out and either kind matches (newer kernels merged them).
+   */
+  debug_dma_unmap_page(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number, isSingle?: boolean): void {
+    if (!this.enabled) return;
+    this.checkUnmap({
+      dev, type: isSingle === true ? 'single' : 'page', looseType: isSingle === undefined,
+      dev_addr: dma_addr, size, direction, paddr: null, cpu_addr: null, sg_call_ents: 0,
+    });
+    this.raiseIfStrict();
+  }
+
+  /** After dma_map_resource (and newer kernels' map_phys). */
+  debug_dma_map_phys(dev: DmaDebugDevice, phys: bigint, size: number, direction: number, dma_addr: bigint): void {
+    if (!this.enabled) return;
+    if (dma_addr === DMA_MAPPING_ERROR) return;
+    this.add(this.debug_dma_map_phys, {
+      dev, type: 'phys', dev_addr: dma_addr, size, direction, paddr: phys,
+      map_err_type: MAP_ERR_NOT_CHECKED,
+    });
+  }
+
+  /** Before dma_unmap_resource. */
+  debug_dma_unmap_phys(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number): void {
+    if (!this.enabled) return;
+    this.checkUnmap({
+      dev, type: 'phys', looseType: false, dev_addr: dma_addr, size, direction,
+      paddr: null, cpu_addr: null, sg_call_ents: 0,
+    });
+    this.raiseIfStrict();
+  }
+
+  /** After dma_map_sg returned `mapped_ents` > 0: one entry per mapped segment. */
+  debug_dma_map_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number): void {
+    if (!this.enabled) return;
+    for_each_sg(sgl, mapped_ents, (s) => {
+      const page = sg_page(s);
+      const paddr = page === null ? null : pagePhys(page) + BigInt(s.offset);
+      this.add(this.debug_dma_map_sg, {
+        dev, type: 'sg', dev_addr: sg_dma_address(s), size: sg_dma_len(s), direction,
+        paddr, sg_call_ents: nents, sg_mapped_ents: mapped_ents,
+        map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
+      });
+    });
+  }
+
+  /** Before dma_unmap_sg; `nelems` must be the nents passed to dma_map_sg. */
+  debug_dma_unmap_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nelems: number, direction: number): void {
+    if (!this.enabled) return;
+    let mapped = 0;
+    let stop = false;
+    for_each_sg(sgl, nelems, (s, i) => {
+      if (stop || (mapped !== 0 && i >= mapped)) {
+        stop = true;
+        return;
+      }
+      const ref = this.sgRef(dev, s, nelems, direction);
+      // Only the segments dma_map_sg produced were tracked; the first one knows how many.
+      if (i === 0) mapped = this.findExact(ref)?.sg_mapped_ents ?? 0;
+      this.checkUnmap(ref);
+    });
+    this.raiseIfStrict();
+  }
+
+  // --- hooks: coherent and page allocations --------------------------------------------------
+
+  /** After dma_alloc_coherent / dma_alloc_attrs; a NULL result (null) is not tracked. */
+  debug_dma_alloc_coherent(dev: DmaDebugDevice, size: number, dma_addr: bigint, virt: number | null): void {
+    if (!this.enabled) return;
+    if (virt === null) return;
+    this.add(this.debug_dma_alloc_coherent, {
+      dev, type: 'coherent', dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL, cpu_addr: virt,
+      map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
+    });
+  }
+
+  /** Before dma_free_coherent. */
+  debug_dma_free_coherent(dev: DmaDebugDevice, size: number, virt: number, dma_addr: bigint): void {
+    if (!this.enabled) return;
+    this.checkUnmap({
+      dev, type: 'coherent', looseType: false, dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL,
+      paddr: null, cpu_addr: virt, sg_call_ents: 0,
+    });
+    this.raiseIfStrict();
+  }
+
+  /** After dma_alloc_pages / dma_alloc_noncoherent succeeded. */
+  debug_dma_alloc_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
+    if (!this.enabled) return;
+    this.add(this.debug_dma_alloc_pages, {
+      dev, type: 'pages', dev_addr: dma_addr, size, direction, paddr: pagePhys(page),
+      map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
+    });
+  }
+
+  /** Before dma_free_pages / dma_free_noncoherent. */
+  debug_dma_free_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
+    if (!this.enabled) return;
+    this.checkUnmap({
+      dev, type: 'pages', looseType: false, dev_addr: dma_addr, size, direction,
+      paddr: pagePhys(page), cpu_addr: null, sg_call_ents: 0,
+    });
+    this.raiseIfStrict();
+  }
+
+  // --- hooks: sync and error check -----------------------------------------------------------
+
+  debug_dma_sync_single_for_cpu(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
+    if (!this.enabled) return;
+    this.checkSync(this.singleRef(dev, dma_handle, size, direction), true);
+    this.raiseIfStrict();
+  }
+
+  debug_dma_sync_single_for_device(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
+    if (!this.enabled) return;
+    this.checkSync(this.singleRef(dev, dma_handle, size, direction), false);
+    this.raiseIfStrict();
+  }
+
+  debug_dma_sync_sg_for_cpu(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
+    if (!this.enabled) return;
+    this.syncSg(dev, sg, nelems, direction, true);
+    this.raiseIfStrict();
+  }
+
+  debug_dma_sync_sg_for_device(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
+    if (!this.enabled) return;
+    this.syncSg(dev, sg, nelems, direction, false);
+    this.raiseIfStrict();
+  }
+
+  /** dma_mapping_error() was called on `dma_addr`: mark the first unchecked entry as checked. */
+  debug_dma_mapping_error(dev: DmaDebugDevice, dma_addr: bigint): void {
+    if (!this.enabled) return;
+    const list = this.devices.get(dev)?.byAddr.get(dma_addr);
+    if (list === undefined) return;
+    for (const entry of list) {
+      if (entry.map_err_type === MAP_ERR_NOT_CHECKED) {
+        entry.map_err_type = MAP_ERR_CHECKED;
+        break;
+      }
+    }
+  }
+
+  // --- hooks: lifecycle ----------------------------------------------------------------------
+
+  /**
+   * The bus notifier's BUS_NOTIFY_UNBOUND_DRIVER check: report mappings the device still holds.
+   * Unlike the kernel, the device's entries are then forgotten, since the device object is going
+   * away and keeping them would only pin it in memory.
+   */
+  dma_debug_device_teardown(dev: DmaDebugDevice): void {
+    if (!this.enabled) return;
+    const own = this.devices.get(dev);
+    if (own === undefined || own.count === 0) return;
+    let example: DmaDebugEntry | undefined;
+    for (const list of own.byAddr.values()) example = list[list.length - 1] ?? example;
+    if (example !== undefined) {
+      this.err(21, dev, example,
+        `device driver has pending DMA allocations while released from device [count=${own.count}]\n` +
+        `One of leaked entries details: [device address=${hex16(example.dev_addr)}] [size=${example.size} bytes] ` +
+        `[mapped with ${dma_direction_name(example.direction)}] [mapped as ${TYPE_NAMES[example.type]}]`);
+    }
+    this.total -= own.count;
+    this.devices.delete(dev);
+    this.raiseIfStrict();
+  }
+
+  /** The live mappings, of one device or all, one line each (like the debugfs `dump` file). */
+  debug_dma_dump_mappings(dev?: DmaDebugDevice): string[] {
+    const lines: string[] = [];
+    for (const [d, own] of this.devices) {
+      if (dev !== undefined && d !== dev) continue;
+      for (const list of own.byAddr.values()) {
+        for (const e of list) {
+          const p = e.paddr === null ? (e.cpu_addr === null ? 'none' : `cpu=0x${e.cpu_addr.toString(16)}`) : hex16(e.paddr);
+          lines.push(`${d.name} ${TYPE_NAMES[e.type]} P=${p} D=${e.dev_addr.toString(16)} L=${e.size.toString(16)} ` +
+            `${dma_direction_name(e.direction)} ${MAP_ERR_NAMES[e.map_err_type]}`);
+        }
+      }
+    }
+    return lines;
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  private add(hook: Hook, fields: NewEntry): void {
+    // One literal shape for every entry, whatever the hook supplied.
+    const entry: DmaDebugEntry = {
+      paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
+    };
+    const { dev, dev_addr } = entry;
+    let own = this.devices.get(dev);
+    if (own === undefined) {
+      own = { byAddr: new Map(), count: 0 };
+      this.devices.set(dev, own);
+    }
+    const list = own.byAddr.get(dev_addr);
+    if (list === undefined) own.byAddr.set(dev_addr, [entry]);
+    else list.push(entry);
+    own.count++;
+    this.total++;
+  }
+
+  private remove(entry: DmaDebugEntry): void {
+    const own = this.devices.get(entry.dev);
+    const list = own?.byAddr.get(entry.dev_addr);
+    if (own === undefined || list === undefined) return;
+    const i = list.indexOf(entry);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) own.byAddr.delete(entry.dev_addr);
+    own.count--;
+    this.total--;
+  }
+
+  private typeMatches(entry: DmaDebugEntry, ref: Ref): boolean {
+    if (entry.type === ref.type) return true;
+    return ref.looseType && (entry.type === 'single' || entry.type === 'page');
+  }
+
+  /**
+   * Best fit among `candidates` (__hash_bucket_find): a perfect match on size, type, direction
+   * and sg count wins at once; otherwise the best partial match, but only if it is the sole
+   * candidate (with several imperfect ones the kernel gives up, and so do we).
+   */
+  private bestFit(candidates: readonly DmaDebugEntry[], ref: Ref, requireUnique: boolean): DmaDebugEntry | null {
+    let best: DmaDebugEntry | null = null;
+    let bestLvl = -1;
+    for (const e of candidates) {
+      const lvl = (e.size === ref.size ? 1 : 0) + (this.typeMatches(e, ref) ? 1 : 0) +
+        (e.direction === ref.direction ? 1 : 0) + (e.sg_call_ents === ref.sg_call_ents ? 1 : 0);
+      if (lvl === 4) return e;
+      if (lvl > bestLvl) {
+        bestLvl = lvl;
+        best = e;
+      }
+    }
+    return requireUnique && candidates.length !== 1 ? null : best;
+  }
+
+  /** bucket_find_exact: same device and DMA address. O(1) on average. */
+  private findExact(ref: Ref): DmaDebugEntry | null {
+    const list = this.devices.get(ref.dev)?.byAddr.get(ref.dev_addr);
+    return list === undefined ? null : this.bestFit(list, ref, true);
+  }
+
+  /**
+   * The entry a sync at `ref.dev_addr` belongs to: an exact address first (O(1)); else any entry
+   * of the device whose range holds the start address (a scan, only for syncs of part of a
+   * mapping). The kernel wants the whole sync range inside; we match on the start so that a sync
+   * running past the end is reported as such (check 10) rather than as "not allocated".
+   */
+  private findContaining(ref: Ref): DmaDebugEntry | null {
+    const own = this.devices.get(ref.dev);
+    if (own === undefined) return null;
+    const exact = own.byAddr.get(ref.dev_addr);
+    if (exact !== undefined) return this.bestFit(exact, ref, false);
+    const hits: DmaDebugEntry[] = [];
+    for (const list of own.byAddr.values()) {
+      for (const e of list) {
+        if (e.dev_addr <= ref.dev_addr && ref.dev_addr < e.dev_addr + BigInt(e.size)) hits.push(e);
+      }
+    }
+    return hits.length === 0 ? null : this.bestFit(hits, ref, false);
+  }
+
+  private singleRef(dev: DmaDebugDevice, dev_addr: bigint, size: number, direction: number): Ref {
+    return { dev, type: 'single', looseType: true, dev_addr, size, direction, paddr: null, cpu_addr: null, sg_call_ents: 0 };
+  }
+
+  private sgRef(dev: DmaDebugDevice, s: Scatterlist, nelems: number, direction: number): Ref {
+    return {
+      dev, type: 'sg', looseType: false, dev_addr: sg_dma_address(s), size: sg_dma_len(s), direction,
+      paddr: null, cpu_addr: null, sg_call_ents: nelems,
+    };
+  }
+
+  /** check_unmap: checks 1-8, then the entry is dropped. */
+  private checkUnmap(ref: Ref): void {
+    const entry = this.findExact(ref);
+    const addr = hex16(ref.dev_addr);
+    if (entry === null) {
+      if (ref.dev_addr === DMA_MAPPING_ERROR) {
+        this.err(2, ref.dev, undefined, 'device driver tries to free an invalid DMA memory address');
+      } else {
+        this.err(1, ref.dev, undefined,
+          `device driver tries to free DMA memory it has not allocated [device address=${addr}] [size=${ref.size} bytes]`);
+      }
+      return;
+    }
+    if (ref.size !== entry.size) {
+      this.err(3, ref.dev, entry, 'device driver frees DMA memory with different size ' +
+        `[device address=${addr}] [map size=${entry.size} bytes] [unmap size=${ref.size} bytes]`);
+    }
+    if (!this.typeMatches(entry, ref)) {
+      this.err(4, ref.dev, entry, 'device driver frees DMA memory with wrong function ' +
+        `[device address=${addr}] [size=${ref.size} bytes] ` +
+        `[mapped as ${TYPE_NAMES[entry.type]}] [unmapped as ${TYPE_NAMES[ref.type]}]`);
+    } else if (entry.type === 'coherent' && ref.cpu_addr !== entry.cpu_addr) {
+      this.err(5, ref.dev, entry, 'device driver frees DMA memory with different CPU address ' +
+        `[device address=${addr}] [size=${ref.size} bytes] ` +
+        `[cpu alloc address=${hex16(BigInt(entry.cpu_addr ?? 0))}] [cpu free address=${hex16(BigInt(ref.cpu_addr ?? 0))}]`);
+    } else if (entry.type === 'pages' && ref.paddr !== entry.paddr) {
+      this.err(5, ref.dev, entry, 'device driver frees DMA memory with different CPU address ' +
+        `[device address=${addr}] [size=${ref.size} bytes] ` +
+        `[cpu alloc address=${hex16(entry.paddr ?? 0n)}] [cpu free address=${hex16(ref.paddr ?? 0n)}]`);
+    }
+    if (ref.sg_call_ents !== 0 && ref.type === 'sg' && ref.sg_call_ents !== entry.sg_call_ents) {
+      this.err(6, ref.dev, entry, 'device driver frees DMA sg list with different entry count ' +
+        `[map count=${entry.sg_call_ents}] [unmap count=${ref.sg_call_ents}]`);
+    }
+    // Not always a bug in practice, but most DMA API implementations mishandle it.
+    if (ref.direction !== entry.direction) {
+      this.err(7, ref.dev, entry, 'device driver frees DMA memory with different direction ' +
+        `[device address=${addr}] [size=${ref.size} bytes] ` +
+        `[mapped with ${dma_direction_name(entry.direction)}] [unmapped with ${dma_direction_name(ref.direction)}]`);
+    }
+    if (entry.map_err_type === MAP_ERR_NOT_CHECKED) {
+      this.err(8, ref.dev, entry, 'device driver failed to check map error ' +
+        `[device address=${addr}] [size=${ref.size} bytes] [mapped as ${TYPE_NAMES[entry.type]}]`);
+    }
+    this.remove(entry);
+  }
+
+  /** check_sync: checks 9-14. */
+  private checkSync(ref: Ref, toCpu: boolean): void {
+    const entry = this.findContaining(ref);
+    const addr = hex16(ref.dev_addr);
+    if (entry === null) {
+      this.err(9, ref.dev, undefined,
+        `device driver tries to sync DMA memory it has not allocated [device address=${addr}] [size=${ref.size} bytes]`);
+      return;
+    }
+    const end = Number(ref.dev_addr - entry.dev_addr) + ref.size;
+    if (end > entry.size) {
+      this.err(10, ref.dev, entry, 'device driver syncs DMA memory outside allocated range ' +
+        `[device address=${hex16(entry.dev_addr)}] [allocation size=${entry.size} bytes] [sync offset+size=${end}]`);
+    }
+    // A bidirectional mapping may be synced any way.
+    if (entry.direction === DMA_BIDIRECTIONAL) return;
+    const dirs = `[device address=${addr}] [size=${entry.size} bytes] ` +
+      `[mapped with ${dma_direction_name(entry.direction)}] [synced with ${dma_direction_name(ref.direction)}]`;
+    if (ref.direction !== entry.direction) {
+      this.err(11, ref.dev, entry, `device driver syncs DMA memory with different direction ${dirs}`);
+    }
+    if (toCpu && entry.direction !== DMA_FROM_DEVICE && ref.direction !== DMA_TO_DEVICE) {
+      this.err(12, ref.dev, entry, `device driver syncs device read-only DMA memory for cpu ${dirs}`);
+    }
+    if (!toCpu && entry.direction !== DMA_TO_DEVICE && ref.direction !== DMA_FROM_DEVICE) {
+      this.err(13, ref.dev, entry, `device driver syncs device write-only DMA memory to device ${dirs}`);
+    }
+    if (ref.sg_call_ents !== 0 && ref.type === 'sg' && ref.sg_call_ents !== entry.sg_call_ents) {
+      this.err(14, ref.dev, entry, 'device driver syncs DMA sg list with different entry count ' +
+        `[map count=${entry.sg_call_ents}] [sync count=${ref.sg_call_ents}]`);
+    }
+  }
+
+  /**
+   * debug_dma_sync_sg_for_*: like the kernel, an sg list whose first segment is not tracked is
+   * not checked at all, and segments past the mapped count are skipped.
+   */
+  private syncSg(dev: DmaDebugDevice, sgl: Scatterlist | null, nelems: number, direction: number, toCpu: boolean): void {
+    let mapped = 0;
+    for_each_sg(sgl, nelems, (s, i) => {
+      const ref = this.sgRef(dev, s, nelems, direction);
+      if (i === 0) mapped = this.findExact(ref)?.sg_mapped_ents ?? 0;
+      if (i >= mapped) return;
+      this.checkSync(ref, toCpu);
+    });
+  }
+
+  /** err_printk: count, record, then warn (first maxPrinted) or, in strict mode, queue a throw. */
+  private err(check: number, dev: DmaDebugDevice, entry: DmaDebugEntry | undefined, text: string): void {
+    const message = `DMA-API: ${dev.name}: ${text}`;
+    const report: DmaDebugReport = entry === undefined
+      ? { check, device: dev.name, message }
+      : { check, device: dev.name, message, entry };
+    this.errorCount++;
+    this.reports.push(report);
+    if (this.strict) {
+      this.pending ??= report;
+      return;
+    }
+    if (this.printed < this.maxPrinted) {
+      this.printed++;
+      const detail = entry === undefined ? undefined : `Mapped at:\n${entry.stack}`;
+      process.emitWarning(message, detail === undefined ? { code: 'DMA_API_DEBUG' } : { code: 'DMA_API_DEBUG', detail });
+    }
+  }
+
+  private raiseIfStrict(): void {
+    const report = this.pending;
+    if (report === null) return;
+    this.pending = null;
+    throw new DmaDebugError(report);
+  }
+}

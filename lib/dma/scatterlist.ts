@@ -1,0 +1,411 @@
+// Scatter-gather tables: lib/scatterlist.c and include/linux/scatterlist.h. Entries come in chunks
+// of at most SG_MAX_SINGLE_ALLOC; a full chunk's last slot is a chain link to the next chunk.
+
+import type { Page } from '../mm/page';
+import { PAGE_SHIFT, PAGE_SIZE, type gfp_t } from '../mm/gfp';
+import { EINVAL, ENOMEM } from './constants';
+
+/** PAGE_SIZE / sizeof(struct scatterlist) on x86-64. */
+export const SG_MAX_SINGLE_ALLOC = 128;
+/** Low bits of page_link: the entry is a link to another chunk. */
+export const SG_CHAIN = 0x1;
+/** Low bits of page_link: the entry is the last of the list. */
+export const SG_END = 0x2;
+
+const UINT_MAX = 0xffff_ffff;
+
+/**
+ * Backing store of a scatterlist: one slot per entry, struct-of-arrays. A table of 262144 entries
+ * is then a handful of allocations instead of 262144 objects for the garbage collector to copy.
+ * Slot i + 1 is the kernel's `sg + 1`. Internal: use Scatterlist handles.
+ */
+export class SgStore {
+  readonly pages: (Page | null)[];
+  /** SG_CHAIN | SG_END per slot: the low bits of the kernel's page_link. */
+  readonly flags: Uint8Array;
+  readonly offset: Uint32Array;
+  /** unsigned int, so stores truncate mod 2^32 exactly like C. */
+  readonly length: Uint32Array;
+  readonly dmaAddress: BigUint64Array;
+  readonly dmaLength: Uint32Array;
+  /** Target of each chain slot (the pointer part of page_link when SG_CHAIN is set). */
+  readonly chains = new Map<number, Scatterlist>();
+
+  constructor(readonly size: number) {
+    this.pages = new Array<Page | null>(size).fill(null);
+    this.flags = new Uint8Array(size);
+    this.offset = new Uint32Array(size);
+    this.length = new Uint32Array(size);
+    this.dmaAddress = new BigUint64Array(size);
+    this.dmaLength = new Uint32Array(size);
+  }
+}
+
+/**
+ * struct scatterlist: a handle on one slot of an SgStore. The fields read and write the store, so
+ * two handles on the same slot see the same entry (compare them with `sameEntry`, not ===).
+ * `new Scatterlist()` makes a standalone zeroed entry. CONFIG_NEED_SG_DMA_LENGTH is on, so
+ * dma_length is its own field.
+ */
+export class Scatterlist {
+  constructor(
+    readonly store: SgStore = new SgStore(1),
+    readonly index = 0,
+  ) {}
+
+  /** The page of a data entry, or null (the pointer part of page_link). */
+  get page_link(): Page | null {
+    return this.store.pages[this.index] ?? null;
+  }
+  set page_link(page: Page | null) {
+    this.store.pages[this.index] = page;
+  }
+  /** SG_CHAIN | SG_END. */
+  get link_flags(): number {
+    return this.store.flags[this.index] ?? 0;
+  }
+  set link_flags(v: number) {
+    this.store.flags[this.index] = v;
+  }
+  /** For a chain entry: the first entry of the next chunk; else null. */
+  get chain_next(): Scatterlist | null {
+    return this.store.chains.get(this.index) ?? null;
+  }
+  /** Byte offset into the page. */
+  get offset(): number {
+    return this.store.offset[this.index] ?? 0;
+  }
+  set offset(v: number) {
+    this.store.offset[this.index] = v;
+  }
+  /** Byte length: an unsigned int, so a stored value is truncated mod 2^32. */
+  get length(): number {
+    return this.store.length[this.index] ?? 0;
+  }
+  set length(v: number) {
+    this.store.length[this.index] = v;
+  }
+  /** Bus address once mapped (sg_dma_address); 0n before. */
+  get dma_address(): bigint {
+    return this.store.dmaAddress[this.index] ?? 0n;
+  }
+  set dma_address(v: bigint) {
+    this.store.dmaAddress[this.index] = v;
+  }
+  /** Mapped length (sg_dma_len). */
+  get dma_length(): number {
+    return this.store.dmaLength[this.index] ?? 0;
+  }
+  set dma_length(v: number) {
+    this.store.dmaLength[this.index] = v;
+  }
+
+  /** True when both handles name the same entry. */
+  sameEntry(other: Scatterlist | null): boolean {
+    return other !== null && other.store === this.store && other.index === this.index;
+  }
+}
+
+/** struct sg_table. */
+export class SgTable {
+  /** First entry, or null when nothing is allocated. */
+  sgl: Scatterlist | null = null;
+  /** Number of mapped entries (set by dma_map_sgtable); equals orig_nents until then. */
+  nents = 0;
+  /** Number of CPU entries the table was built with. */
+  orig_nents = 0;
+}
+
+/**
+ * Fault injection for table allocation (tests: "table allocation fails -> -ENOMEM"). When
+ * `failAfterChunks` is a number, the chunk allocation after that many successful ones fails
+ * (0 = the first chunk fails). Counted per table allocation call.
+ */
+export const sgFaultInjection: { failAfterChunks: number | null } = { failAfterChunks: null };
+
+export function sg_is_chain(sg: Scatterlist): boolean {
+  return (sg.link_flags & SG_CHAIN) !== 0;
+}
+
+export function sg_is_last(sg: Scatterlist): boolean {
+  return (sg.link_flags & SG_END) !== 0;
+}
+
+/** sg_page: the page of a data entry. */
+export function sg_page(sg: Scatterlist): Page | null {
+  return sg.page_link;
+}
+
+/**
+ * sg_set_page: store page, length and offset, keeping the chain/end marks. `len` is truncated to
+ * an unsigned int exactly as C does (so 4 GiB becomes 0).
+ */
+export function sg_set_page(sg: Scatterlist, page: Page | null, len: number, offset: number): void {
+  sg.page_link = page;
+  sg.offset = offset >>> 0;
+  sg.length = len >>> 0;
+}
+
+/** sg_mark_end: this entry ends the list (clears a chain mark, as the kernel does). */
+export function sg_mark_end(sg: Scatterlist): void {
+  sg.link_flags = (sg.link_flags | SG_END) & ~SG_CHAIN;
+}
+
+/** sg_unmark_end. */
+export function sg_unmark_end(sg: Scatterlist): void {
+  sg.link_flags &= ~SG_END;
+}
+
+/** sg_dma_address. */
+export function sg_dma_address(sg: Scatterlist): bigint {
+  return sg.dma_address;
+}
+
+/** sg_dma_len (CONFIG_NEED_SG_DMA_LENGTH: a separate field). */
+export function sg_dma_len(sg: Scatterlist): number {
+  return sg.dma_length;
+}
+
+/**
+ * sg_phys: physical address of the entry's data, page_to_phys(page) + offset.
+ * @throws TypeError for an entry without a page (the kernel would dereference NULL).
+ */
+export function sg_phys(sg: Scatterlist): bigint {
+  const page = sg.page_link;
+  if (page === null) throw new TypeError('sg_phys: scatterlist entry has no page');
+  return (BigInt(page.pfn) << BigInt(PAGE_SHIFT)) + BigInt(sg.offset);
+}
+
+/**
+ * sg_next: the following entry, following chain links; null after the end-marked entry (or past
+ * the end of the store, where C would run off its allocation).
+ */
+export function sg_next(sg: Scatterlist): Scatterlist | null {
+  const { store, index } = sg;
+  if (((store.flags[index] ?? 0) & SG_END) !== 0) return null;
+  const next = index + 1;
+  if (next >= store.size) return null;
+  if (((store.flags[next] ?? 0) & SG_CHAIN) !== 0) return store.chains.get(next) ?? null;
+  return new Scatterlist(store, next);
+}
+
+/**
+ * for_each_sg: call `fn(sg, i)` for the first `nents` entries. Stops early if the list ends
+ * before `nents` (where the kernel would walk off the end).
+ */
+export function for_each_sg(
+  sgl: Scatterlist | null,
+  nents: number,
+  fn: (sg: Scatterlist, i: number) => void,
+): void {
+  let sg = sgl;
+  for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) fn(sg, i);
+}
+
+/** The same walk as for_each_sg, as an iterator of [entry, index]. */
+export function* sgIterate(sgl: Scatterlist | null, nents: number): Generator<[Scatterlist, number]> {
+  let sg = sgl;
+  for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) yield [sg, i];
+}
+
+/** for_each_sgtable_sg: the CPU entries (orig_nents). */
+export function for_each_sgtable_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+  for_each_sg(sgt.sgl, sgt.orig_nents, fn);
+}
+
+/** for_each_sgtable_dma_sg: the mapped entries (nents). */
+export function for_each_sgtable_dma_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+  for_each_sg(sgt.sgl, sgt.nents, fn);
+}
+
+/** sg_nents: number of data entries up to the end mark (chain links do not count). */
+export function sg_nents(sgl: Scatterlist | null): number {
+  let n = 0;
+  for (let sg = sgl; sg !== null; sg = sg_next(sg)) n++;
+  return n;
+}
+
+/**
+ * sg_init_table: fill `sgl[0..nents-1]` with the zeroed entries of one new chunk and end-mark the
+ * last (the kernel zeroes an array the caller allocated; here the array receives the handles).
+ */
+export function sg_init_table(sgl: Scatterlist[], nents: number): void {
+  const store = new SgStore(nents);
+  for (let i = 0; i < nents; i++) sgl[i] = new Scatterlist(store, i);
+  if (nents > 0) store.flags[nents - 1] = SG_END;
+}
+
+/**
+ * sg_chain: turn slot `prv_nents - 1` of the chunk `prv` into a link to `sgl`. Offset and length
+ * are cleared and the end mark is dropped, as in the kernel.
+ */
+export function sg_chain(prv: readonly Scatterlist[], prv_nents: number, sgl: Scatterlist): void {
+  const link = prv[prv_nents - 1];
+  if (link === undefined) throw new RangeError(`sg_chain: no slot ${prv_nents - 1} in the chunk`);
+  __sg_chain(link.store, link.index, sgl);
+}
+
+function __sg_chain(store: SgStore, slot: number, sgl: Scatterlist): void {
+  store.offset[slot] = 0;
+  store.length[slot] = 0;
+  store.pages[slot] = null;
+  store.chains.set(slot, sgl);
+  store.flags[slot] = SG_CHAIN;
+}
+
+/**
+ * __sg_alloc_table with sg_kmalloc: chunks of at most SG_MAX_SINGLE_ALLOC slots; every chunk but
+ * the last gives its final slot to the chain link (so 200 -> 127 + link, then 73). All chunks
+ * share one store, laid out one after the other. Returns 0, or -ENOMEM (fault injection) with
+ * the table left as it was.
+ */
+function __sg_alloc_table(table: SgTable, nents: number): number {
+  const perChunk = SG_MAX_SINGLE_ALLOC - 1;
+  const chunks = nents <= SG_MAX_SINGLE_ALLOC ? 1 : Math.ceil((nents - 1) / perChunk);
+  const fail = sgFaultInjection.failAfterChunks;
+  if (fail !== null && fail < chunks) return -ENOMEM;
+  const store = new SgStore(nents + chunks - 1);
+  for (let c = 0; c < chunks - 1; c++) {
+    const link = c * SG_MAX_SINGLE_ALLOC + perChunk;
+    __sg_chain(store, link, new Scatterlist(store, link + 1));
+  }
+  store.flags[store.size - 1] = SG_END;
+  table.sgl = new Scatterlist(store, 0);
+  table.nents = table.orig_nents = nents;
+  return 0;
+}
+
+/**
+ * sg_alloc_table: allocate a table of `nents` entries, chained in chunks of at most
+ * SG_MAX_SINGLE_ALLOC (a chained chunk holds 127 data entries plus a link).
+ * @returns 0; -EINVAL if nents is 0; -ENOMEM if a chunk cannot be allocated, in which case
+ *   everything is freed (sgl null, nents and orig_nents 0). A retry can help only for -ENOMEM.
+ * @example sg_alloc_table(t, 200, GFP_KERNEL) // 0: 127 entries + link, then 73
+ */
+export function sg_alloc_table(table: SgTable, nents: number, gfp: gfp_t): number {
+  table.sgl = null;
+  table.nents = 0;
+  table.orig_nents = 0;
+  if (nents === 0) return -EINVAL;
+  if (!Number.isInteger(nents) || nents < 0 || nents > UINT_MAX) {
+    throw new RangeError(`Expected an unsigned int for nents but received ${String(nents)}`);
+  }
+  const ret = __sg_alloc_table(table, nents);
+  // The kernel's sg_free_table leaves a stale nents behind after a failure past the first
+  // chunk; we clear it so the table is plainly empty.
+  if (ret !== 0) sg_free_table(table);
+  return ret;
+}
+
+/** sg_free_table: drop every entry. Safe to call twice. */
+export function sg_free_table(table: SgTable): void {
+  table.sgl = null;
+  table.nents = 0;
+  table.orig_nents = 0;
+}
+
+/**
+ * sg_alloc_table_from_pages: sg_alloc_table_from_pages_segment with max_segment = UINT_MAX
+ * (rounded down to a page inside, so a segment is at most 4 GiB - 4 KiB).
+ * @returns 0, -EINVAL (n_pages 0) or -ENOMEM (table allocation failed; sgt untouched).
+ * @example pfns [10, 11, 12, 20], size 16384 -> two entries of 12288 and 4096 bytes.
+ */
+export function sg_alloc_table_from_pages(
+  sgt: SgTable,
+  pages: readonly Page[],
+  n_pages: number,
+  offset: number,
+  size: number,
+  gfp: gfp_t,
+): number {
+  return sg_alloc_table_from_pages_segment(sgt, pages, n_pages, offset, size, UINT_MAX, gfp);
+}
+
+/**
+ * sg_alloc_table_from_pages_segment (via sg_alloc_append_table_from_pages with nothing to
+ * append to): merge runs of consecutive PFNs into one entry of at most `max_segment` bytes. The
+ * first entry starts at `offset`; each entry's length is min(remaining size, chunk bytes - offset).
+ *
+ * As in C, `size` is an unsigned long decremented by whole chunks: if it runs out before the last
+ * chunk it wraps around, and the remaining entries get their full chunk length.
+ * @returns 0; -EINVAL when max_segment < PAGE_SIZE (with a warning) or n_pages is 0 (the kernel
+ *   would read past the array); -ENOMEM when allocation fails, leaving `sgt` untouched.
+ */
+export function sg_alloc_table_from_pages_segment(
+  sgt: SgTable,
+  pages: readonly Page[],
+  n_pages: number,
+  offset: number,
+  size: number,
+  max_segment: number,
+  gfp: gfp_t,
+): number {
+  const maxSegment = Math.floor(max_segment / PAGE_SIZE) * PAGE_SIZE;
+  if (maxSegment < PAGE_SIZE) {
+    process.emitWarning('sg_alloc_append_table_from_pages: max_segment < PAGE_SIZE', {
+      code: 'KERNEL_WARN',
+    });
+    return -EINVAL;
+  }
+  if (n_pages === 0) return -EINVAL;
+  if (!Number.isInteger(n_pages) || n_pages < 0 || n_pages > pages.length) {
+    throw new RangeError(`Expected 1..${pages.length} for n_pages but received ${String(n_pages)}`);
+  }
+
+  // First pass: count the chunks, exactly as the kernel does (seg_len counts the pages after
+  // the first of a chunk, so a chunk ends once it holds max_segment bytes).
+  let chunks = 1;
+  let segLen = 0;
+  let prevPfn = (pages[0] as Page).pfn;
+  for (let i = 1; i < n_pages; i++) {
+    const pfn = (pages[i] as Page).pfn;
+    segLen += PAGE_SIZE;
+    if (segLen >= maxSegment || pfn !== prevPfn + 1) {
+      chunks++;
+      segLen = 0;
+    }
+    prevPfn = pfn;
+  }
+
+  // get_next_sg hands out chunks with the same shape as sg_alloc_table(chunks), so build that
+  // and fill it: one allocation pass, no per-entry closures.
+  const table = new SgTable();
+  if (__sg_alloc_table(table, chunks) !== 0) return -ENOMEM;
+
+  // Fill the slots in order, stepping over chain links; writing the store directly keeps
+  // the loop free of per-entry objects.
+  const store = (table.sgl as Scatterlist).store;
+  let slot = 0;
+  let curPage = 0;
+  let sizeWrapped = false;
+  let off = offset >>> 0;
+  for (let i = 0; i < chunks; i++) {
+    let j = curPage + 1;
+    segLen = 0;
+    let pfn = (pages[curPage] as Page).pfn;
+    for (; j < n_pages; j++) {
+      const next = (pages[j] as Page).pfn;
+      segLen += PAGE_SIZE;
+      if (segLen >= maxSegment || next !== pfn + 1) break;
+      pfn = next;
+    }
+    // chunk_size is an unsigned int in C.
+    const chunkSize = ((j - curPage) * PAGE_SIZE - off) >>> 0;
+    if (((store.flags[slot] ?? 0) & SG_CHAIN) !== 0) slot++;
+    store.pages[slot] = pages[curPage] as Page;
+    store.offset[slot] = off;
+    store.length[slot] = sizeWrapped || size >= chunkSize ? chunkSize : size;
+    if (!sizeWrapped) {
+      if (size >= chunkSize) size -= chunkSize;
+      else sizeWrapped = true;
+    }
+    slot++;
+    off = 0;
+    curPage = j;
+  }
+
+  sgt.sgl = table.sgl;
+  sgt.nents = table.nents;
+  sgt.orig_nents = table.orig_nents;
+  return 0;
+}
