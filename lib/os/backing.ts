@@ -1,0 +1,190 @@
+// Choosing and obtaining the backing of a memfd: hugetlb 2 MiB pages, shmem THP, or 4 KiB pages,
+// mapped MAP_SHARED read/write and pre-faulted, with everything undone on failure before the next
+// backing is tried. The pool is never trusted: mmap of a hugetlb memfd reserves its pages and fails
+// with ENOMEM when the pool is short, so we try and fall back (and never use MAP_NORESERVE, which
+// would turn a shortage into SIGBUS on first touch).
+
+import * as fs from 'node:fs';
+import { C, native } from '../native';
+import { errnoError, isErrno } from './errors';
+import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
+import { thpMode } from './sysinfo';
+import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
+
+/** 'auto': hugetlb if the pool has room, else THP where allowed, else 4 KiB. 'require': hugetlb or ENOMEM. 'off': 4 KiB. */
+export type HugepagePolicy = 'auto' | 'require' | 'off';
+/** The backing actually obtained. */
+export type Backing = 'hugetlb-2M' | 'thp' | '4k';
+
+export const HUGE_2M = 2 * 1024 * 1024;
+export const HUGEPAGE_POLICIES: readonly HugepagePolicy[] = ['auto', 'require', 'off'];
+
+/** Options of createBackedMemfd. */
+export interface BackingOptions {
+  /** Map at this (page-, or for hugetlb 2 MiB-) aligned address with MAP_FIXED; the caller reserved the range. */
+  fixedAddress?: number;
+  /** Pre-fault with MADV_POPULATE_WRITE (default true). */
+  populate?: boolean;
+  /** Create the memfd with MFD_ALLOW_SEALING (default true). */
+  sealing?: boolean;
+}
+
+/** What createBackedMemfd obtained. The caller owns `fd` and the mapping at `address`. */
+export interface BackedMemfd {
+  fd: number;
+  address: number;
+  backing: Backing;
+  /** Why this backing: what was tried and why it was not taken. */
+  reason: string;
+  /** The unit the memory can be mapped, advised and resized in: 2 MiB for hugetlb, else 4096. */
+  granule: number;
+}
+
+const POOL_DIR = '/sys/kernel/mm/hugepages';
+
+function readPoolFile(sizeKiB: number, file: string): number {
+  try {
+    return Number.parseInt(fs.readFileSync(`${POOL_DIR}/hugepages-${sizeKiB}kB/${file}`, 'utf8'), 10) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Huge pages of `sizeKiB` that a new mapping could still reserve now: free_hugepages minus
+ * resv_hugepages (reserved pages are counted as free until faulted). Racy: only for messages and tests.
+ * @example hugepagePoolFree() // 600
+ */
+export function hugepagePoolFree(sizeKiB = 2048): number {
+  return Math.max(0, readPoolFile(sizeKiB, 'free_hugepages') - readPoolFile(sizeKiB, 'resv_hugepages'));
+}
+
+/** How to make room for `pages` more 2 MiB pages: the nr_hugepages value to write. */
+function reserveAdvice(pages: number): string {
+  const total = readPoolFile(2048, 'nr_hugepages');
+  const short = Math.max(pages - hugepagePoolFree(2048), 1);
+  return `echo ${total + short} | sudo tee /proc/sys/vm/nr_hugepages`;
+}
+
+const mib = (n: number): string => `${n / (1024 * 1024)} MiB`;
+
+/** Put a caller's reserved range back to PROT_NONE so no hole is left for others to map into. */
+function rereserve(address: number, length: number): void {
+  native.reserveFixed(address, length);
+}
+
+/**
+ * One attempt: memfd + ftruncate + mmap (+ populate). On failure nothing is left behind (fd closed,
+ * our reservation unmapped, the caller's re-reserved) and the error is rethrown.
+ */
+function attempt(name: string, length: number, memfdFlags: number, align: number, opts: Required<Omit<BackingOptions, 'fixedAddress'>> & BackingOptions, before?: (addr: number) => void): { fd: number; address: number } {
+  let fd = -1;
+  let address = -1;
+  let ownReservation = false;
+  try {
+    fd = native.memfdCreate(name, memfdFlags | (opts.sealing ? C.MFD_ALLOW_SEALING : 0));
+    native.ftruncate(fd, length);
+    if (opts.fixedAddress !== undefined) {
+      address = opts.fixedAddress;
+    } else {
+      address = native.reserve(length, align);
+      ownReservation = true;
+    }
+    native.mmap(address, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, fd, 0);
+    if (before) before(address);
+    if (opts.populate) native.madvise(address, length, C.MADV_POPULATE_WRITE);
+    return { fd, address };
+  } catch (err) {
+    if (address !== -1) {
+      if (ownReservation) native.munmap(address, length);
+      else rereserve(address, length);
+    }
+    if (fd !== -1) native.close(fd);
+    throw err;
+  }
+}
+
+/** True if the kernel confirms (kpageflags) that the first page is a THP; null if it cannot tell. */
+function confirmThp(address: number): boolean | null {
+  const info = readPagemap(address, 1)[0];
+  if (info === undefined || info.pfn === null) return null;
+  const flags = readKpageflags(info.pfn, 1);
+  if (flags === null || flags[0] === undefined) return null;
+  return (flags[0] & (1n << BigInt(KPF_THP))) !== 0n;
+}
+
+/**
+ * Creates a memfd of `length` bytes with the best backing `policy` allows and maps it MAP_SHARED
+ * read/write; see BackingOptions. Throws an ENOMEM Error (syscall 'mmap') saying how to reserve
+ * pages when policy is 'require' and hugetlb cannot be had.
+ * @example
+ * const m = createBackedMemfd('dma', 4 << 20, 'auto');
+ * m.backing // 'hugetlb-2M' | 'thp' | '4k'
+ */
+export function createBackedMemfd(name: string, length: number, policy: HugepagePolicy, opts: BackingOptions = {}): BackedMemfd {
+  assertString('name', name);
+  assertPageAligned('length', length);
+  assertPositiveInteger('length', length);
+  assertOneOf('policy', policy, HUGEPAGE_POLICIES);
+  if (opts.fixedAddress !== undefined) assertPageAligned('fixedAddress', opts.fixedAddress);
+  if (opts.populate !== undefined) assertBoolean('populate', opts.populate);
+  if (opts.sealing !== undefined) assertBoolean('sealing', opts.sealing);
+  const o = { ...opts, populate: opts.populate ?? true, sealing: opts.sealing ?? true };
+  const page = native.pageSize;
+  const notes: string[] = [];
+
+  if (policy === 'off') {
+    const { fd, address } = attempt(name, length, 0, page, o);
+    return { fd, address, backing: '4k', reason: "hugepages: 'off' was requested", granule: page };
+  }
+
+  // 1. hugetlb 2 MiB pages.
+  const pages = Math.ceil(length / HUGE_2M);
+  let hugeSkip: string | null = null;
+  let hugeCode = 'EINVAL'; // a shape that hugetlb cannot take; ENOMEM once the pool was asked
+  if (length % HUGE_2M !== 0) hugeSkip = `hugetlb: length ${length} is not a multiple of 2 MiB`;
+  else if (o.fixedAddress !== undefined && o.fixedAddress % HUGE_2M !== 0) hugeSkip = `hugetlb: fixedAddress 0x${o.fixedAddress.toString(16)} is not 2 MiB-aligned`;
+  if (hugeSkip === null) {
+    try {
+      const { fd, address } = attempt(name, length, C.MFD_HUGETLB | C.MFD_HUGE_2MB, HUGE_2M, o);
+      return { fd, address, backing: 'hugetlb-2M', reason: `hugetlb: ${pages} x 2 MiB pages reserved from the pool`, granule: HUGE_2M };
+    } catch (err) {
+      if (!isErrno(err, 'ENOMEM')) throw err;
+      hugeCode = 'ENOMEM';
+      hugeSkip =
+        `hugetlb: the 2 MiB pool cannot supply ${pages} page${pages === 1 ? '' : 's'} (${mib(length)}) ` +
+        `(mmap ENOMEM; ${hugepagePoolFree()} free); reserve more with: ${reserveAdvice(pages)}`;
+    }
+  }
+  if (policy === 'require') {
+    const why = hugeSkip.replace(/^hugetlb: /, '');
+    const advice = hugeCode === 'ENOMEM' ? '' : ' (hugetlb memory comes in whole, aligned 2 MiB pages)';
+    throw errnoError(hugeCode, 'mmap', `hugepages 'require' cannot be met: ${why}${advice}`);
+  }
+  notes.push(hugeSkip);
+
+  // 2. shmem THP: only where the kernel allows it for memfds (shmem_enabled).
+  const shmem = thpMode('shmem');
+  const enable = 'echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled';
+  if (length < HUGE_2M) {
+    notes.push(`thp: length ${length} is below one 2 MiB huge page`);
+  } else if (shmem === null || shmem === 'never' || shmem === 'deny') {
+    notes.push(`thp: shmem THP is '${shmem ?? 'unavailable'}' (/sys/kernel/mm/transparent_hugepage/shmem_enabled), so memfds get no THP; enable with: ${enable}`);
+  } else {
+    // 'advise' needs MADV_HUGEPAGE before the first fault; the others give THP on their own.
+    const adviseFirst = (addr: number): void => native.madvise(addr, length, C.MADV_HUGEPAGE);
+    const { fd, address } = attempt(name, length, 0, HUGE_2M, o, adviseFirst);
+    const confirmed = o.populate ? confirmThp(address) : null;
+    if (confirmed === false) {
+      notes.push(`thp: shmem THP is '${shmem}' and MADV_HUGEPAGE was applied, but the kernel gave 4 KiB pages (kpageflags)`);
+      return { fd, address, backing: '4k', reason: notes.join('; '), granule: page };
+    }
+    notes.push(`thp: shmem THP is '${shmem}'${confirmed ? ', confirmed by kpageflags' : ', MADV_HUGEPAGE applied (not verifiable here)'}`);
+    return { fd, address, backing: 'thp', reason: notes.join('; '), granule: page };
+  }
+
+  // 3. 4 KiB pages.
+  const { fd, address } = attempt(name, length, 0, page, o);
+  notes.push('using 4 KiB pages');
+  return { fd, address, backing: '4k', reason: notes.join('; '), granule: page };
+}

@@ -1,0 +1,18 @@
+// The public OS layer ("real buffers"): wiring only.
+
+export { Region } from './region';
+export { PROTECTIONS } from './region-options';
+export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './region-options';
+export { createBackedMemfd, hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './backing';
+export type { Backing, HugepagePolicy, BackingOptions, BackedMemfd } from './backing';
+export { ViewWindow, trackExternalMemory, trackedExternalMemory, viewAddress } from './views';
+export {
+  readPagemap, readPfns, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
+  KPF_LOCKED, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,
+  KPF_HUGE, KPF_UNEVICTABLE, KPF_NOPAGE, KPF_THP, KPF_ZERO_PAGE,
+} from './pagemap';
+export type { PageInfo } from './pagemap';
+export { systemInfo, explainMissing, thpMode } from './sysinfo';
+export type { SystemInfo, HugepagePool, NumaNode, MissingCapability } from './sysinfo';
+export { isErrno, errnoError, DmamemError } from './errors';
+export type { ErrnoError, DmamemErrorCode } from './errors';

@@ -1,0 +1,152 @@
+// Physical pages of virtual memory: /proc/self/pagemap (one batched pread per range) and
+// /proc/kpageflags. A PFN the kernel hides (no CAP_SYS_ADMIN: it reads as 0) is reported as
+// null / NaN, never as 0, so "not visible" is never mistaken for a page frame.
+
+import * as fs from 'node:fs';
+import { native } from '../native';
+import { assertInteger, assertPageAligned, assertPositiveInteger } from './validate';
+
+/** One page of a pagemap read (see the kernel's admin-guide/mm/pagemap.rst). */
+export interface PageInfo {
+  /** Bit 63: the page is in RAM. */
+  present: boolean;
+  /** Bit 62: the page is in swap. */
+  swapped: boolean;
+  /** Bits 0-54 when present and PFNs are visible; null otherwise. */
+  pfn: number | null;
+  /** Bit 55: written since the soft-dirty bits were last cleared. */
+  softDirty: boolean;
+  /** Bit 56: mapped exclusively (by this process only). */
+  exclusive: boolean;
+  /** Bit 61: a file page or shared anonymous page (memfd pages are). */
+  fileOrShared: boolean;
+}
+
+/** /proc/kpageflags bit numbers (include/uapi/linux/kernel-page-flags.h). */
+export const KPF_LOCKED = 0;
+export const KPF_DIRTY = 4;
+export const KPF_LRU = 5;
+export const KPF_MMAP = 11;
+export const KPF_ANON = 12;
+export const KPF_SWAPBACKED = 14;
+export const KPF_COMPOUND_HEAD = 15;
+export const KPF_COMPOUND_TAIL = 16;
+export const KPF_HUGE = 17;
+export const KPF_UNEVICTABLE = 18;
+export const KPF_NOPAGE = 20;
+export const KPF_THP = 22;
+export const KPF_ZERO_PAGE = 24;
+
+const CAP_SYS_ADMIN = 21;
+let visible: boolean | null = null;
+
+/** The effective capability mask of this process (CapEff in /proc/self/status), 0n if unreadable. */
+export function effectiveCapabilities(): bigint {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return m?.[1] ? BigInt(`0x${m[1]}`) : 0n;
+  } catch {
+    return 0n;
+  }
+}
+
+/**
+ * Whether pagemap shows real PFNs to this process (CAP_SYS_ADMIN since Linux 4.0). Decided once.
+ * @example if (!pfnVisible()) console.log('run as root to see physical addresses')
+ */
+export function pfnVisible(): boolean {
+  if (visible === null) visible = (effectiveCapabilities() & (1n << BigInt(CAP_SYS_ADMIN))) !== 0n;
+  return visible;
+}
+
+// One scratch buffer, grown on demand, so the fast path allocates nothing per call.
+let scratch = new BigUint64Array(512);
+let scratchWords = new Uint32Array(scratch.buffer);
+
+function readRaw(address: number, pages: number): Uint32Array {
+  assertPageAligned('address', address);
+  assertPositiveInteger('pages', pages);
+  if (scratch.length < pages) {
+    scratch = new BigUint64Array(Math.max(pages, scratch.length * 2));
+    scratchWords = new Uint32Array(scratch.buffer);
+  }
+  native.pagemapRead(address, pages, pages === scratch.length ? scratch : scratch.subarray(0, pages), false);
+  return scratchWords; // little-endian: word 2i is bits 0-31 of entry i, word 2i+1 bits 32-63
+}
+
+// Bits of the high word (entry bit n is high-word bit n-32).
+const HI_PRESENT = 1 << 31;
+const HI_SWAPPED = 1 << 30;
+const HI_FILE = 1 << 29;
+const HI_EXCLUSIVE = 1 << 24;
+const HI_SOFT_DIRTY = 1 << 23;
+const HI_PFN_MASK = 0x7fffff; // bits 32-54
+const TWO32 = 2 ** 32;
+
+/**
+ * Pagemap entries for `pages` pages from page-aligned `address`, with one pread.
+ * @example readPagemap(region.address, 2)[0].pfn
+ */
+export function readPagemap(address: number, pages: number): PageInfo[] {
+  const w = readRaw(address, pages);
+  const show = pfnVisible();
+  const out: PageInfo[] = new Array<PageInfo>(pages);
+  for (let i = 0; i < pages; i++) {
+    const lo = w[2 * i]!;
+    const hi = w[2 * i + 1]!;
+    const present = (hi & HI_PRESENT) !== 0;
+    const pfn = present && show ? (hi & HI_PFN_MASK) * TWO32 + lo : null;
+    out[i] = {
+      present,
+      swapped: (hi & HI_SWAPPED) !== 0,
+      pfn: pfn === 0 ? null : pfn, // 0 is what a hidden PFN reads as
+      softDirty: (hi & HI_SOFT_DIRTY) !== 0,
+      exclusive: (hi & HI_EXCLUSIVE) !== 0,
+      fileOrShared: (hi & HI_FILE) !== 0,
+    };
+  }
+  return out;
+}
+
+/**
+ * PFNs only, NaN for pages not present or not visible. Allocates nothing when `out` is given
+ * (it must hold at least `pages` entries); for the memory model and benchmarks.
+ * @example const pfns = readPfns(addr, 512, new Float64Array(512))
+ */
+export function readPfns(address: number, pages: number, out?: Float64Array): Float64Array {
+  if (out !== undefined && (!(out instanceof Float64Array) || out.length < pages)) {
+    throw new TypeError(`Expected a Float64Array of at least ${pages} entries for out`);
+  }
+  const w = readRaw(address, pages);
+  const result = out ?? new Float64Array(pages);
+  const show = pfnVisible();
+  for (let i = 0; i < pages; i++) {
+    const hi = w[2 * i + 1]!;
+    const pfn = (hi & HI_PFN_MASK) * TWO32 + w[2 * i]!;
+    result[i] = show && (hi & HI_PRESENT) !== 0 && pfn !== 0 ? pfn : NaN;
+  }
+  return result;
+}
+
+/**
+ * /proc/kpageflags for [pfn, pfn+count): one 64-bit flag word per frame, or null when the file
+ * cannot be read (no root, or a kernel without it).
+ * @example (readKpageflags(pfn, 1)![0]! >> BigInt(KPF_HUGE)) & 1n
+ */
+export function readKpageflags(pfn: number, count: number): bigint[] | null {
+  assertInteger('pfn', pfn);
+  assertPositiveInteger('count', count);
+  const out = new BigUint64Array(count);
+  try {
+    native.kpageflagsRead(pfn, count, out);
+  } catch (err) {
+    if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && (err as NodeJS.ErrnoException).code!.startsWith('E')) return null;
+    throw err;
+  }
+  return Array.from(out);
+}
+
+/** True when bit `kpf` is set in a kpageflags word. @example hasFlag(flags[0]!, KPF_HUGE) */
+export function hasKpageflag(flags: bigint, kpf: number): boolean {
+  return ((flags >> BigInt(kpf)) & 1n) === 1n;
+}

@@ -1,0 +1,51 @@
+// The OS resources behind a Region, kept apart from the Region object so that the GC backstop
+// (a FinalizationRegistry) can release them without holding the Region alive.
+
+import { native } from '../native';
+import { trackExternalMemory } from './views';
+
+/** What must be undone to release one mapping: the range, its fds, and the bytes reported to V8. */
+export interface MappingState {
+  address: number;
+  mappedLength: number;
+  fd: number;
+  /** Extra fds owned by the mapping (read-only reopens handed to other processes). */
+  extraFds: number[];
+  closed: boolean;
+  /** The mappings of the same memfd in this thread (the original and its aliases). */
+  family: Set<MappingState>;
+}
+
+/** Unmaps, closes fds and takes the bytes back from V8's accounting. Idempotent. */
+export function releaseMapping(s: MappingState): void {
+  if (s.closed) return;
+  s.closed = true;
+  s.family.delete(s);
+  let first: unknown = null;
+  const step = (f: () => void): void => {
+    try {
+      f();
+    } catch (err) {
+      first ??= err;
+    }
+  };
+  step(() => native.munmap(s.address, s.mappedLength));
+  step(() => native.close(s.fd));
+  for (const fd of s.extraFds) step(() => native.close(fd));
+  s.extraFds = [];
+  trackExternalMemory(-s.mappedLength);
+  if (first !== null) throw first;
+}
+
+/**
+ * Backstop for Regions nobody closed: runs once the Region and every ArrayBuffer handed out over it
+ * are unreachable (views keep their Region alive through a WeakMap in views.ts). Never the main path:
+ * the GC is driven by heap pressure, not by mapped bytes, so it may run late or at exit not at all.
+ */
+export const backstop = new FinalizationRegistry<MappingState>((s) => {
+  try {
+    releaseMapping(s);
+  } catch {
+    // Nothing to report to: the owner is gone. The range stays unmapped or the fd closed as far as possible.
+  }
+});

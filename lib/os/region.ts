@@ -1,0 +1,481 @@
+// Region: real, page-aligned, memfd-backed memory for a Node program — allocation with a hugepage
+// policy, JS views that are detached before the memory stops being safely writable, protection,
+// advice, locking, resizing, aliasing, physical pages, sealing and sharing with other processes.
+
+import * as fs from 'node:fs';
+import { C, native } from '../native';
+import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
+import { DmamemError, errnoError } from './errors';
+import { pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
+import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
+import { backstop, releaseMapping, type MappingState } from './region-state';
+import { trackExternalMemory, ViewWindow } from './views';
+import * as v from './validate';
+
+const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
+const protBits = (p: Protection): number =>
+  p === 'none' ? C.PROT_NONE : p === 'read' ? C.PROT_READ : C.PROT_READ | C.PROT_WRITE;
+
+/** Reserve address space aligned to 2 MiB when the length allows it (hugetlb needs it; it costs nothing). */
+function reserveFor(length: number): number {
+  return native.reserve(length, length % HUGE_2M === 0 ? HUGE_2M : native.pageSize);
+}
+
+/**
+ * Real memory: a memfd mapped MAP_SHARED at a page-aligned (or 2 MiB-aligned) address.
+ * @example
+ * using r = Region.allocate(4 << 20);          // 'hugetlb-2M' if the pool has room
+ * r.view().fill(7);                             // a Buffer over the real pages
+ * console.log(r.backing, r.backingReason, r.address.toString(16));
+ */
+export class Region {
+  readonly #s: MappingState;
+  #length: number;
+  #prot: Protection;
+  #window: ViewWindow | null = null;
+  readonly #fileWritable: boolean;
+  readonly #ownsFile: boolean;
+  readonly #offset: number;
+
+  private constructor(
+    s: MappingState, length: number, prot: Protection, fileWritable: boolean, ownsFile: boolean, offset: number,
+    /** The backing actually obtained. @example r.backing === 'hugetlb-2M' */
+    readonly backing: Backing,
+    /** Why this backing (what was tried and why it was not taken). @example console.log(r.backingReason) */
+    readonly backingReason: string,
+    /** 2 MiB for hugetlb memory (map, advise and resize in such units), else the page size. @example r.granule */
+    readonly granule: number,
+  ) {
+    this.#s = s;
+    this.#length = length;
+    this.#prot = prot;
+    this.#fileWritable = fileWritable;
+    this.#ownsFile = ownsFile;
+    this.#offset = offset;
+    s.family.add(s);
+    trackExternalMemory(s.mappedLength);
+    backstop.register(this, s, this);
+  }
+
+  /**
+   * Allocates `length` bytes of real memory, page-aligned, pre-faulted by default.
+   * Throws ENOMEM (saying how to reserve pages) when hugepages is 'require' and the pool is short.
+   * @example const r = Region.allocate(2 << 20, { hugepages: 'require' });
+   */
+  static allocate(length: number, options?: AllocateOptions): Region {
+    v.assertPositiveInteger('length', length);
+    const o = v.assertOptions('options', options);
+    const policy = o.hugepages ?? 'auto';
+    v.assertOneOf('hugepages', policy, HUGEPAGE_POLICIES);
+    const align2M = o.align2M ?? false;
+    v.assertBoolean('align2M', align2M);
+    const populate = o.populate ?? true;
+    v.assertBoolean('populate', populate);
+    const name = o.name ?? 'dmamem';
+    v.assertString('name', name);
+    if (name.length > 200) throw new RangeError(`Expected a name of at most 200 characters for name but received one of ${name.length}`);
+    const sealing = o.sealing ?? true;
+    v.assertBoolean('sealing', sealing);
+
+    const mapped = roundUp(length, native.pageSize);
+    const fixedAddress = align2M ? native.reserve(mapped, HUGE_2M) : undefined;
+    let m;
+    try {
+      m = createBackedMemfd(name, mapped, policy, { fixedAddress, populate, sealing });
+    } catch (err) {
+      if (fixedAddress !== undefined) native.munmap(fixedAddress, mapped); // backing re-reserved it on failure
+      throw err;
+    }
+    const s: MappingState = { address: m.address, mappedLength: mapped, fd: m.fd, extraFds: [], closed: false, family: new Set() };
+    return new Region(s, length, 'readwrite', true, true, 0, m.backing, m.reason, m.granule);
+  }
+
+  /**
+   * Maps an fd received from another process or worker. The fd is dup'ed: the caller keeps (and
+   * closes) its own. A read-only fd needs `writable: false`; such a Region gives copies (read()) only.
+   * @example const r = Region.fromFd(3, 1 << 20);            // in a child spawned with the fd as stdio[3]
+   */
+  static fromFd(fd: number, length: number, options?: FromFdOptions): Region {
+    v.assertInteger('fd', fd);
+    v.assertPositiveInteger('length', length);
+    return Region.#map(fd, length, v.assertOptions('options', options), true);
+  }
+
+  /**
+   * Opens a shared memfd by path (e.g. /proc/PID/fd/N from shareReadOnly()) and maps it; the
+   * opened fd is owned by the Region.
+   * @example const r = Region.open(`/proc/${pid}/fd/${n}`, 4096, { writable: false });
+   */
+  static open(path: string, length: number, options?: FromFdOptions): Region {
+    v.assertString('path', path);
+    v.assertPositiveInteger('length', length);
+    const o = v.assertOptions('options', options);
+    v.assertBoolean('writable', o.writable ?? true);
+    const fd = native.open(path, o.writable === false ? C.O_RDONLY : C.O_RDWR);
+    try {
+      return Region.#map(fd, length, o, false);
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+
+  static #map(fd: number, length: number, o: Partial<FromFdOptions>, dupFd: boolean): Region {
+    const writable = o.writable ?? true;
+    v.assertBoolean('writable', writable);
+    const offset = o.offset ?? 0;
+    v.assertPageAligned('offset', offset);
+    const populate = o.populate ?? true;
+    v.assertBoolean('populate', populate);
+    const st = fs.fstatSync(fd); // st_blksize is the huge page size on hugetlbfs
+    const huge = st.blksize === HUGE_2M;
+    const granule = huge ? HUGE_2M : native.pageSize;
+    const mapped = roundUp(length, granule);
+    if (huge && offset % HUGE_2M !== 0) v.assertPageAligned('offset', offset, HUGE_2M);
+    if (offset + mapped > st.size) {
+      // Touching pages past the end of the file is SIGBUS: refuse to map them.
+      throw new RangeError(`Expected offset + length of at most ${st.size} (the file's size) but received ${offset + mapped} of type number`);
+    }
+    const own = dupFd ? native.dup(fd) : fd;
+    let address = -1;
+    try {
+      address = reserveFor(mapped);
+      const prot = writable ? 'readwrite' : 'read';
+      native.mmap(address, mapped, protBits(prot), C.MAP_SHARED | C.MAP_FIXED, own, offset);
+      if (populate) native.madvise(address, mapped, writable ? C.MADV_POPULATE_WRITE : C.MADV_POPULATE_READ);
+      const s: MappingState = { address, mappedLength: mapped, fd: own, extraFds: [], closed: false, family: new Set() };
+      const backing: Backing = huge ? 'hugetlb-2M' : '4k';
+      return new Region(s, length, prot, writable, false, offset, backing, `mapped from a shared fd (${huge ? 'hugetlbfs' : 'shmem'})`, granule);
+    } catch (err) {
+      if (address !== -1) native.munmap(address, mapped);
+      if (dupFd) native.close(own);
+      throw err;
+    }
+  }
+
+  /** The real virtual address of byte 0. @example r.address.toString(16) */
+  get address(): number {
+    return this.#s.address;
+  }
+  /** Usable bytes (the mapping is this rounded up to the granule). @example r.length */
+  get length(): number {
+    return this.#length;
+  }
+  /** Bytes actually mapped: length rounded up to the page size (hugetlb: 2 MiB). @example r.mappedLength */
+  get mappedLength(): number {
+    return this.#s.mappedLength;
+  }
+  /** The memfd (owned by the Region; dup it to keep it past close()). @example spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit', r.fd] }) */
+  get fd(): number {
+    return this.#s.fd;
+  }
+  /** True once close() ran (or the GC backstop released it). @example if (!r.closed) r.close() */
+  get closed(): boolean {
+    return this.#s.closed;
+  }
+  /** The current protection. @example r.protection === 'readwrite' */
+  get protection(): Protection {
+    return this.#prot;
+  }
+  /** False for a read-only share: such a Region never gives writable views. @example r.writable */
+  get writable(): boolean {
+    return this.#fileWritable;
+  }
+
+  #live(): void {
+    if (this.#s.closed) throw new DmamemError('ERR_DMAMEM_CLOSED', `the region at 0x${this.address.toString(16)} was closed`);
+  }
+
+  #range(offset: number | undefined, length: number | undefined): [number, number] {
+    const off = offset ?? 0;
+    v.assertInteger('offset', off, 0, this.#length);
+    const len = length ?? this.#length - off;
+    v.assertInteger('length', len, 0, this.#length - off);
+    return [off, len];
+  }
+
+  #writableWindow(): ViewWindow {
+    if (!this.#fileWritable) {
+      throw new DmamemError('ERR_DMAMEM_READONLY', 'the region is a read-only mapping, so it gives no writable views; use read(offset, length) to copy its bytes');
+    }
+    if (this.#prot !== 'readwrite') {
+      const code = this.#prot === 'none' ? 'ERR_DMAMEM_PROT_NONE' : 'ERR_DMAMEM_READONLY';
+      throw new DmamemError(code, `the region is protected '${this.#prot}', so it gives no views; ${this.#prot === 'read' ? 'use read(offset, length) to copy, or ' : ''}protect('readwrite') first`);
+    }
+    if (this.#window === null || this.#window.detached) this.#window = new ViewWindow(this.address, this.#length, this);
+    return this.#window;
+  }
+
+  /**
+   * A Buffer over [offset, offset+length) of the real memory (no copy). It reads as length 0 once
+   * the region is closed, resized, or loses write permission.
+   * @example const b = r.view(0, 64); b.writeUInt32LE(1, 0);
+   */
+  view(offset?: number, length?: number): Buffer {
+    const [off, len] = this.#range(offset, length);
+    this.#live();
+    return this.#writableWindow().slice(off, len);
+  }
+
+  /**
+   * A copy of [offset, offset+length); works on read-only regions too.
+   * @example const header = r.read(0, 16);
+   */
+  read(offset?: number, length?: number): Buffer {
+    const [off, len] = this.#range(offset, length);
+    this.#live();
+    if (this.#prot === 'none') throw new DmamemError('ERR_DMAMEM_PROT_NONE', "the region is protected 'none'; protect('read') first");
+    const out = Buffer.allocUnsafe(len);
+    if (len > 0) native.copyOut(this.address + off, len, out, 0);
+    return out;
+  }
+
+  /**
+   * Copies `source` into the region at `offset`.
+   * @example r.write(4096, Buffer.from('hello'));
+   */
+  write(offset: number, source: Uint8Array): void {
+    v.assertUint8Array('source', source);
+    const [off] = this.#range(offset, source.length);
+    this.#live();
+    this.#writableWindow().slice(off, source.length).set(source);
+  }
+
+  /**
+   * mlock2 the whole mapping; with onFault, pages are locked as they are touched (MLOCK_ONFAULT).
+   * Fails with ENOMEM/EPERM beyond RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+   * @example r.lock();  r.lock({ onFault: true });
+   */
+  lock(options?: { onFault?: boolean }): void {
+    const o = v.assertOptions('options', options);
+    const onFault = o.onFault ?? false;
+    v.assertBoolean('onFault', onFault);
+    this.#live();
+    native.mlock(this.address, this.mappedLength, onFault ? C.MLOCK_ONFAULT : 0);
+  }
+
+  /** munlock the whole mapping. @example r.unlock() */
+  unlock(): void {
+    this.#live();
+    native.munlock(this.address, this.mappedLength);
+  }
+
+  /**
+   * Changes the protection of the whole mapping. Dropping write first detaches every view (a JS
+   * write would otherwise kill the process); after protect('readwrite') view() gives new ones.
+   * @example r.protect('read'); r.read(0, 4); r.protect('readwrite');
+   */
+  protect(prot: Protection): void {
+    v.assertOneOf('prot', prot, PROTECTIONS);
+    this.#live();
+    if (prot !== 'readwrite') this.#window?.detach();
+    native.mprotect(this.address, this.mappedLength, protBits(prot));
+    this.#prot = prot;
+  }
+
+  /**
+   * madvise over [offset, offset+length) (default: all). offset must be a multiple of the granule.
+   * 'remove' frees the pages (they read as zero after); refused on hugetlb memory, where a later
+   * fault could find the pool empty and raise SIGBUS.
+   * @example r.advise('dontneed'); r.advise('willneed', 0, 65536);
+   */
+  advise(advice: Advice, offset?: number, length?: number): void {
+    v.assertOneOf('advice', advice, ADVICES);
+    const off = offset ?? 0;
+    v.assertPageAligned('offset', off, this.granule);
+    const [, len] = this.#range(off, length);
+    this.#live();
+    if (advice === 'remove' && this.backing === 'hugetlb-2M') {
+      throw new DmamemError('ERR_DMAMEM_UNSUPPORTED', "advise('remove') is refused on hugetlb memory: refaulting would need free pool pages and could raise SIGBUS; use 'dontneed'");
+    }
+    if (len === 0) return;
+    native.madvise(this.address + off, roundUp(len, this.granule), C[ADVICE[advice]]);
+  }
+
+  /**
+   * Changes the length, keeping the contents (it is the same memfd). The mapping may move: every
+   * old view is detached; call view() again. Hugetlb regions resize in 2 MiB multiples.
+   * Shrinking is refused while an alias maps the part that would go.
+   * @example r.resize(r.length * 2); r.view().length === r.length;
+   */
+  resize(newLength: number): void {
+    v.assertPositiveInteger('newLength', newLength);
+    if (this.granule === HUGE_2M) v.assertPageAligned('newLength', newLength, HUGE_2M);
+    this.#live();
+    const s = this.#s;
+    const oldMapped = s.mappedLength;
+    const newMapped = roundUp(newLength, this.granule);
+    if (newMapped < oldMapped) this.#shrink(newMapped);
+    else if (newMapped > oldMapped) this.#grow(newMapped);
+    else this.#window?.detach(); // same pages, but the old views had the old length
+    this.#length = newLength;
+  }
+
+  #shrink(newMapped: number): void {
+    const s = this.#s;
+    for (const other of s.family) {
+      if (other !== s && !other.closed && other.mappedLength > newMapped) {
+        throw new DmamemError('ERR_DMAMEM_BUSY', `cannot shrink: an alias at 0x${other.address.toString(16)} maps ${other.mappedLength} bytes and would fault (SIGBUS) past the new end; close it first`);
+      }
+    }
+    if (this.#ownsFile && (native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) {
+      throw errnoError('EPERM', 'ftruncate', 'the memfd is sealed against shrinking (F_SEAL_SHRINK)');
+    }
+    this.#window?.detach();
+    native.mremap(s.address, s.mappedLength, newMapped, 0, 0); // shrinking in place never moves
+    trackExternalMemory(newMapped - s.mappedLength);
+    s.mappedLength = newMapped;
+    if (this.#ownsFile) native.ftruncate(s.fd, newMapped);
+  }
+
+  #grow(newMapped: number): void {
+    const s = this.#s;
+    const fileEnd = this.#offset + newMapped;
+    const oldSize = native.fstatSize(s.fd);
+    if (fileEnd > oldSize) {
+      if (!this.#ownsFile) throw new RangeError(`Expected newLength within the shared file's size ${oldSize - this.#offset} but received ${newMapped} of type number`);
+      native.ftruncate(s.fd, fileEnd);
+    }
+    let target = -1;
+    try {
+      target = reserveFor(newMapped);
+      if (this.granule === HUGE_2M) {
+        // mremap cannot grow hugetlb mappings: map the memfd afresh (this reserves the new pool
+        // pages, ENOMEM if short) and drop the old mapping only once the new one stands.
+        native.mmap(target, newMapped, protBits(this.#prot), C.MAP_SHARED | C.MAP_FIXED, s.fd, this.#offset);
+        this.#populate(target + s.mappedLength, newMapped - s.mappedLength);
+      } else {
+        // Detach before the move: after mremap the old views would point at unmapped memory.
+        this.#window?.detach();
+        native.mremap(s.address, s.mappedLength, newMapped, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, target);
+      }
+    } catch (err) {
+      // The old mapping is intact: mmap, populate or mremap failed before anything moved.
+      if (target !== -1) native.munmap(target, newMapped);
+      if (fileEnd > oldSize) native.ftruncate(s.fd, oldSize);
+      throw err;
+    }
+    const old = { address: s.address, length: s.mappedLength };
+    this.#window?.detach();
+    if (this.granule === HUGE_2M) native.munmap(old.address, old.length);
+    trackExternalMemory(newMapped - old.length);
+    s.address = target;
+    s.mappedLength = newMapped;
+    // A shmem shortage here is an OOM, not a SIGBUS: the region is already resized, just not pre-faulted.
+    if (this.granule !== HUGE_2M) this.#populate(target + old.length, newMapped - old.length);
+  }
+
+  #populate(address: number, length: number): void {
+    if (this.#prot === 'readwrite') native.madvise(address, length, C.MADV_POPULATE_WRITE);
+  }
+
+  /**
+   * A second real mapping of the same pages at another address (MAP_SHARED of the same memfd),
+   * with its own views, protection and close(). Writes through one are seen through the other.
+   * @example const a = r.alias(); r.view()[0] = 9; a.view()[0] === 9; a.close();
+   */
+  alias(): Region {
+    this.#live();
+    const s = this.#s;
+    const fd = native.dup(s.fd);
+    let address = -1;
+    try {
+      address = reserveFor(s.mappedLength);
+      native.mmap(address, s.mappedLength, protBits(this.#prot), C.MAP_SHARED | C.MAP_FIXED, fd, this.#offset);
+      const a: MappingState = { address, mappedLength: s.mappedLength, fd, extraFds: [], closed: false, family: s.family };
+      return new Region(a, this.#length, this.#prot, this.#fileWritable, false, this.#offset, this.backing, `alias of the region at 0x${s.address.toString(16)}`, this.granule);
+    } catch (err) {
+      if (address !== -1) native.munmap(address, s.mappedLength);
+      native.close(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Per-page pagemap entries of the mapping (pfn null when not present or hidden).
+   * @example r.physicalPages()[0]!.pfn
+   */
+  physicalPages(): PageInfo[] {
+    this.#live();
+    return readPagemap(this.address, this.mappedLength / native.pageSize);
+  }
+
+  /**
+   * PFNs of every 4 KiB page, NaN where not present or hidden.
+   * @example r.pfns()[0]
+   */
+  pfns(out?: Float64Array): Float64Array {
+    this.#live();
+    return readPfns(this.address, this.mappedLength / native.pageSize, out);
+  }
+
+  /**
+   * True when the pages are consecutive page frames; null when PFNs are hidden (no CAP_SYS_ADMIN).
+   * @example Region.allocate(2 << 20, { hugepages: 'require' }).isPhysicallyContiguous() // true
+   */
+  isPhysicallyContiguous(): boolean | null {
+    if (!pfnVisible()) return null;
+    const p = this.pfns();
+    for (let i = 0; i < p.length; i++) if (!(p[i] === p[0]! + i)) return false;
+    return true;
+  }
+
+  /**
+   * Adds memfd seals (fcntl F_ADD_SEALS). 'shrink' stops anyone holding the fd from shrinking the
+   * memory under this mapping (which would be SIGBUS here).
+   * @example r.seal(['shrink', 'grow']);
+   */
+  seal(seals: readonly Seal[]): void {
+    if (!Array.isArray(seals)) throw new TypeError(`Expected an array of seals for seals but received ${v.describeValue(seals)}`);
+    let bits = 0;
+    for (const name of seals) {
+      v.assertOneOf('seal', name, SEAL_NAMES);
+      bits |= C[SEALS[name]];
+    }
+    this.#live();
+    native.addSeals(this.fd, bits);
+  }
+
+  /** The seals in force. @example r.seals() // ['shrink'] */
+  seals(): Seal[] {
+    this.#live();
+    const bits = native.getSeals(this.fd);
+    return SEAL_NAMES.filter((n) => (bits & C[SEALS[n]]) !== 0);
+  }
+
+  /**
+   * A read-only share: an O_RDONLY reopen of the memfd (closed by close()). A receiver that maps it
+   * writable gets EACCES. By itself this only stops honest receivers: anyone may reopen
+   * /proc/PID/fd/N read-write. With `enforce` the memfd is also sealed F_SEAL_FUTURE_WRITE, so no
+   * one can map it writable or write(2) to it any more, while this Region's views keep working.
+   * @example const { fd } = r.shareReadOnly({ enforce: true }); spawn('node', ['child.js'], { stdio: ['pipe', 'pipe', 'inherit', fd] });
+   */
+  shareReadOnly(options?: { enforce?: boolean }): ReadOnlyShare {
+    const o = v.assertOptions('options', options);
+    const enforce = o.enforce ?? false;
+    v.assertBoolean('enforce', enforce);
+    this.#live();
+    const fd = native.open(`/proc/self/fd/${this.fd}`, C.O_RDONLY);
+    this.#s.extraFds.push(fd);
+    if (enforce) native.addSeals(this.fd, C.F_SEAL_FUTURE_WRITE);
+    return { fd, path: `/proc/${process.pid}/fd/${fd}` };
+  }
+
+  /**
+   * Detaches every view, unmaps, closes the fd(s) and takes the bytes back from V8's accounting.
+   * Safe to call twice.
+   * @example r.close(); r.close(); r.closed === true
+   */
+  close(): void {
+    if (this.#s.closed) return;
+    backstop.unregister(this);
+    this.#window?.detach();
+    this.#window = null;
+    releaseMapping(this.#s);
+  }
+
+  /** close(), for `using r = Region.allocate(...)`. @example { using r = Region.allocate(4096); } */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,101 @@
+// pagemap and kpageflags reads over real memory, and the system snapshot read from /proc and /sys.
+
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { Region } from '../lib/os/region';
+import { readPagemap, readPfns, readKpageflags, pfnVisible, hasKpageflag, KPF_HUGE, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL } from '../lib/os/pagemap';
+import { systemInfo, explainMissing, thpMode } from '../lib/os/sysinfo';
+import { native } from '../lib/native';
+import { expectNoLeaks, requireHugepagesOrSkip } from './helpers/leaks';
+
+const PAGE = native.pageSize;
+
+describe('22 pagemap and system info', () => {
+  expectNoLeaks();
+
+  describe('pagemap', () => {
+    it('reports present, shared memfd pages with PFNs (or null when hidden), and absent ones as not present', () => {
+      using r = Region.allocate(4 * PAGE, { hugepages: 'off', populate: false });
+      r.view()[0] = 1; // fault in page 0 only
+      const pages = readPagemap(r.address, 4);
+      assert.equal(pages.length, 4);
+      assert.equal(pages[0]!.present, true);
+      assert.equal(pages[0]!.fileOrShared, true);
+      assert.equal(pages[0]!.swapped, false);
+      if (pfnVisible()) assert.ok(typeof pages[0]!.pfn === 'number' && pages[0]!.pfn > 0);
+      else assert.equal(pages[0]!.pfn, null);
+      for (const p of pages.slice(1)) {
+        assert.equal(p.present, false);
+        assert.equal(p.pfn, null, 'a page not present has no PFN, never 0');
+      }
+    });
+
+    it('readPfns fills a caller-provided Float64Array with NaN for missing pages', () => {
+      using r = Region.allocate(2 * PAGE, { hugepages: 'off', populate: false });
+      r.view()[PAGE] = 1;
+      const out = new Float64Array(8);
+      const got = readPfns(r.address, 2, out);
+      assert.equal(got, out);
+      assert.ok(Number.isNaN(out[0]!));
+      if (pfnVisible()) assert.equal(out[1], r.physicalPages()[1]!.pfn);
+      assert.throws(() => readPfns(r.address, 2, new Float64Array(1)), TypeError);
+    });
+
+    it('agrees with pfnVisible(), decided from CAP_SYS_ADMIN in CapEff', () => {
+      const capEff = BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]}`);
+      assert.equal(pfnVisible(), ((capEff >> 21n) & 1n) === 1n);
+    });
+
+    it('kpageflags marks a hugetlb page HUGE, head then tails', function () {
+      requireHugepagesOrSkip(this, 1);
+      if (!pfnVisible()) this.skip();
+      using r = Region.allocate(2 * 1024 * 1024, { hugepages: 'require' });
+      const pfn = r.pfns()[0]!;
+      const flags = readKpageflags(pfn, 2);
+      if (flags === null) this.skip();
+      assert.ok(hasKpageflag(flags[0]!, KPF_HUGE));
+      assert.ok(hasKpageflag(flags[0]!, KPF_COMPOUND_HEAD));
+      assert.ok(hasKpageflag(flags[1]!, KPF_COMPOUND_TAIL));
+    });
+
+    it('rejects misaligned addresses and bad counts before reading', () => {
+      assert.throws(() => readPagemap(1, 1), { name: 'RangeError', message: `Expected a non-negative multiple of ${PAGE} for address but received 1 of type number` });
+      assert.throws(() => readPagemap(0, 0), RangeError);
+      assert.throws(() => readKpageflags(-1, 1), RangeError);
+    });
+  });
+
+  describe('systemInfo', () => {
+    it('matches /proc and /sys', () => {
+      const info = systemInfo();
+      assert.equal(info.pageSize, PAGE);
+      const pool = info.hugepagePools.find((p) => p.sizeKiB === 2048);
+      if (fs.existsSync('/sys/kernel/mm/hugepages/hugepages-2048kB')) {
+        assert.ok(pool);
+        assert.equal(pool.total, Number(fs.readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', 'utf8')));
+        assert.ok(pool.free <= pool.total);
+      }
+      assert.equal(info.thp.anonymous, thpMode('anonymous'));
+      assert.equal(info.thp.shmem, thpMode('shmem'));
+      assert.ok(info.numaNodes.length >= 1);
+      assert.ok(info.numaNodes.every((n) => n.memTotal > 0 && n.memFree <= n.memTotal));
+      const [soft] = native.memlockLimit();
+      assert.equal(info.memlock.soft, soft < 0 ? null : soft);
+      assert.equal(info.pfnVisible, pfnVisible());
+      assert.equal(info.iommuGroups, fs.existsSync('/sys/kernel/iommu_groups') ? fs.readdirSync('/sys/kernel/iommu_groups').length : 0);
+    });
+
+    it('explainMissing gives an exact command for each missing capability', () => {
+      const info = systemInfo();
+      const missing = explainMissing(info);
+      for (const m of missing) assert.ok(m.what && m.why && m.command);
+      if (info.thp.shmem === 'never') {
+        assert.ok(missing.some((m) => m.command === 'echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled'));
+      }
+      const empty = { ...info, hugepagePools: [{ sizeKiB: 2048, total: 0, free: 0, reserved: 0, surplus: 0 }], pfnVisible: false };
+      const advice = explainMissing(empty);
+      assert.ok(advice.some((m) => m.command === 'echo 64 | sudo tee /proc/sys/vm/nr_hugepages'));
+      assert.ok(advice.some((m) => /physical/.test(m.what)));
+    });
+  });
+});
