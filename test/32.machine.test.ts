@@ -7,12 +7,12 @@ import { defaultMachine, destroyDefaultMachine } from '../lib/mm/default';
 import { GFP_DMA32, GFP_KERNEL, NUMA_NO_NODE, PAGE_SIZE, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO } from '../lib/mm/gfp';
 import { page_address, page_to_phys, virt_to_page, virt_to_phys } from '../lib/mm/kernel';
 import { cma_alloc, cma_release } from '../lib/mm/cma';
-import { checkNoLeaks, fdCount, hugepagesFree, mappingCount, needHugepages } from './helpers/system';
+import { expectNoLeaks, fdCount, hugepagesFree, memfdMappingCount as mappingCount, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
 
 describe('32 machine: the kernel memory model over real memory', () => {
-  checkNoLeaks();
+  expectNoLeaks();
 
   describe('one node', () => {
     let m: Machine;

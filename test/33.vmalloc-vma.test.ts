@@ -10,12 +10,12 @@ import {
   VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, remap_pfn_range, vma_pages,
 } from '../lib/mm/vma';
 import type { Page } from '../lib/mm/page';
-import { checkNoLeaks, needHugepages } from './helpers/system';
+import { expectNoLeaks, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
 
 describe('33 vmalloc and user VMAs', () => {
-  checkNoLeaks();
+  expectNoLeaks();
   let m: Machine;
   beforeEach(() => { m = new Machine({ name: 'm33', nodes: 2, ramPerNode: 4 * MiB, cmaSize: 0, emitWarnings: false }); });
   afterEach(() => m.destroy());
