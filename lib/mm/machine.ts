@@ -14,7 +14,7 @@ import {
 import type { Page } from './page';
 import { Segment } from './segment';
 import { registerMachine, unregisterMachine } from './registry';
-import { VmallocArea } from './vmalloc';
+import { VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
 import { VmArea, type VmaOptions } from './vma';
 
 const MiB = 1024 * 1024;
@@ -371,6 +371,27 @@ export class Machine {
   removeVmallocArea(area: VmallocArea): void {
     const i = this.vmallocAreas.indexOf(area);
     if (i >= 0) this.vmallocAreas.splice(i, 1);
+  }
+
+  /** vmalloc on this machine: an address, or null. See lib/mm/vmalloc.ts. */
+  vmalloc(size: number): number | null {
+    return vmalloc(this, size);
+  }
+
+  vzalloc(size: number): number | null {
+    return vzalloc(this, size);
+  }
+
+  vfree(addr: number | null): void {
+    vfree(this, addr);
+  }
+
+  vmap(pages: readonly Page[], count: number, flags = 0, prot: 'readwrite' | 'read' = 'readwrite'): number | null {
+    return vmap(this, pages, count, flags, prot);
+  }
+
+  vunmap(addr: number | null): void {
+    vunmap(this, addr);
   }
 
   vmalloc_to_page(addr: number): Page | null {
