@@ -260,7 +260,7 @@ export function cma_release(cma: Cma | null, pages: Page | null, count: number):
  * min(get_order(size), CONFIG_CMA_ALIGNMENT), quiet if gfp has __GFP_NOWARN.
  * @example cma_alloc_aligned(area, 12288, GFP_KERNEL) // 3 pages aligned to 4 pages
  */
-export function cma_alloc_aligned(cma: Cma | null, size: number, gfp: gfp_t): Page | null {
-  const align = Math.min(get_order(size), CONFIG_CMA_ALIGNMENT);
+export function cma_alloc_aligned(cma: Cma | null, size: number, gfp: gfp_t, cmaAlignment: number = CONFIG_CMA_ALIGNMENT): Page | null {
+  const align = Math.min(get_order(size), cmaAlignment);
   return cma_alloc(cma, Math.floor(size / 2 ** PAGE_SHIFT), align, (gfp & __GFP_NOWARN) !== 0);
 }

@@ -1,0 +1,544 @@
+// The driver-facing DMA API: kernel/dma/mapping.c and include/linux/dma-mapping.h. Each entry point
+// routes to dma-direct, the IOMMU layer or the device's dma_map_ops, and calls its DMA-API debug hook.
+
+import { page_address } from '../mm/kernel';
+import { PAGE_ALIGN, PAGE_SIZE, __GFP_COMP, __GFP_DMA, __GFP_DMA32, __GFP_HIGHMEM, __GFP_NOWARN, get_order, type gfp_t } from '../mm/gfp';
+import type { Machine } from '../mm/machine';
+import type { Page } from '../mm/page';
+import { pgprot_dmacoherent, pgprot_writecombine } from '../mm/pgprot';
+import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
+import { dma_alloc_from_dev_coherent, dma_mmap_range_ok, dma_release_from_dev_coherent } from './coherent';
+import {
+  DMA_ATTR_NO_WARN, DMA_ATTR_WRITE_COMBINE, DMA_BIT_MASK, DMA_MAPPING_ERROR, EINVAL, EIO, ENOMEM,
+  ENXIO, EREMOTEIO, dma_direction_name, valid_dma_direction, type DmaDataDirection,
+} from './constants';
+import { get_dma_ops, use_dma_iommu, type Device } from './device';
+import * as direct from './direct';
+import * as iommu from './iommu';
+import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
+import type { Box, DmaMapOps } from './ops';
+import type { Scatterlist, SgTable } from './scatterlist';
+
+/** SIZE_MAX as the largest size a number holds exactly: "no limit" for dma_max_mapping_size. */
+export const SIZE_MAX = Number.MAX_SAFE_INTEGER;
+
+// ---- routing -------------------------------------------------------------------------------
+
+/**
+ * dma_go_direct: never behind an IOMMU; always without ops. CONFIG_DMA_OPS_BYPASS is off in this
+ * model, so a device with ops always uses them (the mask does not matter).
+ */
+function dma_go_direct(dev: Device, _mask: bigint, ops: DmaMapOps | null): boolean {
+  if (use_dma_iommu(dev)) return false;
+  return ops === null;
+}
+
+/** dma_alloc_direct: routing of allocations (tests coherent_dma_mask). */
+function dma_alloc_direct(dev: Device, ops: DmaMapOps | null): boolean {
+  return dma_go_direct(dev, dev.coherent_dma_mask, ops);
+}
+
+/** dma_map_direct: routing of mappings (tests *dma_mask). */
+function dma_map_direct(dev: Device, ops: DmaMapOps | null): boolean {
+  return dma_go_direct(dev, dev.dma_mask ?? 0n, ops);
+}
+
+/** A kernel BUG_ON(!valid_dma_direction(dir)) (include/linux/dma-direction.h). */
+function checkDirection(dir: number, fn: string): asserts dir is DmaDataDirection {
+  if (!valid_dma_direction(dir)) {
+    throw new Error(`kernel BUG at kernel/dma/mapping.c: ${fn}: invalid DMA direction ${dir} (${dma_direction_name(dir)})`);
+  }
+}
+
+/** WARN_ON_ONCE: once per machine (one boot) and call site. Returns `cond`, like the macro. */
+const warnedOnce = new WeakMap<Machine, Set<string>>();
+function WARN_ON_ONCE(dev: Device, cond: boolean, site: string): boolean {
+  if (!cond) return false;
+  let seen = warnedOnce.get(dev.machine);
+  if (seen === undefined) warnedOnce.set(dev.machine, (seen = new Set()));
+  if (!seen.has(site)) {
+    seen.add(site);
+    dev.machine.warn(`WARNING: kernel/dma/mapping.c: ${site} [device=${dev.name}]`);
+  }
+  return true;
+}
+
+// ---- page protection -----------------------------------------------------------------------
+
+/**
+ * dma_pgprot: the page protection for a user or kernel mapping of DMA memory. Coherent devices
+ * keep `prot`; non-coherent ones get write-combine for DMA_ATTR_WRITE_COMBINE (the model has
+ * CONFIG_ARCH_HAS_DMA_WRITE_COMBINE) and pgprot_dmacoherent (uncached) otherwise.
+ * @example dma_pgprot(noncoherentDev, PAGE_SHARED, DMA_ATTR_WRITE_COMBINE) // WC bits set
+ */
+export function dma_pgprot(dev: Device, prot: number, attrs: number): number {
+  if (dev.dma_coherent) return prot;
+  if (attrs & DMA_ATTR_WRITE_COMBINE) return pgprot_writecombine(prot);
+  return pgprot_dmacoherent(prot);
+}
+
+// ---- map / unmap of pages and single buffers --------------------------------------------------
+
+function __dma_map_page(dev: Device, page: Page, offset: number, size: number, dir: number, attrs: number, isSingle: boolean): bigint {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_map_page_attrs');
+  if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_page_attrs: !dev->dma_mask')) return DMA_MAPPING_ERROR;
+  let addr: bigint;
+  if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_page(dev, page, offset, size, dir, attrs);
+  else if (use_dma_iommu(dev)) addr = iommu.iommu_dma_map_page(dev, page, offset, size, dir, attrs);
+  // A table without map_page would oops in 6.17; later kernels return DMA_MAPPING_ERROR.
+  else addr = ops?.map_page?.(dev, page, offset, size, dir, attrs) ?? DMA_MAPPING_ERROR;
+  dev.debug.debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle);
+  return addr;
+}
+
+/**
+ * dma_map_page_attrs: map `size` bytes at `offset` in `page` for the device.
+ * @returns the bus address, or DMA_MAPPING_ERROR (check it with dma_mapping_error): no dma_mask
+ *   (a WARN), an address beyond the mask without bounce buffering, an IOMMU out of space.
+ * @throws Error "kernel BUG ..." for an invalid direction.
+ */
+export function dma_map_page_attrs(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  return __dma_map_page(dev, page, offset, size, dir, attrs, false);
+}
+
+/** dma_map_page: dma_map_page_attrs with attrs 0. */
+export function dma_map_page(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection): bigint {
+  return dma_map_page_attrs(dev, page, offset, size, dir, 0);
+}
+
+/**
+ * dma_unmap_page_attrs: undo dma_map_page_attrs (or dma_map_single_attrs; 6.17 no longer tells
+ * them apart). The debug checks (never mapped, size, direction, error not checked) run after.
+ * @throws Error "kernel BUG ..." for an invalid direction.
+ */
+export function dma_unmap_page_attrs(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_unmap_page_attrs');
+  if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_page(dev, addr, size, dir, attrs);
+  else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
+  else ops?.unmap_page?.(dev, addr, size, dir, attrs);
+  dev.debug.debug_dma_unmap_page(dev, addr, size, dir);
+}
+
+/** dma_unmap_page: dma_unmap_page_attrs with attrs 0. */
+export function dma_unmap_page(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  dma_unmap_page_attrs(dev, addr, size, dir, 0);
+}
+
+/**
+ * dma_map_single_attrs: map a linear-map (kernel) address: virt_to_page + offset_in_page.
+ * @returns the bus address, or DMA_MAPPING_ERROR; a vmalloc address is refused with a WARN
+ *   ("rejecting DMA map of vmalloc memory"), as the kernel does, since its pages are scattered.
+ * @throws RangeError for an address that is not memory of the device's machine (the kernel would
+ *   map a wild page); Error "kernel BUG ..." for an invalid direction.
+ */
+export function dma_map_single_attrs(dev: Device, ptr: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const m = dev.machine;
+  if (m.is_vmalloc_addr(ptr)) {
+    m.warn(`WARNING: include/linux/dma-mapping.h: ${dev.name}: rejecting DMA map of vmalloc memory [addr=0x${ptr.toString(16)}]`);
+    return DMA_MAPPING_ERROR;
+  }
+  return __dma_map_page(dev, m.virt_to_page(ptr), ptr % PAGE_SIZE, size, dir, attrs, true);
+}
+
+/** dma_map_single: dma_map_single_attrs with attrs 0. */
+export function dma_map_single(dev: Device, ptr: number, size: number, dir: DmaDataDirection): bigint {
+  return dma_map_single_attrs(dev, ptr, size, dir, 0);
+}
+
+/** dma_unmap_single_attrs: dma_unmap_page_attrs. */
+export function dma_unmap_single_attrs(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  dma_unmap_page_attrs(dev, addr, size, dir, attrs);
+}
+
+/** dma_unmap_single: dma_unmap_page_attrs with attrs 0. */
+export function dma_unmap_single(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  dma_unmap_page_attrs(dev, addr, size, dir, 0);
+}
+
+/**
+ * dma_map_resource: map MMIO (or any physical range without struct pages) for the device.
+ * @returns the bus address, or DMA_MAPPING_ERROR (no dma_mask, a table without map_resource, ...).
+ */
+export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_map_resource');
+  if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_resource: !dev->dma_mask')) return DMA_MAPPING_ERROR;
+  let addr = DMA_MAPPING_ERROR;
+  if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_resource(dev, phys_addr, size, dir, attrs);
+  else if (use_dma_iommu(dev)) addr = iommu.iommu_dma_map_resource(dev, phys_addr, size, dir, attrs);
+  else if (ops?.map_resource !== undefined) addr = ops.map_resource(dev, phys_addr, size, dir, attrs);
+  dev.debug.debug_dma_map_phys(dev, phys_addr, size, dir, addr);
+  return addr;
+}
+
+/** dma_unmap_resource: dma-direct has nothing to undo (no cache maintenance, no bounce). */
+export function dma_unmap_resource(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_unmap_resource');
+  if (dma_map_direct(dev, ops)) {
+    // Nothing to do.
+  } else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_resource(dev, addr, size, dir, attrs);
+  else ops?.unmap_resource?.(dev, addr, size, dir, attrs);
+  dev.debug.debug_dma_unmap_phys(dev, addr, size, dir);
+}
+
+// ---- scatter-gather ---------------------------------------------------------------------------
+
+/** __dma_map_sg_attrs: the count of mapped entries, or a negative errno from the allowed set. */
+function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: number, attrs: number): number {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_map_sg_attrs');
+  if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_sg_attrs: !dev->dma_mask')) return 0;
+  let ents: number;
+  if (sg === null) ents = -EINVAL; // the kernel would dereference NULL
+  else if (dma_map_direct(dev, ops)) ents = direct.dma_direct_map_sg(dev, sg, nents, dir, attrs);
+  else if (use_dma_iommu(dev)) ents = iommu.iommu_dma_map_sg(dev, sg, nents, dir, attrs);
+  // A table without map_sg would oops; fail cleanly instead, as dma_dummy_ops does.
+  else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
+  if (ents > 0) {
+    dev.debug.debug_dma_map_sg(dev, sg, nents, ents, dir);
+  } else if (WARN_ON_ONCE(dev, ents !== -EINVAL && ents !== -ENOMEM && ents !== -EIO && ents !== -EREMOTEIO,
+    `dma_map_sg_attrs: unexpected map_sg result ${ents}`)) {
+    return -EIO;
+  }
+  return ents;
+}
+
+/**
+ * dma_map_sg_attrs: map `nents` entries of a scatterlist.
+ * @returns the number of mapped (possibly merged) entries, or 0 on any error.
+ */
+export function dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection, attrs: number): number {
+  const ret = __dma_map_sg_attrs(dev, sg, nents, dir, attrs);
+  return ret < 0 ? 0 : ret;
+}
+
+/** dma_map_sg: dma_map_sg_attrs with attrs 0. */
+export function dma_map_sg(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection): number {
+  return dma_map_sg_attrs(dev, sg, nents, dir, 0);
+}
+
+/**
+ * dma_map_sgtable: map the table's orig_nents CPU entries and set sgt.nents.
+ * @returns 0; or -EINVAL (bad arguments), -ENOMEM (out of IOVA or bounce space: a retry may help),
+ *   -EIO (any other failure, WARNed), -EREMOTEIO (P2P not possible), leaving nents unchanged.
+ *   Note: with no dma_mask the kernel's helper returns 0 (after a WARN), so nents becomes 0.
+ */
+export function dma_map_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirection, attrs: number): number {
+  const nents = __dma_map_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs);
+  if (nents < 0) return nents;
+  sgt.nents = nents;
+  return 0;
+}
+
+/**
+ * dma_unmap_sg_attrs: undo dma_map_sg_attrs; `nents` is what was passed to map, not what it
+ * returned. The debug check runs first, as in the kernel; the unmap happens even if it throws.
+ */
+export function dma_unmap_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection, attrs: number): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_unmap_sg_attrs');
+  try {
+    dev.debug.debug_dma_unmap_sg(dev, sg, nents, dir);
+  } finally {
+    if (sg !== null) {
+      if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_sg(dev, sg, nents, dir, attrs);
+      else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_sg(dev, sg, nents, dir, attrs);
+      else ops?.unmap_sg?.(dev, sg, nents, dir, attrs);
+    }
+  }
+}
+
+/** dma_unmap_sg: dma_unmap_sg_attrs with attrs 0. */
+export function dma_unmap_sg(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection): void {
+  dma_unmap_sg_attrs(dev, sg, nents, dir, 0);
+}
+
+/** dma_unmap_sgtable: unmap the table's orig_nents entries. */
+export function dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirection, attrs: number): void {
+  dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs);
+}
+
+// ---- sync ---------------------------------------------------------------------------------------
+
+/** dma_sync_single_for_cpu: hand a mapped range back to the CPU (after the device wrote it). */
+export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_single_for_cpu');
+  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
+  else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
+  dev.debug.debug_dma_sync_single_for_cpu(dev, addr, size, dir);
+}
+
+/** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
+export function dma_sync_single_for_device(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_single_for_device');
+  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
+  else ops?.sync_single_for_device?.(dev, addr, size, dir);
+  dev.debug.debug_dma_sync_single_for_device(dev, addr, size, dir);
+}
+
+/** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
+export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_sg_for_cpu');
+  if (sg !== null) {
+    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+    else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
+  }
+  dev.debug.debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+}
+
+/** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
+export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_sg_for_device');
+  if (sg !== null) {
+    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_device(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
+    else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
+  }
+  dev.debug.debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
+}
+
+/** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */
+export function dma_sync_sgtable_for_cpu(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  dma_sync_sg_for_cpu(dev, sgt.sgl, sgt.orig_nents, dir);
+}
+
+/** dma_sync_sgtable_for_device: sync the table's orig_nents entries. */
+export function dma_sync_sgtable_for_device(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  dma_sync_sg_for_device(dev, sgt.sgl, sgt.orig_nents, dir);
+}
+
+/**
+ * dma_mapping_error: tells DMA-API debug the handle was checked.
+ * @returns -ENOMEM for DMA_MAPPING_ERROR, else 0.
+ */
+export function dma_mapping_error(dev: Device, dma_addr: bigint): number {
+  dev.debug.debug_dma_mapping_error(dev, dma_addr);
+  return dma_addr === DMA_MAPPING_ERROR ? -ENOMEM : 0;
+}
+
+// ---- allocations ------------------------------------------------------------------------------
+
+function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
+  const ops = get_dma_ops(dev);
+  if (WARN_ON_ONCE(dev, dev.coherent_dma_mask === 0n, 'dma_alloc_pages: !dev->coherent_dma_mask')) return null;
+  if (WARN_ON_ONCE(dev, (gfp & (__GFP_DMA | __GFP_DMA32 | __GFP_HIGHMEM)) !== 0, 'dma_alloc_pages: zone modifier in gfp')) return null;
+  if (WARN_ON_ONCE(dev, (gfp & __GFP_COMP) !== 0, 'dma_alloc_pages: __GFP_COMP')) return null;
+  size = PAGE_ALIGN(size);
+  if (dma_alloc_direct(dev, ops)) return direct.dma_direct_alloc_pages(dev, size, dma_handle, dir, gfp);
+  if (use_dma_iommu(dev)) return dma_common_alloc_pages(dev, size, dma_handle, dir, gfp);
+  if (ops?.alloc_pages_op === undefined) return null;
+  return ops.alloc_pages_op(dev, size, dma_handle, dir, gfp);
+}
+
+/**
+ * dma_alloc_pages: PAGE_ALIGN(size) bytes of pages mapped for the device (non-coherent DMA
+ * memory: sync it). Never from the device's coherent pool.
+ * @returns the first page (dma_handle.value set), or null: no coherent_dma_mask, gfp with a zone
+ *   modifier or __GFP_COMP (each WARNs once), no memory, or a table without alloc_pages_op.
+ */
+export function dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
+  const page = __dma_alloc_pages(dev, size, dma_handle, dir, gfp);
+  if (page !== null) dev.debug.debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
+  return page;
+}
+
+/** dma_free_pages: free what dma_alloc_pages returned (same size, handle and direction). */
+export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  try {
+    dev.debug.debug_dma_free_pages(dev, page, size, dir, dma_handle);
+  } finally {
+    size = PAGE_ALIGN(size);
+    if (dma_alloc_direct(dev, ops)) direct.dma_direct_free_pages(dev, size, page, dma_handle, dir);
+    else if (use_dma_iommu(dev)) dma_common_free_pages(dev, size, page, dma_handle, dir);
+    else ops?.free_pages?.(dev, size, page, dma_handle, dir);
+  }
+}
+
+/**
+ * dma_mmap_pages: map pages from dma_alloc_pages into a user VMA. No dma_pgprot (the caller's
+ * vm_page_prot stays), no device pool; `dev` is unused.
+ * @returns 0; -ENXIO when vm_pgoff / the VMA length fall outside the pages; else remap_pfn_range's result.
+ */
+export function dma_mmap_pages(dev: Device, vma: VmArea, size: number, page: Page): number {
+  const count = PAGE_ALIGN(size) / PAGE_SIZE;
+  if (!dma_mmap_range_ok(vma.vm_pgoff, count, vma_pages(vma))) return -ENXIO;
+  return remap_pfn_range(vma, vma.vm_start, page.pfn + vma.vm_pgoff, vma_pages(vma) * PAGE_SIZE, vma.vm_page_prot);
+}
+
+/** dma_alloc_noncoherent: page_address(dma_alloc_pages(...)), or null. */
+export function dma_alloc_noncoherent(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): number | null {
+  const page = dma_alloc_pages(dev, size, dma_handle, dir, gfp);
+  return page === null ? null : page_address(page);
+}
+
+/** dma_free_noncoherent: dma_free_pages(virt_to_page(vaddr)). */
+export function dma_free_noncoherent(dev: Device, size: number, vaddr: number, dma_handle: bigint, dir: DmaDataDirection): void {
+  dma_free_pages(dev, size, dev.machine.virt_to_page(vaddr), dma_handle, dir);
+}
+
+/**
+ * dma_alloc_attrs: coherent DMA memory. The device's coherent pool goes first and decides alone
+ * (a full pool gives null, with no fallback); then dma-direct, the IOMMU layer or ops.alloc.
+ * @returns the CPU address (dma_handle.value set), or null: __GFP_COMP (WARN), pool exhausted,
+ *   no memory, a table without alloc, or (with ops) no coherent_dma_mask.
+ */
+export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
+  const ops = get_dma_ops(dev);
+  WARN_ON_ONCE(dev, dev.coherent_dma_mask === 0n, 'dma_alloc_attrs: !dev->coherent_dma_mask');
+  if (WARN_ON_ONCE(dev, (gfp & __GFP_COMP) !== 0, 'dma_alloc_attrs: __GFP_COMP')) return null;
+  const cpu: Box<number | null> = { value: null };
+  if (dma_alloc_from_dev_coherent(dev, size, dma_handle, cpu)) return cpu.value;
+
+  // Let the implementation pick the zone.
+  gfp &= ~(__GFP_DMA | __GFP_DMA32 | __GFP_HIGHMEM);
+  let cpu_addr: number | null;
+  if (dma_alloc_direct(dev, ops)) cpu_addr = direct.dma_direct_alloc(dev, size, dma_handle, gfp, attrs);
+  else if (use_dma_iommu(dev)) cpu_addr = iommu.iommu_dma_alloc(dev, size, dma_handle, gfp, attrs);
+  else if (ops?.alloc !== undefined) {
+    if (dev.coherent_dma_mask === 0n) return null;
+    cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
+  } else return null;
+  dev.debug.debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr);
+  return cpu_addr;
+}
+
+/** dma_alloc_coherent: dma_alloc_attrs, with DMA_ATTR_NO_WARN when gfp has __GFP_NOWARN. */
+export function dma_alloc_coherent(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t): number | null {
+  return dma_alloc_attrs(dev, size, dma_handle, gfp, gfp & __GFP_NOWARN ? DMA_ATTR_NO_WARN : 0);
+}
+
+/**
+ * dma_free_attrs: free coherent memory. Pool memory goes back to the pool (2^get_order(size)
+ * pages) and nothing else runs; a null cpu_addr is a no-op.
+ */
+export function dma_free_attrs(dev: Device, size: number, cpu_addr: number | null, dma_handle: bigint, attrs: number): void {
+  const ops = get_dma_ops(dev);
+  if (dma_release_from_dev_coherent(dev, get_order(size), cpu_addr)) return;
+  if (cpu_addr === null) return;
+  try {
+    dev.debug.debug_dma_free_coherent(dev, size, cpu_addr, dma_handle);
+  } finally {
+    if (dma_alloc_direct(dev, ops)) direct.dma_direct_free(dev, size, cpu_addr, dma_handle, attrs);
+    else if (use_dma_iommu(dev)) iommu.iommu_dma_free(dev, size, cpu_addr, dma_handle, attrs);
+    else ops?.free?.(dev, size, cpu_addr, dma_handle, attrs);
+  }
+}
+
+/** dma_free_coherent: dma_free_attrs with attrs 0. */
+export function dma_free_coherent(dev: Device, size: number, cpu_addr: number | null, dma_handle: bigint): void {
+  dma_free_attrs(dev, size, cpu_addr, dma_handle, 0);
+}
+
+// ---- sg tables and user mappings of coherent memory -------------------------------------------
+
+/**
+ * dma_get_sgtable_attrs: describe coherent memory as an sg table.
+ * @returns 0; -ENXIO for a table without get_sgtable; else the implementation's errno (-ENOMEM ...).
+ */
+export function dma_get_sgtable_attrs(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  const ops = get_dma_ops(dev);
+  if (dma_alloc_direct(dev, ops)) return direct.dma_direct_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
+  if (use_dma_iommu(dev)) return iommu.iommu_dma_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
+  if (ops?.get_sgtable === undefined) return -ENXIO;
+  return ops.get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
+}
+
+/** dma_get_sgtable: dma_get_sgtable_attrs with attrs 0. */
+export function dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number): number {
+  return dma_get_sgtable_attrs(dev, sgt, cpu_addr, dma_addr, size, 0);
+}
+
+/**
+ * dma_mmap_attrs: map coherent memory into a user VMA.
+ * @returns 0; -ENXIO for a table without mmap or a range outside the buffer; else the
+ *   implementation's errno.
+ */
+export function dma_mmap_attrs(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  const ops = get_dma_ops(dev);
+  if (dma_alloc_direct(dev, ops)) return direct.dma_direct_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
+  if (use_dma_iommu(dev)) return iommu.iommu_dma_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
+  if (ops?.mmap === undefined) return -ENXIO;
+  return ops.mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
+}
+
+/** dma_mmap_coherent: dma_mmap_attrs with attrs 0. */
+export function dma_mmap_coherent(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number): number {
+  return dma_mmap_attrs(dev, vma, cpu_addr, dma_addr, size, 0);
+}
+
+/** dma_mmap_wc: dma_mmap_attrs with DMA_ATTR_WRITE_COMBINE. */
+export function dma_mmap_wc(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number): number {
+  return dma_mmap_attrs(dev, vma, cpu_addr, dma_addr, size, DMA_ATTR_WRITE_COMBINE);
+}
+
+// ---- masks and limits ---------------------------------------------------------------------------
+
+/**
+ * dma_supported: can the device address `mask`? Behind an IOMMU always (a WARN and false if the
+ * device also has ops); with ops, ops.dma_supported or true; dma-direct: dma_direct_supported.
+ */
+export function dma_supported(dev: Device, mask: bigint): boolean {
+  const ops = get_dma_ops(dev);
+  if (use_dma_iommu(dev)) {
+    if (ops !== null) {
+      dev.machine.warn(`WARNING: kernel/dma/mapping.c: dma_supported: ${dev.name} is behind an IOMMU and has dma_map_ops`);
+      return false;
+    }
+    return true;
+  }
+  if (ops === null) return Boolean(direct.dma_direct_supported(dev, mask));
+  if (ops.dma_supported === undefined) return true;
+  return ops.dma_supported(dev, mask) !== 0;
+}
+
+/**
+ * dma_set_mask: set *dev->dma_mask (truncated to 64 bits).
+ * @returns 0, or -EIO when the device has no dma_mask pointer or the mask is not supported.
+ */
+export function dma_set_mask(dev: Device, mask: bigint): number {
+  mask = BigInt.asUintN(64, mask);
+  if (dev.dma_mask === null || !dma_supported(dev, mask)) return -EIO;
+  dev.dma_mask = mask;
+  return 0;
+}
+
+/** dma_set_coherent_mask: 0, or -EIO when the mask is not supported. */
+export function dma_set_coherent_mask(dev: Device, mask: bigint): number {
+  mask = BigInt.asUintN(64, mask);
+  if (!dma_supported(dev, mask)) return -EIO;
+  dev.coherent_dma_mask = mask;
+  return 0;
+}
+
+/** dma_set_mask_and_coherent: dma_set_mask, then (only if it worked) dma_set_coherent_mask. */
+export function dma_set_mask_and_coherent(dev: Device, mask: bigint): number {
+  const rc = dma_set_mask(dev, mask);
+  if (rc === 0) dma_set_coherent_mask(dev, mask);
+  return rc;
+}
+
+/** dma_get_mask: *dev->dma_mask, or DMA_BIT_MASK(32) when unset or zero. */
+export function dma_get_mask(dev: Device): bigint {
+  if (dev.dma_mask !== null && dev.dma_mask !== 0n) return dev.dma_mask;
+  return DMA_BIT_MASK(32);
+}
+
+/** dma_max_mapping_size: the largest single mapping; SIZE_MAX (here 2^53 - 1) when unlimited. */
+export function dma_max_mapping_size(dev: Device): number {
+  const ops = get_dma_ops(dev);
+  if (dma_map_direct(dev, ops)) return direct.dma_direct_max_mapping_size(dev);
+  if (use_dma_iommu(dev)) return iommu.iommu_dma_max_mapping_size(dev);
+  if (ops?.max_mapping_size !== undefined) return ops.max_mapping_size(dev);
+  return SIZE_MAX;
+}
