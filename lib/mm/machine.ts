@@ -133,6 +133,9 @@ export class Machine {
     this.dmaDebug = options.dmaDebug ?? false;
     const cmaPolicy = options.hugepages ?? 'auto';
     const ramPolicy = options.ramHugepages ?? 'off';
+    const ramReason = options.ramHugepages === undefined
+      ? 'buddy RAM defaults to 4 KiB pages because vmalloc and remap_pfn_range map its pages one by one and Linux maps hugetlb pages only whole'
+      : undefined;
 
     this.buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn));
     this.nextPfn = this.physBase / PAGE_SIZE;
@@ -151,7 +154,7 @@ export class Machine {
     registerMachine(this);
     try {
       for (let nid = 0; nid < nodes; nid++) {
-        const seg = this.addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy);
+        const seg = this.addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy, ramReason);
         this.buddy.addRange(nid, seg.startPfn, seg.pages);
       }
       if (cmaSize > 0) this.dma_contiguous_default_area = this.cma_declare('reserved', cmaSize, 0, cmaPolicy);
@@ -168,14 +171,15 @@ export class Machine {
   // ---- layout ----
 
   /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
-  private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy): Segment {
+  private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string): Segment {
     this.assertAlive();
     const startPfn = this.nextPfn;
     const bytes = pages * PAGE_SIZE;
     if ((startPfn + pages) * PAGE_SIZE > this.linearLength) {
       throw new RangeError(`${this.name}: no room left in the linear map for ${bytes} more bytes`);
     }
-    const seg = new Segment({ name, kind, nid, startPfn, pages, hugepages: policy }, this.pageOffset + startPfn * PAGE_SIZE, this);
+    const spec = policyReason === undefined ? { name, kind, nid, startPfn, pages, hugepages: policy } : { name, kind, nid, startPfn, pages, hugepages: policy, policyReason };
+    const seg = new Segment(spec, this.pageOffset + startPfn * PAGE_SIZE, this);
     this.counters.segmentsCreated++;
     this.counters.mmapCalls++;
     trackExternalMemory(bytes);

@@ -14,6 +14,8 @@ export interface SegmentSpec {
   readonly startPfn: number;
   readonly pages: number;
   readonly hugepages: HugepagePolicy;
+  /** Why the policy is what it is, when the machine chose it rather than the user. */
+  readonly policyReason?: string;
 }
 
 export class Segment implements PageSegment {
@@ -47,7 +49,7 @@ export class Segment implements PageSegment {
     this.fd = mem.fd;
     this.address = mem.address;
     this.backing = mem.backing;
-    this.backingReason = mem.reason;
+    this.backingReason = spec.policyReason === undefined ? mem.reason : `${spec.policyReason}: ${mem.reason}`;
     this.mapGranule = mem.granule;
     this.window = new ViewWindow(this.address, this.pages * PAGE_SIZE);
     this.memMap = new Array<Page | undefined>(spec.pages);
