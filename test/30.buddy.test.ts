@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { BuddyAllocator } from '../lib/mm/buddy';
+import { BuddyAllocator, PCP_HIGH } from '../lib/mm/buddy';
 import {
   GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, MAX_PAGE_ORDER, PAGE_ALIGN, PAGE_SIZE, __GFP_COMP,
   __GFP_DIRECT_RECLAIM, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO, get_order, gfpflags_allow_blocking,
@@ -116,6 +116,7 @@ describe('30 buddy allocator', () => {
     assert.equal(buddy.freePages(0), 0);
     for (const page of pages) buddy.free(page, 0);
     assert.equal(buddy.freePages(0), 2500);
+    buddy.drainPcp();
     assert.deepEqual(buddy.freeBlocks(0), initial);
   });
 
@@ -141,8 +142,10 @@ describe('30 buddy allocator', () => {
     assert.equal(buddyPage.pfn, 1, 'the free order-0 buddy is used first');
     assert.deepEqual(buddy.freeBlocks(0), [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]);
     buddy.free(page, 0);
+    buddy.drainPcp();
     assert.deepEqual(buddy.freeBlocks(0), [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 'no merge: the buddy is in use');
     buddy.free(buddyPage, 0);
+    buddy.drainPcp();
     assert.deepEqual(buddy.freeBlocks(0), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     const head = allocOrFail(buddy, 0, 10);
     assert.equal(head.pfn, 0);
@@ -172,8 +175,41 @@ describe('30 buddy allocator', () => {
     assert.deepEqual(buddy.freeBlocks(1).slice(0, 3), [0, 1, 0]);
     const page = allocOrFail(buddy, 0, 0);
     buddy.free(page, 0);
+    buddy.drainPcp();
     assert.deepEqual(buddy.freeBlocks(0).slice(0, 3), [0, 1, 0]);
     assert.throws(() => buddy.addRange(0, 3, 4), RangeError, 'overlapping range');
+  });
+
+  it('keeps freed order-0 pages on a pcp list: reused first, invisible to buddyinfo, drained on demand', () => {
+    const buddy = allocator(0, 1024);
+    const a = allocOrFail(buddy, 0, 0);
+    const blocks = buddy.freeBlocks(0);
+    buddy.free(a, 0);
+    assert.equal(buddy.pcpPages(0), 1);
+    assert.equal(buddy.freePages(0), 1024, 'pcp pages count as free');
+    assert.deepEqual(buddy.freeBlocks(0), blocks, 'no merge while on the pcp list');
+    const again = allocOrFail(buddy, 0, 0);
+    assert.equal(again.pfn, a.pfn, 'the pcp page is reused first');
+    // Free more than PCP_HIGH pages: the list keeps PCP_HIGH, the rest go back to the buddy lists.
+    const held: Page[] = [again];
+    for (let i = 0; i < PCP_HIGH + 10; i++) held.push(allocOrFail(buddy, 0, 0));
+    for (const p of held) buddy.free(p, 0);
+    assert.equal(buddy.pcpPages(0), PCP_HIGH);
+    assert.equal(buddy.freePages(0), 1024);
+    buddy.drainPcp();
+    assert.equal(buddy.pcpPages(0), 0);
+    assert.deepEqual(buddy.freeBlocks(0), maximalBlocks(0, 1024), 'drained pages merge back');
+  });
+
+  it('drains the pcp lists when a request would otherwise fail', () => {
+    const buddy = allocator(0, 16);
+    const pages: Page[] = [];
+    for (let i = 0; i < 16; i++) pages.push(allocOrFail(buddy, 0, 0));
+    for (const p of pages) buddy.free(p, 0);
+    assert.equal(buddy.pcpPages(0), 16);
+    const block = buddy.allocOrder(0, 4, true);
+    assert.notEqual(block, null, 'order 4 fits after the drain merges the 16 pages');
+    assert.equal(buddy.pcpPages(0), 0);
   });
 
   it('merges adjacent ranges of the same node', () => {
@@ -279,6 +315,7 @@ describe('30 buddy allocator', () => {
           assert.equal(buddy.freePages(0) + buddy.freePages(1) + allocatedPages, total);
         }
         for (const { page, order } of live.values()) buddy.free(page, order);
+        buddy.drainPcp();
         assert.deepEqual([buddy.freeBlocks(0), buddy.freeBlocks(1)], initial);
         assert.deepEqual(initial, [maximalBlocks(start, count0), maximalBlocks(start1, count1)]);
       }),

@@ -85,6 +85,8 @@ describe('32 machine: the kernel memory model over real memory', () => {
       assert.equal(pages.length, 2048);
       assert.equal(m.stats().nodes[0]!.freePages, 0);
       for (const p of pages) m.__free_pages(p, 0);
+      assert.equal(m.stats().nodes[0]!.freePages, 2048);
+      m.drain_all_pages();
       assert.deepEqual(m.stats().nodes[0]!.buddyinfo, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     });
 

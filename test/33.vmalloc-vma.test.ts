@@ -7,8 +7,9 @@ import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
 import { is_vmalloc_addr, vmalloc_to_page } from '../lib/mm/kernel';
 import { vfree, vmalloc, vmap, vunmap, vzalloc } from '../lib/mm/vmalloc';
 import {
-  VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, remap_pfn_range, vma_pages,
+  VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, VM_SHARED, VM_WRITE, remap_pfn_range, vma_pages,
 } from '../lib/mm/vma';
+import { native } from '../lib/native';
 import type { Page } from '../lib/mm/page';
 import { expectNoLeaks, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
 
@@ -152,6 +153,19 @@ describe('33 vmalloc and user VMAs', () => {
       assert.equal(m.counters.mmapCalls - before, 2);
       vma.view()[2 * PAGE_SIZE] = 1;
       assert.equal(m.view(m.segments[1]!.address, 1)[0], 1);
+    });
+
+    it('createVma takes mmap(2) prot and flags; misuse is a TypeError/RangeError before anything is reserved', () => {
+      const C = native.constants;
+      const vma = m.createVma(PAGE_SIZE, { prot: C.PROT_READ, flags: C.MAP_PRIVATE, pgoff: 3 });
+      assert.equal(vma.vm_pgoff, 3);
+      assert.equal(vma.vm_flags & VM_WRITE, 0);
+      assert.equal(vma.vm_flags & VM_SHARED, 0);
+      vma.unmap();
+      assert.throws(() => m.createVma(PAGE_SIZE, { prot: C.PROT_EXEC }), TypeError);
+      assert.throws(() => m.createVma(PAGE_SIZE, { flags: C.MAP_FIXED }), TypeError);
+      assert.throws(() => m.createVma(PAGE_SIZE, { pgoff: -1 }), RangeError);
+      assert.throws(() => m.createVma(100), RangeError);
     });
 
     it('PFNs that are not memory are -EINVAL; a read-only VMA gives copies only', () => {

@@ -1,7 +1,6 @@
 // Per-device coherent memory pools: kernel/dma/coherent.c. One pool per device, carved out of
 // memory declared for it, handed out in power-of-two runs through a bitmap.
 
-import { native } from '../native';
 import { PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, get_order } from '../mm/gfp';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { EBUSY, EINVAL, ENODEV, ENXIO } from './constants';
@@ -115,7 +114,7 @@ export function dma_alloc_from_dev_coherent(dev: Device | null, size: number, dm
   if (pageno < 0) return 1;
   dma_handle.value = dma_get_device_base(dev, mem) + (BigInt(pageno) << BigInt(PAGE_SHIFT));
   const vaddr = mem.virt_base + pageno * PAGE_SIZE;
-  if (size > 0) native.memset(vaddr, 0, size);
+  dev.machine.memset(vaddr, 0, size);
   ret.value = vaddr;
   return 1;
 }

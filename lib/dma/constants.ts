@@ -48,6 +48,9 @@ export const DMA_ATTR_MMIO = 1 << 10; // 0x400
 /** ~(dma_addr_t)0: the handle a failed mapping returns (64-bit dma_addr_t). */
 export const DMA_MAPPING_ERROR = 0xffff_ffff_ffff_ffffn;
 
+/** DMA_BIT_MASK(0..64), computed once: masks are read on hot paths and BigInt shifts are not free. */
+const BIT_MASKS: readonly bigint[] = Array.from({ length: 65 }, (_, n) => (n === 64 ? 0xffffffffffffffffn : (1n << BigInt(n)) - 1n));
+
 /**
  * DMA_BIT_MASK(n): 2^n - 1 as a 64-bit mask; DMA_BIT_MASK(64) is all ones. A shift of 64 is
  * undefined in C, which is why the kernel macro special-cases it.
@@ -55,10 +58,11 @@ export const DMA_MAPPING_ERROR = 0xffff_ffff_ffff_ffffn;
  * @example DMA_BIT_MASK(32) // 0xffffffffn
  */
 export function DMA_BIT_MASK(n: number): bigint {
-  if (!Number.isInteger(n) || n < 0 || n > 64) {
+  const mask = BIT_MASKS[n];
+  if (mask === undefined || !Number.isInteger(n)) {
     throw new RangeError(`Expected an integer in 0..64 for n but received ${String(n)}`);
   }
-  return n === 64 ? DMA_MAPPING_ERROR : (1n << BigInt(n)) - 1n;
+  return mask;
 }
 
 /**

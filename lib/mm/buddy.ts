@@ -15,11 +15,11 @@ interface NodeArea {
   totalPages: number;
 }
 
-/** An allocated block, remembered by head pfn so that free() can refuse misuse. */
-interface Allocation {
-  readonly nid: number;
-  readonly order: number;
-}
+/**
+ * An allocated block, remembered by head pfn so that free() can refuse misuse: node and order
+ * packed into one small integer (nid * 16 + order), so allocating creates no object.
+ */
+const packAllocation = (nid: number, order: number): number => nid * 16 + order;
 
 function checkInteger(value: number, what: string, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) {
@@ -31,13 +31,25 @@ const hex = (n: number): string => n.toString(16);
 
 /** The other end of a block's pair: pfn ^ (1 << order), in arithmetic that is safe above 2^31. */
 function buddyPfn(pfn: number, order: number): number {
-  const size = 2 ** order;
+  const size = 1 << order;
+  if (pfn < 0x40000000) return pfn ^ size;
   return Math.floor(pfn / size) % 2 === 0 ? pfn + size : pfn - size;
 }
 
+/**
+ * How many freed order-0 pages a node keeps on its per-CPU-style list before freeing into the
+ * buddy lists (the kernel's pcp->high): a page freed and allocated again skips ten splits and
+ * merges.
+ */
+export const PCP_HIGH = 64;
+
 export class BuddyAllocator {
   private readonly areas = new Map<number, NodeArea>();
-  private readonly allocated = new Map<number, Allocation>();
+  private readonly allocated = new Map<number, number>();
+  /** Per-node lists of free order-0 pages kept out of the buddy lists (the kernel's pcp lists). */
+  private readonly pcp = new Map<number, number[]>();
+  /** nodesByDistance results, per preferred node; cleared when memory is added. */
+  private readonly distanceCache = new Map<number, number[]>();
   /** PFN ranges handed to addRange, to refuse overlaps. */
   private readonly ranges: { nid: number; start: number; end: number }[] = [];
 
@@ -62,14 +74,15 @@ export class BuddyAllocator {
     }
     if (count === 0) return;
     this.ranges.push({ nid, start: startPfn, end });
+    this.distanceCache.clear();
     const area = this.area(nid);
     area.totalPages += count;
     let pfn = startPfn;
     while (pfn < end) {
       let order = MAX_PAGE_ORDER;
-      while (pfn % 2 ** order !== 0 || pfn + 2 ** order > end) order--;
+      while (pfn % (1 << order) !== 0 || pfn + (1 << order) > end) order--;
       this.freeBlock(area, pfn, order);
-      pfn += 2 ** order;
+      pfn += 1 << order;
     }
   }
 
@@ -78,17 +91,35 @@ export class BuddyAllocator {
    * down. If nid has none and thisNode is false, other nodes are tried by increasing distance
    * |node - nid|, then lower id. Returns null when nothing fits or order > MAX_PAGE_ORDER (the
    * caller decides whether to warn). The head page gets refcount 1 and PG_head if order > 0.
+   * Order-0 requests are served from the node's pcp list first; when a request finds nothing,
+   * the pcp lists are drained into the buddy lists and it is tried once more, as the kernel does.
    */
   allocOrder(nid: number, order: number, thisNode: boolean): Page | null {
     checkInteger(nid, 'nid', 0);
     checkInteger(order, 'order', 0);
     if (order > MAX_PAGE_ORDER) return null;
     const candidates = thisNode ? [nid] : this.nodesByDistance(nid);
+    const page = this.tryAlloc(candidates, order);
+    if (page !== null || !this.hasPcpPages()) return page;
+    this.drainPcp();
+    return this.tryAlloc(candidates, order);
+  }
+
+  private tryAlloc(candidates: readonly number[], order: number): Page | null {
     for (const node of candidates) {
       const area = this.areas.get(node);
-      const pfn = area === undefined ? null : this.takeBlock(area, order);
-      if (area === undefined || pfn === null) continue;
-      this.allocated.set(pfn, { nid: node, order });
+      if (area === undefined) continue;
+      let pfn: number | null = null;
+      if (order === 0) {
+        const list = this.pcp.get(node);
+        if (list !== undefined && list.length > 0) {
+          pfn = list.pop()!;
+          area.freePages -= 1;
+        }
+      }
+      pfn ??= this.takeBlock(area, order);
+      if (pfn === null) continue;
+      this.allocated.set(pfn, packAllocation(node, order));
       const page = this.pfnToPage(pfn);
       page.flags &= ~PG_buddy;
       if (order > 0) page.flags |= PG_head;
@@ -99,33 +130,69 @@ export class BuddyAllocator {
     return null;
   }
 
+  private hasPcpPages(): boolean {
+    for (const list of this.pcp.values()) if (list.length > 0) return true;
+    return false;
+  }
+
+  /**
+   * drain_all_pages: frees every page on the pcp lists into the buddy lists, where they merge.
+   * /proc/buddyinfo (freeBlocks) does not show pcp pages, as in the kernel.
+   */
+  drainPcp(): void {
+    for (const [nid, list] of this.pcp) {
+      const area = this.areas.get(nid)!;
+      while (list.length > 0) {
+        area.freePages -= 1;
+        this.freeBlock(area, list.pop()!, 0);
+      }
+    }
+  }
+
+  /** Pages waiting on nid's pcp list. */
+  pcpPages(nid: number): number {
+    return this.pcp.get(nid)?.length ?? 0;
+  }
+
   /**
    * Return a block from allocOrder (__free_pages), merging it with its buddy as far as possible.
    * Throws if the page is not the head of an allocated block or the order differs from the
    * allocation's: the kernel would BUG or silently corrupt its free lists, we refuse.
    */
   free(page: Page, order: number): void {
-    const allocation = this.allocated.get(page.pfn);
-    if (allocation === undefined) {
+    const packed = this.allocated.get(page.pfn);
+    if (packed === undefined) {
       throw new Error(`buddy: free of a page that is not allocated [pfn=0x${hex(page.pfn)}]`);
     }
-    if (allocation.order !== order) {
+    const nid = Math.floor(packed / 16);
+    const allocOrder = packed % 16;
+    if (allocOrder !== order) {
       throw new Error(
         `buddy: free with a different order [pfn=0x${hex(page.pfn)}] ` +
-          `[alloc order=${allocation.order}] [free order=${order}]`,
+          `[alloc order=${allocOrder}] [free order=${order}]`,
       );
     }
     this.allocated.delete(page.pfn);
     page.refcount = 0;
     page.flags &= ~PG_head;
-    const area = this.areas.get(allocation.nid);
-    if (area === undefined) throw new Error(`buddy: node ${allocation.nid} vanished`);
+    const area = this.areas.get(nid);
+    if (area === undefined) throw new Error(`buddy: node ${nid} vanished`);
+    if (order === 0) {
+      let list = this.pcp.get(nid);
+      if (list === undefined) this.pcp.set(nid, (list = []));
+      if (list.length < PCP_HIGH) {
+        list.push(page.pfn);
+        area.freePages += 1;
+        return;
+      }
+    }
     this.freeBlock(area, page.pfn, order);
   }
 
   /** Order of the allocated block headed by pfn, or -1 if pfn heads no allocated block. */
   allocatedOrder(pfn: number): number {
-    return this.allocated.get(pfn)?.order ?? -1;
+    const packed = this.allocated.get(pfn);
+    return packed === undefined ? -1 : packed % 16;
   }
 
   /** Free pages on nid. */
@@ -163,7 +230,12 @@ export class BuddyAllocator {
   }
 
   private nodesByDistance(nid: number): number[] {
-    return this.nodes().sort((a, b) => Math.abs(a - nid) - Math.abs(b - nid) || a - b);
+    let nodes = this.distanceCache.get(nid);
+    if (nodes === undefined) {
+      nodes = this.nodes().sort((a, b) => Math.abs(a - nid) - Math.abs(b - nid) || a - b);
+      this.distanceCache.set(nid, nodes);
+    }
+    return nodes;
   }
 
   private list(area: NodeArea, order: number): Set<number> {
@@ -183,7 +255,7 @@ export class BuddyAllocator {
       // expand(): keep the lower half, give the upper halves back, largest first.
       while (current > order) {
         current--;
-        this.linkFree(area, pfn + 2 ** current, current);
+        this.linkFree(area, pfn + (1 << current), current);
       }
       return pfn;
     }
@@ -207,7 +279,7 @@ export class BuddyAllocator {
 
   private linkFree(area: NodeArea, pfn: number, order: number): void {
     this.list(area, order).add(pfn);
-    area.freePages += 2 ** order;
+    area.freePages += 1 << order;
     const page = this.pfnToPage(pfn);
     page.flags |= PG_buddy;
     page.private_ = order;
@@ -215,7 +287,7 @@ export class BuddyAllocator {
 
   private unlinkFree(area: NodeArea, list: Set<number>, pfn: number, order: number): void {
     list.delete(pfn);
-    area.freePages -= 2 ** order;
+    area.freePages -= 1 << order;
     const page = this.pfnToPage(pfn);
     page.flags &= ~PG_buddy;
     page.private_ = -1;

@@ -289,8 +289,13 @@ export class Machine {
       this.buddy.free(page, order);
       return null;
     }
-    if (gfp & __GFP_ZERO) native.memset(this.page_address(page), 0, PAGE_SIZE << order);
+    if (gfp & __GFP_ZERO) this.memset(this.page_address(page), 0, PAGE_SIZE << order);
     return page;
+  }
+
+  /** drain_all_pages: moves pages from the pcp lists into the buddy lists, where they merge. */
+  drain_all_pages(): void {
+    this.buddy.drainPcp();
   }
 
   alloc_pages(gfp: number, order: number): Page | null {
@@ -305,6 +310,25 @@ export class Machine {
   // ---- views ----
 
   /**
+   * memset of `length` bytes at a linear-map or vmalloc address. Inside one segment it is a
+   * TypedArray fill through the segment's own view (no native call); elsewhere native memset.
+   */
+  memset(addr: number, byte: number, length: number): void {
+    if (length <= 0) return;
+    if (this.isLinearAddress(addr)) {
+      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
+      if (seg === null || addr - seg.address + length > seg.byteLength) {
+        throw new RangeError(`${this.name}: memset of ${length} bytes at 0x${addr.toString(16)} leaves its segment`);
+      }
+      const off = addr - seg.address;
+      seg.bytes.fill(byte, off, off + length);
+      return;
+    }
+    this.view(addr, length); // checks that the range is mapped and writable
+    native.memset(addr, byte, length);
+  }
+
+  /**
    * A Buffer over `length` bytes at a linear-map, vmalloc or user-VMA address. RangeError when the
    * range is not mapped or leaves the segment / vmalloc area / VMA that holds its start.
    */
@@ -317,7 +341,7 @@ export class Machine {
       const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
       if (seg === null) throw new RangeError(`${this.name}: 0x${addr.toString(16)} is in the linear map but not memory`);
       const off = addr - seg.address;
-      if (off + length > seg.bytes) {
+      if (off + length > seg.byteLength) {
         throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves segment ${seg.name}`);
       }
       return seg.window.slice(off, length);
@@ -454,7 +478,8 @@ export class Machine {
 
   stats(): {
     segments: SegmentStats[];
-    nodes: { nid: number; freePages: number; totalPages: number; buddyinfo: number[] }[];
+    /** buddyinfo: free blocks per order, like /proc/buddyinfo (pages on the pcp lists not included). */
+    nodes: { nid: number; freePages: number; totalPages: number; buddyinfo: number[]; pcpPages: number }[];
     cma: { name: string; nid: number; available: number; count: number; backing: string }[];
     vmallocAreas: number;
     vmas: number;
@@ -465,7 +490,8 @@ export class Machine {
         physStart: BigInt(s.startPfn) << BigInt(PAGE_SHIFT), backing: s.backing, reason: s.backingReason,
       })),
       nodes: Array.from({ length: this.nodeCount }, (_, nid) => ({
-        nid, freePages: this.buddy.freePages(nid), totalPages: this.buddy.totalPages(nid), buddyinfo: this.buddy.freeBlocks(nid),
+        nid, freePages: this.buddy.freePages(nid), totalPages: this.buddy.totalPages(nid),
+        buddyinfo: this.buddy.freeBlocks(nid), pcpPages: this.buddy.pcpPages(nid),
       })),
       cma: this.cmaAreas.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
       vmallocAreas: this.vmallocAreas.length,
@@ -495,7 +521,7 @@ export class Machine {
     let bytes = 0;
     for (const seg of this.segments) {
       seg.release();
-      bytes += seg.bytes;
+      bytes += seg.byteLength;
     }
     native.munmap(this.vmallocBase, this.vmallocLength);
     native.munmap(this.pageOffset, this.linearLength);

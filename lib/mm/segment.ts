@@ -34,6 +34,7 @@ export class Segment implements PageSegment {
   /** One window of views over the whole segment: slicing it is cheap and one detach revokes all. */
   readonly window: ViewWindow;
   private readonly memMap: (Page | undefined)[];
+  #bytes: Uint8Array | null = null;
 
   /** Creates the memfd, maps it at `address` (inside the machine's reserved linear map) and pre-faults it. */
   constructor(spec: SegmentSpec, address: number, private readonly machine: unknown) {
@@ -59,7 +60,7 @@ export class Segment implements PageSegment {
     return this.startPfn + this.pages;
   }
 
-  get bytes(): number {
+  get byteLength(): number {
     return this.pages * PAGE_SIZE;
   }
 
@@ -77,6 +78,12 @@ export class Segment implements PageSegment {
       this.memMap[i] = page;
     }
     return page;
+  }
+
+  /** The whole segment as one Uint8Array (made once; empty after release). */
+  get bytes(): Uint8Array {
+    this.#bytes ??= new Uint8Array(this.window.arrayBuffer());
+    return this.#bytes;
   }
 
   /** Linear-map address of a PFN of this segment. */

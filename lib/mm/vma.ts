@@ -30,10 +30,37 @@ const GUARD = 2 * HUGE;
 export interface VmaOptions {
   /** vm_pgoff: the mmap offset in pages. Default 0. */
   pgoff?: number;
-  /** 'readwrite' (default) or 'read'. */
-  prot?: 'read' | 'readwrite';
-  /** MAP_SHARED (default true) or MAP_PRIVATE. */
+  /** 'readwrite' (default) or 'read', or mmap(2) PROT_* bits (PROT_READ, PROT_READ | PROT_WRITE). */
+  prot?: 'read' | 'readwrite' | number;
+  /** mmap(2) flags: MAP_SHARED (default) or MAP_PRIVATE. */
+  flags?: number;
+  /** Shorthand for flags: true = MAP_SHARED, false = MAP_PRIVATE. */
   shared?: boolean;
+}
+
+/** Reads VmaOptions the way mmap(2) reads its arguments: misuse is a TypeError / RangeError. */
+function parseVmaOptions(options: VmaOptions): { pgoff: number; writable: boolean; shared: boolean } {
+  const C = native.constants;
+  const pgoff = options.pgoff ?? 0;
+  if (!Number.isSafeInteger(pgoff) || pgoff < 0) {
+    throw new RangeError(`Expected a non-negative integer for pgoff but received ${String(pgoff)}`);
+  }
+  const prot = options.prot ?? 'readwrite';
+  let writable: boolean;
+  if (prot === 'readwrite' || prot === 'read') writable = prot === 'readwrite';
+  else if (typeof prot === 'number' && (prot === C.PROT_READ || prot === (C.PROT_READ | C.PROT_WRITE))) writable = (prot & C.PROT_WRITE) !== 0;
+  else throw new TypeError(`Expected 'read', 'readwrite', PROT_READ or PROT_READ | PROT_WRITE for prot but received ${String(prot)}`);
+  let shared = options.shared ?? true;
+  if (options.flags !== undefined) {
+    if (options.flags !== C.MAP_SHARED && options.flags !== C.MAP_PRIVATE) {
+      throw new TypeError(`Expected MAP_SHARED or MAP_PRIVATE for flags but received ${String(options.flags)}`);
+    }
+    if (options.shared !== undefined && options.shared !== (options.flags === C.MAP_SHARED)) {
+      throw new TypeError('flags and shared disagree');
+    }
+    shared = options.flags === C.MAP_SHARED;
+  }
+  return { pgoff, writable, shared };
 }
 
 function readonlyError(what: string): Error {
@@ -53,7 +80,11 @@ export class VmArea {
   readonly remaps: { addr: number; pfn: number; size: number; prot: number; cacheMode: CacheMode }[] = [];
   private readonly reservation: number;
   private readonly reservationLength: number;
-  private readonly mapped: Uint8Array;
+  /**
+   * Mapped page runs [first, end) relative to vm_start, sorted and disjoint. A VMA usually holds
+   * one run; a per-page map would cost an off-heap allocation per VMA.
+   */
+  private readonly runs: [number, number][] = [];
   private window: ViewWindow | null = null;
   private unmapped = false;
 
@@ -61,12 +92,7 @@ export class VmArea {
     if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0) {
       throw new RangeError(`Expected a positive multiple of ${PAGE_SIZE} for length but received ${String(length)}`);
     }
-    const pgoff = options.pgoff ?? 0;
-    if (!Number.isSafeInteger(pgoff) || pgoff < 0) {
-      throw new RangeError(`Expected a non-negative integer for pgoff but received ${String(pgoff)}`);
-    }
-    const writable = (options.prot ?? 'readwrite') === 'readwrite';
-    const shared = options.shared ?? true;
+    const { pgoff, writable, shared } = parseVmaOptions(options);
     // Reserve guard space on both sides; the VMA itself starts 2 MiB aligned, as Linux aligns
     // large mappings for huge pages.
     this.reservationLength = length + 2 * GUARD;
@@ -76,7 +102,6 @@ export class VmArea {
     this.vm_pgoff = pgoff;
     this.vm_flags = VM_READ | VM_MAYREAD | VM_MAYWRITE | (writable ? VM_WRITE : 0) | (shared ? VM_SHARED | VM_MAYSHARE : 0);
     this.vm_page_prot = writable && shared ? PAGE_SHARED : PAGE_READONLY;
-    this.mapped = new Uint8Array(length / PAGE_SIZE);
   }
 
   get length(): number {
@@ -85,7 +110,7 @@ export class VmArea {
 
   /** Whether nothing has been mapped into the VMA yet. */
   get isEmpty(): boolean {
-    return this.mapped.indexOf(1) < 0;
+    return this.runs.length === 0;
   }
 
   get isUnmapped(): boolean {
@@ -95,7 +120,7 @@ export class VmArea {
   /** Pages of the VMA that are mapped. */
   mappedPages(): number {
     let n = 0;
-    for (const b of this.mapped) n += b;
+    for (const [a, b] of this.runs) n += b - a;
     return n;
   }
 
@@ -135,21 +160,44 @@ export class VmArea {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
       throw new RangeError(`Expected a range inside the VMA's ${this.length} bytes but received offset ${String(offset)}, length ${String(length)}`);
     }
-    const first = Math.floor(offset / PAGE_SIZE);
+    let page = Math.floor(offset / PAGE_SIZE);
     const last = Math.ceil((offset + length) / PAGE_SIZE);
-    for (let i = first; i < last; i++) {
-      if (!this.mapped[i]) throw new RangeError(`page ${i} of the VMA at 0x${this.vm_start.toString(16)} is not mapped`);
+    // Walk the sorted runs, requiring them to cover [page, last) without a gap.
+    for (const [a, b] of this.runs) {
+      if (page >= last) break;
+      if (b <= page) continue;
+      if (a > page) break;
+      page = b;
     }
+    if (page < last) throw new RangeError(`page ${page} of the VMA at 0x${this.vm_start.toString(16)} is not mapped`);
   }
 
-  /** Marks pages mapped (used by remap_pfn_range). */
-  markMapped(addr: number, pages: number, value: 0 | 1): void {
-    this.mapped.fill(value, (addr - this.vm_start) / PAGE_SIZE, (addr - this.vm_start) / PAGE_SIZE + pages);
+  /** Records pages as mapped (used by remap_pfn_range, after checking isMapped). */
+  markMapped(addr: number, pages: number): void {
+    const a = (addr - this.vm_start) / PAGE_SIZE;
+    const b = a + pages;
+    let i = 0;
+    while (i < this.runs.length && this.runs[i]![1] < a) i++;
+    this.runs.splice(i, 0, [a, b]);
+    // Merge with touching neighbours so that view checks stay one comparison per run.
+    for (let j = Math.max(0, i - 1); j + 1 < this.runs.length;) {
+      const cur = this.runs[j]!;
+      const next = this.runs[j + 1]!;
+      if (cur[1] >= next[0]) {
+        cur[1] = Math.max(cur[1], next[1]);
+        this.runs.splice(j + 1, 1);
+      } else if (j > i) {
+        break;
+      } else {
+        j++;
+      }
+    }
   }
 
   isMapped(addr: number, pages: number): boolean {
     const from = (addr - this.vm_start) / PAGE_SIZE;
-    for (let i = from; i < from + pages; i++) if (this.mapped[i]) return true;
+    const to = from + pages;
+    for (const [a, b] of this.runs) if (a < to && from < b) return true;
     return false;
   }
 
@@ -219,7 +267,7 @@ export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: nu
   const mprot = (native.constants.PROT_READ) | (writable ? native.constants.PROT_WRITE : 0);
   const ret = mapRuns(m, runs, mprot, (vma.vm_flags & VM_SHARED) !== 0, vma.spillBounds);
   if (ret !== 0) return ret;
-  vma.markMapped(addr, pages, 1);
+  vma.markMapped(addr, pages);
   vma.remaps.push({ addr, pfn, size: pages * PAGE_SIZE, prot, cacheMode: pgprot_cachemode(prot) });
   return 0;
 }

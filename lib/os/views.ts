@@ -81,8 +81,9 @@ export class ViewWindow {
    */
   slice(offset: number, length: number): Buffer {
     if (this.#detached) throw new RangeError(`the view window at 0x${this.address.toString(16)} was detached`);
-    assertInteger('offset', offset, 0, this.length);
-    assertInteger('length', length, 0, this.length - offset);
+    // Checked inline: slices are cut on hot paths (one per DMA buffer).
+    if (!(Number.isSafeInteger(offset) && offset >= 0 && offset <= this.length)) assertInteger('offset', offset, 0, this.length);
+    if (!(Number.isSafeInteger(length) && length >= 0 && length <= this.length - offset)) assertInteger('length', length, 0, this.length - offset);
     return Buffer.from(this.arrayBuffer(), offset, length);
   }
 
