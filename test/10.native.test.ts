@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { native, C } from '../lib/native';
+import { expectNoLeaks } from './helpers/leaks';
 
 const PAGE = native.pageSize;
 const MiB2 = 2 * 1024 * 1024;
@@ -47,6 +48,8 @@ function hugePagesFree(): number {
 }
 
 describe('native addon', () => {
+  // Every test unmaps and closes what it made (in finally), so the file ends where it began.
+  expectNoLeaks();
   describe('constants and system', () => {
     it('exports the page size and the Linux constants', () => {
       assert.equal(PAGE, 4096);

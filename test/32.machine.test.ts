@@ -92,7 +92,7 @@ describe('32 machine: the kernel memory model over real memory', () => {
 
     it('view() refuses ranges that are not mapped or leave their segment', () => {
       const seg = m.segments[0]!;
-      assert.throws(() => m.view(seg.address + seg.bytes - 8, 16), RangeError);
+      assert.throws(() => m.view(seg.address + seg.byteLength - 8, 16), RangeError);
       assert.throws(() => m.view(12345, 4), RangeError);
       assert.throws(() => m.view(seg.address, -1), RangeError);
     });

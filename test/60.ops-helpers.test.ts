@@ -23,7 +23,8 @@ import {
 } from '../lib/dma/ops_helpers';
 import { SgTable, sgFaultInjection, sg_is_last } from '../lib/dma/scatterlist';
 import { expectNoLeaks } from './helpers/leaks';
-import { spyBusAddress, spyOps, type SpyCall } from './helpers/spy-ops';
+import { useDmaMachine } from './helpers/dma-fixtures';
+import { spyBusAddress, spyOps } from './helpers/spy-ops';
 
 const MiB = 1024 * 1024;
 const S3 = 3 * PAGE_SIZE;
@@ -32,38 +33,18 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
   expectNoLeaks();
   // Nested so that the machine is destroyed before the leak check runs.
   describe('on one machine', () => {
+    const fx = useDmaMachine('oh60');
+    const { calls, buffer, vma } = fx;
     let m: Machine;
-    let calls: SpyCall[];
     let dev: Device;
-    const vmas: VmArea[] = [];
-    const held: { page: Page; order: number }[] = [];
-
     before(() => {
-      m = new Machine({ name: 'oh60', ramPerNode: 8 * MiB, cmaSize: 8 * MiB, hugepages: 'off', emitWarnings: false });
+      m = fx.m;
     });
-    after(() => m.destroy());
     beforeEach(() => {
-      calls = [];
-      dev = m.createDevice({ name: 'spy0', ops: spyOps(calls) });
-    });
-    afterEach(() => {
-      for (const v of vmas.splice(0)) v.unmap();
-      for (const { page, order } of held.splice(0)) m.__free_pages(page, order);
-      dev.destroy();
+      // Destroyed by the fixture after each test, once its VMAs and pages are given back.
+      dev = fx.device({ name: 'spy0', ops: spyOps(calls) });
     });
 
-    /** 2^order buddy pages, freed after the test; returns the linear address. */
-    function buffer(order: number): { page: Page; cpu: number } {
-      const page = m.alloc_pages_node(0, GFP_KERNEL, order);
-      assert.ok(page);
-      held.push({ page, order });
-      return { page, cpu: m.page_address(page) };
-    }
-    function vma(pages: number, pgoff = 0, shared = true): VmArea {
-      const v = m.createVma(pages * PAGE_SIZE, { pgoff, shared });
-      vmas.push(v);
-      return v;
-    }
     /** Asserts user page u of the VMA is buffer page b, by bytes both ways and by host PFN. */
     function assertSamePage(v: VmArea, u: number, cpu: number, b: number): void {
       const user = v.view(u * PAGE_SIZE, PAGE_SIZE);

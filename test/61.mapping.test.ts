@@ -3,13 +3,12 @@
 // in 62.coherent-debug), plus dma_common_ops and dma_dummy_ops installed on devices.
 
 import assert from 'node:assert/strict';
-import { Machine } from '../lib/mm/machine';
+import type { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
 import { GFP_DMA, GFP_DMA32, GFP_KERNEL, PAGE_SIZE, __GFP_COMP, __GFP_HIGHMEM } from '../lib/mm/gfp';
 import type { Page } from '../lib/mm/page';
 import { PAGE_SHARED } from '../lib/mm/pgprot';
-import type { VmArea } from '../lib/mm/vma';
 import { dma_declare_coherent_memory, dma_release_coherent_memory } from '../lib/dma/coherent';
 import {
   DMA_BIDIRECTIONAL, DMA_BIT_MASK, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EIO, ENOMEM, ENXIO, type DmaDataDirection,
@@ -23,9 +22,9 @@ import {
 import { dma_common_ops, dma_dummy_ops } from '../lib/dma/ops_helpers';
 import { SgTable, sg_alloc_table, sg_set_page, type Scatterlist } from '../lib/dma/scatterlist';
 import { expectNoLeaks } from './helpers/leaks';
-import { spyOps, type SpyCall } from './helpers/spy-ops';
+import { useDmaMachine } from './helpers/dma-fixtures';
+import { spyOps } from './helpers/spy-ops';
 
-const MiB = 1024 * 1024;
 const S3 = 3 * PAGE_SIZE;
 const phys = (p: Page): bigint => BigInt(p.pfn) << 12n;
 
@@ -33,41 +32,13 @@ describe('61 mapping: the driver-facing wrappers', () => {
   expectNoLeaks();
   // Nested so that the machine is destroyed before the leak check runs.
   describe('on one machine', () => {
+    const fx = useDmaMachine('map61');
+    const { calls, buffer, vma, device } = fx;
     let m: Machine;
-    let calls: SpyCall[];
-    const devs: Device[] = [];
-    const vmas: VmArea[] = [];
-    const held: { page: Page; order: number }[] = [];
-
     before(() => {
-      m = new Machine({ name: 'map61', ramPerNode: 8 * MiB, cmaSize: 8 * MiB, hugepages: 'off', emitWarnings: false });
-    });
-    after(() => m.destroy());
-    beforeEach(() => {
-      calls = [];
-    });
-    afterEach(() => {
-      for (const v of vmas.splice(0)) v.unmap();
-      for (const { page, order } of held.splice(0)) m.__free_pages(page, order);
-      for (const d of devs.splice(0)) d.destroy();
+      m = fx.m;
     });
 
-    function device(opts: Parameters<Machine['createDevice']>[0]): Device {
-      const d = m.createDevice(opts);
-      devs.push(d);
-      return d;
-    }
-    function buffer(order: number): { page: Page; cpu: number } {
-      const page = m.alloc_pages_node(0, GFP_KERNEL, order);
-      assert.ok(page);
-      held.push({ page, order });
-      return { page, cpu: m.page_address(page) };
-    }
-    function vma(pages: number, pgoff = 0): VmArea {
-      const v = m.createVma(pages * PAGE_SIZE, { pgoff });
-      vmas.push(v);
-      return v;
-    }
     /** A spy alloc_pages_op / free_pages pair over the buddy allocator. */
     function pageOps(): Record<string, unknown> {
       return {

@@ -2,12 +2,11 @@
 // dma_common_mmap), and DMA-API debug (prior-art-dma.md §4) wired through lib/dma/mapping.ts.
 
 import assert from 'node:assert/strict';
-import { Machine } from '../lib/mm/machine';
+import type { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
 import type { Page } from '../lib/mm/page';
-import type { VmArea } from '../lib/mm/vma';
 import {
   dma_alloc_from_dev_coherent, dma_declare_coherent_memory, dma_release_coherent_memory, dma_release_from_dev_coherent,
 } from '../lib/dma/coherent';
@@ -21,9 +20,9 @@ import {
 import { dma_common_alloc_pages, dma_common_free_pages, dma_common_mmap } from '../lib/dma/ops_helpers';
 import { SgTable, for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist } from '../lib/dma/scatterlist';
 import { expectNoLeaks } from './helpers/leaks';
-import { spyOps, type SpyCall } from './helpers/spy-ops';
+import { useDmaMachine } from './helpers/dma-fixtures';
+import { spyOps } from './helpers/spy-ops';
 
-const MiB = 1024 * 1024;
 const S3 = 3 * PAGE_SIZE;
 const BASE = 0x9000_0000n;
 
@@ -31,34 +30,12 @@ describe('62 coherent pools and DMA-API debug through the mapping layer', () => 
   expectNoLeaks();
   // Nested so that the machine is destroyed before the leak check runs.
   describe('on one machine', () => {
+    const fx = useDmaMachine('cd62');
+    const { calls, held, buffer, vma } = fx;
     let m: Machine;
-    let calls: SpyCall[];
-    const vmas: VmArea[] = [];
-    const held: { page: Page; order: number }[] = [];
-
     before(() => {
-      m = new Machine({ name: 'cd62', ramPerNode: 8 * MiB, cmaSize: 8 * MiB, hugepages: 'off', emitWarnings: false });
+      m = fx.m;
     });
-    after(() => m.destroy());
-    beforeEach(() => {
-      calls = [];
-    });
-    afterEach(() => {
-      for (const v of vmas.splice(0)) v.unmap();
-      for (const { page, order } of held.splice(0)) m.__free_pages(page, order);
-    });
-
-    function buffer(order: number): { page: Page; cpu: number } {
-      const page = m.alloc_pages_node(0, GFP_KERNEL, order);
-      assert.ok(page);
-      held.push({ page, order });
-      return { page, cpu: m.page_address(page) };
-    }
-    function vma(pages: number, pgoff = 0): VmArea {
-      const v = m.createVma(pages * PAGE_SIZE, { pgoff });
-      vmas.push(v);
-      return v;
-    }
 
     describe('device coherent pool', () => {
       let dev: Device;

@@ -81,7 +81,7 @@ export class Device {
       this.cma_area = machine.cma_declare(`dev-${this.name}`, spec.size, nid, spec.hugepages ?? 'auto');
     }
     if (options.iommu !== undefined && options.iommu !== false) {
-      // Loaded lazily to keep the import graph acyclic (iommu.ts uses Device).
+      // Loaded lazily to keep the import graph acyclic (the IOMMU modules import device.ts).
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { IommuDomain } = require('./iommu') as typeof import('./iommu');
       this.iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu);

@@ -1,12 +1,11 @@
 // dma-direct: the DMA mapping of a device that sees physical memory through a fixed bus offset, no
 // IOMMU (kernel/dma/direct.c, kernel/dma/direct.h, include/linux/dma-direct.h). No swiotlb here.
 
-import { native } from '../native';
 import { GFP_DMA, GFP_DMA32, GFP_KERNEL, PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, __GFP_NOWARN, __GFP_ZERO, fls64, get_order, type gfp_t } from '../mm/gfp';
 import type { Machine } from '../mm/machine';
 import type { Page } from '../mm/page';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
-import { dma_mmap_from_dev_coherent } from './coherent';
+import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
   DMA_ATTR_NO_KERNEL_MAPPING, DMA_ATTR_NO_WARN, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIT_MASK, DMA_MAPPING_ERROR,
   EIO, ENXIO, type DmaDataDirection,
@@ -306,10 +305,6 @@ function __dma_direct_alloc_pages(dev: Device, size: number, gfp: gfp_t): Page |
   }
 }
 
-/** Zero `size` bytes at a linear-map address: memset through the machine's own mapping. */
-function zero(addr: number, size: number): void {
-  if (size > 0) native.memset(addr, 0, size);
-}
 
 /**
  * dma_direct_alloc_pages: pages the device can reach, zeroed over `size` bytes, with their bus
@@ -320,7 +315,7 @@ export function dma_direct_alloc_pages(dev: Device, size: number, dma_handle: Bo
   void dir;
   const page = __dma_direct_alloc_pages(dev, size, gfp);
   if (page === null) return null;
-  zero(dev.machine.page_address(page), size);
+  dev.machine.memset(dev.machine.page_address(page), 0, size);
   dma_handle.value = phys_to_dma(dev, page_phys(page));
   return page;
 }
@@ -346,7 +341,7 @@ export function dma_direct_alloc(dev: Device, size: number, dma_handle: Box<bigi
   if (page === null) return null;
   const addr = dev.machine.page_address(page);
   if (!dev.dma_coherent) arch_dma_prep_coherent(dev, page, size);
-  if (!(attrs & DMA_ATTR_NO_KERNEL_MAPPING)) zero(addr, size);
+  if (!(attrs & DMA_ATTR_NO_KERNEL_MAPPING)) dev.machine.memset(addr, 0, size);
   dma_handle.value = phys_to_dma(dev, page_phys(page));
   return addr;
 }
@@ -386,7 +381,7 @@ export function dma_direct_mmap(dev: Device, vma: VmArea, cpu_addr: number, dma_
   const ret: Box<number> = { value: -ENXIO };
   vma.vm_page_prot = dma_pgprot(dev, vma.vm_page_prot, attrs);
   if (dma_mmap_from_dev_coherent(dev, vma, cpu_addr, size, ret)) return ret.value;
-  if (vma.vm_pgoff >= count || user_count > count - vma.vm_pgoff) return -ENXIO;
+  if (!dma_mmap_range_ok(vma.vm_pgoff, count, user_count)) return -ENXIO;
   return remap_pfn_range(vma, vma.vm_start, pfn + vma.vm_pgoff, user_count * PAGE_SIZE, vma.vm_page_prot);
 }
 

@@ -14,7 +14,7 @@ import {
 } from './constants';
 import { get_dma_ops, use_dma_iommu, type Device } from './device';
 import * as direct from './direct';
-import * as iommu from './iommu';
+import * as dma_iommu from './dma_iommu';
 import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
 import type { Box, DmaMapOps } from './ops';
 import type { Scatterlist, SgTable } from './scatterlist';
@@ -85,7 +85,7 @@ function __dma_map_page(dev: Device, page: Page, offset: number, size: number, d
   if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_page_attrs: !dev->dma_mask')) return DMA_MAPPING_ERROR;
   let addr: bigint;
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_page(dev, page, offset, size, dir, attrs);
-  else if (use_dma_iommu(dev)) addr = iommu.iommu_dma_map_page(dev, page, offset, size, dir, attrs);
+  else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_page(dev, page, offset, size, dir, attrs);
   // A table without map_page would oops in 6.17; later kernels return DMA_MAPPING_ERROR.
   else addr = ops?.map_page?.(dev, page, offset, size, dir, attrs) ?? DMA_MAPPING_ERROR;
   dev.debug.debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle);
@@ -116,7 +116,7 @@ export function dma_unmap_page_attrs(dev: Device, addr: bigint, size: number, di
   const ops = get_dma_ops(dev);
   checkDirection(dir, 'dma_unmap_page_attrs');
   if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_page(dev, addr, size, dir, attrs);
-  else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
+  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
   else ops?.unmap_page?.(dev, addr, size, dir, attrs);
   dev.debug.debug_dma_unmap_page(dev, addr, size, dir);
 }
@@ -167,7 +167,7 @@ export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, d
   if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_resource: !dev->dma_mask')) return DMA_MAPPING_ERROR;
   let addr = DMA_MAPPING_ERROR;
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_resource(dev, phys_addr, size, dir, attrs);
-  else if (use_dma_iommu(dev)) addr = iommu.iommu_dma_map_resource(dev, phys_addr, size, dir, attrs);
+  else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_resource(dev, phys_addr, size, dir, attrs);
   else if (ops?.map_resource !== undefined) addr = ops.map_resource(dev, phys_addr, size, dir, attrs);
   dev.debug.debug_dma_map_phys(dev, phys_addr, size, dir, addr);
   return addr;
@@ -179,7 +179,7 @@ export function dma_unmap_resource(dev: Device, addr: bigint, size: number, dir:
   checkDirection(dir, 'dma_unmap_resource');
   if (dma_map_direct(dev, ops)) {
     // Nothing to do.
-  } else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_resource(dev, addr, size, dir, attrs);
+  } else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_resource(dev, addr, size, dir, attrs);
   else ops?.unmap_resource?.(dev, addr, size, dir, attrs);
   dev.debug.debug_dma_unmap_phys(dev, addr, size, dir);
 }
@@ -194,7 +194,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
   let ents: number;
   if (sg === null) ents = -EINVAL; // the kernel would dereference NULL
   else if (dma_map_direct(dev, ops)) ents = direct.dma_direct_map_sg(dev, sg, nents, dir, attrs);
-  else if (use_dma_iommu(dev)) ents = iommu.iommu_dma_map_sg(dev, sg, nents, dir, attrs);
+  else if (use_dma_iommu(dev)) ents = dma_iommu.iommu_dma_map_sg(dev, sg, nents, dir, attrs);
   // A table without map_sg would oops; fail cleanly instead, as dma_dummy_ops does.
   else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
   if (ents > 0) {
@@ -245,7 +245,7 @@ export function dma_unmap_sg_attrs(dev: Device, sg: Scatterlist | null, nents: n
   } finally {
     if (sg !== null) {
       if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_sg(dev, sg, nents, dir, attrs);
-      else if (use_dma_iommu(dev)) iommu.iommu_dma_unmap_sg(dev, sg, nents, dir, attrs);
+      else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_sg(dev, sg, nents, dir, attrs);
       else ops?.unmap_sg?.(dev, sg, nents, dir, attrs);
     }
   }
@@ -268,7 +268,7 @@ export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number,
   const ops = get_dma_ops(dev);
   checkDirection(dir, 'dma_sync_single_for_cpu');
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
-  else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
   else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
   dev.debug.debug_dma_sync_single_for_cpu(dev, addr, size, dir);
 }
@@ -278,7 +278,7 @@ export function dma_sync_single_for_device(dev: Device, addr: bigint, size: numb
   const ops = get_dma_ops(dev);
   checkDirection(dir, 'dma_sync_single_for_device');
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
-  else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
   else ops?.sync_single_for_device?.(dev, addr, size, dir);
   dev.debug.debug_dma_sync_single_for_device(dev, addr, size, dir);
 }
@@ -289,7 +289,7 @@ export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems:
   checkDirection(dir, 'dma_sync_sg_for_cpu');
   if (sg !== null) {
     if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
-    else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
     else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
   }
   dev.debug.debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
@@ -301,7 +301,7 @@ export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nele
   checkDirection(dir, 'dma_sync_sg_for_device');
   if (sg !== null) {
     if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_device(dev, sg, nelems, dir);
-    else if (use_dma_iommu(dev)) iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
     else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
   }
   dev.debug.debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
@@ -404,7 +404,7 @@ export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigin
   gfp &= ~(__GFP_DMA | __GFP_DMA32 | __GFP_HIGHMEM);
   let cpu_addr: number | null;
   if (dma_alloc_direct(dev, ops)) cpu_addr = direct.dma_direct_alloc(dev, size, dma_handle, gfp, attrs);
-  else if (use_dma_iommu(dev)) cpu_addr = iommu.iommu_dma_alloc(dev, size, dma_handle, gfp, attrs);
+  else if (use_dma_iommu(dev)) cpu_addr = dma_iommu.iommu_dma_alloc(dev, size, dma_handle, gfp, attrs);
   else if (ops?.alloc !== undefined) {
     if (dev.coherent_dma_mask === 0n) return null;
     cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
@@ -430,7 +430,7 @@ export function dma_free_attrs(dev: Device, size: number, cpu_addr: number | nul
     dev.debug.debug_dma_free_coherent(dev, size, cpu_addr, dma_handle);
   } finally {
     if (dma_alloc_direct(dev, ops)) direct.dma_direct_free(dev, size, cpu_addr, dma_handle, attrs);
-    else if (use_dma_iommu(dev)) iommu.iommu_dma_free(dev, size, cpu_addr, dma_handle, attrs);
+    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_free(dev, size, cpu_addr, dma_handle, attrs);
     else ops?.free?.(dev, size, cpu_addr, dma_handle, attrs);
   }
 }
@@ -449,7 +449,7 @@ export function dma_free_coherent(dev: Device, size: number, cpu_addr: number | 
 export function dma_get_sgtable_attrs(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
   const ops = get_dma_ops(dev);
   if (dma_alloc_direct(dev, ops)) return direct.dma_direct_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
-  if (use_dma_iommu(dev)) return iommu.iommu_dma_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
+  if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
   if (ops?.get_sgtable === undefined) return -ENXIO;
   return ops.get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
 }
@@ -467,7 +467,7 @@ export function dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: number, dma
 export function dma_mmap_attrs(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
   const ops = get_dma_ops(dev);
   if (dma_alloc_direct(dev, ops)) return direct.dma_direct_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
-  if (use_dma_iommu(dev)) return iommu.iommu_dma_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
+  if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
   if (ops?.mmap === undefined) return -ENXIO;
   return ops.mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
 }
@@ -538,7 +538,7 @@ export function dma_get_mask(dev: Device): bigint {
 export function dma_max_mapping_size(dev: Device): number {
   const ops = get_dma_ops(dev);
   if (dma_map_direct(dev, ops)) return direct.dma_direct_max_mapping_size(dev);
-  if (use_dma_iommu(dev)) return iommu.iommu_dma_max_mapping_size(dev);
+  if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_max_mapping_size(dev);
   if (ops?.max_mapping_size !== undefined) return ops.max_mapping_size(dev);
   return SIZE_MAX;
 }

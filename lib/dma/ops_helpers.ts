@@ -1,7 +1,6 @@
 // Generic helpers for dma_map_ops tables: kernel/dma/ops_helpers.c (the five dma_common_*
 // functions), a ready-made table built from them, and kernel/dma/dummy.c's always-failing table.
 
-import { native } from '../native';
 import { GFP_KERNEL, PAGE_ALIGN, PAGE_SIZE, get_order, type gfp_t } from '../mm/gfp';
 import { is_vmalloc_addr, page_address, page_to_pfn, virt_to_page, vmalloc_to_page } from '../mm/kernel';
 import type { Machine } from '../mm/machine';
@@ -14,7 +13,7 @@ import {
 import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
 import { dev_to_node, get_dma_ops, use_dma_iommu, type Device } from './device';
 import { dma_direct_map_page, dma_direct_map_sg, dma_direct_unmap_page, dma_direct_unmap_sg } from './direct';
-import { iommu_dma_map_page, iommu_dma_unmap_page } from './iommu';
+import { iommu_dma_map_page, iommu_dma_unmap_page } from './dma_iommu';
 import { dma_pgprot } from './mapping';
 import type { Box, DmaMapOps } from './ops';
 import { sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
@@ -104,7 +103,7 @@ export function dma_common_alloc_pages(
     return null;
   }
   // Zeroed after mapping, and only `size` bytes (not the whole 2^order block).
-  if (size > 0) native.memset(page_address(page), 0, size);
+  dev.machine.memset(page_address(page), 0, size);
   return page;
 }
 

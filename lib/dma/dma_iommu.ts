@@ -1,0 +1,384 @@
+// The DMA API through an IOMMU: drivers/iommu/dma-iommu.c. Each mapping gets an IOVA range below
+// the device's mask (iova.ts) and PTEs in its domain's I/O page table (io_pgtable.ts); unmapping
+// flushes the IOTLB before the IOVA is reused (strict) or queues it for the next flush (lazy).
+
+import { PAGE_ALIGN, PAGE_SIZE, get_order, GFP_KERNEL, type gfp_t } from '../mm/gfp';
+import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
+import type { Page } from '../mm/page';
+import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
+import {
+  DMA_ATTR_PRIVILEGED, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE,
+  DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM, ENXIO, EREMOTEIO, type DmaDataDirection,
+} from './constants';
+import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
+import { dev_to_node, type Device } from './device';
+import { arch_dma_prep_coherent, arch_sync_dma_for_cpu, arch_sync_dma_for_device } from './direct';
+import {
+  IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, iommu_get_dma_domain, iommu_iova_to_phys,
+  iommu_unmap, type IommuDomain,
+} from './iommu';
+import { SIZE_MAX, dma_get_mask, dma_pgprot } from './mapping';
+import type { Box } from './ops';
+import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
+
+/** dma_get_max_seg_size without dev->dma_parms. */
+const DEFAULT_MAX_SEG_SIZE = 64 * 1024;
+
+/** dma_info_to_prot: IOMMU_* bits for a direction; 0 for DMA_NONE. */
+export function dma_info_to_prot(dir: DmaDataDirection, coherent: boolean, attrs: number): number {
+  let prot = coherent ? IOMMU_CACHE : 0;
+  if (attrs & DMA_ATTR_PRIVILEGED) prot |= IOMMU_PRIV;
+  switch (dir) {
+    case DMA_BIDIRECTIONAL: return prot | IOMMU_READ | IOMMU_WRITE;
+    case DMA_TO_DEVICE: return prot | IOMMU_READ;
+    case DMA_FROM_DEVICE: return prot | IOMMU_WRITE;
+    default: return 0;
+  }
+}
+
+/**
+ * __iommu_dma_map: allocate IOVA for the pages under [phys, phys + size) below dma_mask and map
+ * them. Returns the IOVA of phys, or DMA_MAPPING_ERROR. Numbers inside: IOVAs stay below 2^52.
+ */
+function __iommu_dma_map(dev: Device, phys: number, size: number, prot: number, dma_mask: bigint): bigint {
+  const domain = iommu_get_dma_domain(dev);
+  const iova_off = phys % PAGE_SIZE;
+  // iova_align(size + iova_off); a zero-sized mapping has no IOVA to give.
+  const pages = Math.ceil((size + iova_off) / PAGE_SIZE);
+  if (pages === 0) return DMA_MAPPING_ERROR;
+  const iovaPfn = domain.alloc_iova(pages, domain.limitPfn(dma_mask));
+  if (iovaPfn === 0) return DMA_MAPPING_ERROR;
+  if (prot === 0 || domain.mapPages(iovaPfn, (phys - iova_off) / PAGE_SIZE, pages, prot) !== 0) {
+    domain.free_iova(iovaPfn);
+    return DMA_MAPPING_ERROR;
+  }
+  return BigInt(iovaPfn * PAGE_SIZE + iova_off);
+}
+
+/**
+ * __iommu_dma_unmap: clear the PTEs of [dma_addr, dma_addr + size) (WARN if fewer were mapped),
+ * then flush the IOTLB and free the IOVA (strict), or queue the IOVA for the next flush (lazy).
+ */
+function __iommu_dma_unmap(dev: Device, dma_addr: bigint, size: number): void {
+  const domain = iommu_get_dma_domain(dev);
+  const addr = Number(dma_addr);
+  const iova_off = addr % PAGE_SIZE;
+  const iovaPfn = (addr - iova_off) / PAGE_SIZE;
+  const pages = Math.ceil((size + iova_off) / PAGE_SIZE);
+  const unmapped = pages === 0 ? 0 : domain.unmapPages(iovaPfn, pages);
+  if (unmapped !== pages) {
+    dev.machine.warn(`WARNING: drivers/iommu/dma-iommu.c: __iommu_dma_unmap: ${dev.name}: unmapped ${unmapped * PAGE_SIZE} of ${pages * PAGE_SIZE} bytes at IOVA 0x${addr.toString(16)}`);
+  }
+  if (domain.strict) {
+    if (unmapped > 0) domain.counters.iotlbFlushes++;
+    domain.free_iova(iovaPfn);
+  } else {
+    domain.queue_iova(iovaPfn);
+  }
+}
+
+/**
+ * iommu_dma_map_page: an IOVA below *dma_mask for page + offset, mapped with the direction's
+ * permission. @returns the IOVA, or DMA_MAPPING_ERROR when the IOVA space below the mask is full
+ * (a retry after unmaps can help).
+ */
+export function iommu_dma_map_page(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const coherent = dev.dma_coherent;
+  const prot = dma_info_to_prot(dir, coherent, attrs);
+  const phys = page.pfn * PAGE_SIZE + offset;
+  if (!coherent && !(attrs & DMA_ATTR_SKIP_CPU_SYNC)) arch_sync_dma_for_device(dev, BigInt(phys), size, dir);
+  return __iommu_dma_map(dev, phys, size, prot, dma_get_mask(dev));
+}
+
+/** iommu_dma_unmap_page: WARN and do nothing when the handle translates to nothing. */
+export function iommu_dma_unmap_page(dev: Device, dma_handle: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  const domain = iommu_get_dma_domain(dev);
+  const phys = dma_handle > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : domain.translate(Number(dma_handle));
+  if (phys <= 0) {
+    dev.machine.warn(`WARNING: drivers/iommu/dma-iommu.c: iommu_dma_unmap_page: ${dev.name}: IOVA 0x${dma_handle.toString(16)} is not mapped`);
+    return;
+  }
+  if (!(attrs & DMA_ATTR_SKIP_CPU_SYNC) && !dev.dma_coherent) arch_sync_dma_for_cpu(dev, BigInt(phys), size, dir);
+  __iommu_dma_unmap(dev, dma_handle, size);
+}
+
+/** iommu_dma_map_resource: MMIO through the IOMMU (IOMMU_MMIO, never cacheable). */
+export function iommu_dma_map_resource(dev: Device, phys: bigint, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  if (phys < 0n || phys > BigInt(Number.MAX_SAFE_INTEGER)) return DMA_MAPPING_ERROR;
+  return __iommu_dma_map(dev, Number(phys), size, dma_info_to_prot(dir, false, attrs) | IOMMU_MMIO, dma_get_mask(dev));
+}
+
+/** iommu_dma_unmap_resource. */
+export function iommu_dma_unmap_resource(dev: Device, dma_handle: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  void dir; void attrs;
+  __iommu_dma_unmap(dev, dma_handle, size);
+}
+
+function sgList(sgl: Scatterlist, nents: number): Scatterlist[] {
+  const list: Scatterlist[] = [];
+  for_each_sg(sgl, nents, (sg) => list.push(sg));
+  return list;
+}
+
+function sgPhys(sg: Scatterlist): number {
+  const page = sg.page_link;
+  if (page === null) throw new TypeError('iommu_dma_map_sg: scatterlist entry has no page');
+  return page.pfn * PAGE_SIZE + sg.offset;
+}
+
+/**
+ * iommu_map_sg: map the (now page-aligned) entries at consecutive IOVAs, one iommu_map per
+ * physically contiguous run. @returns bytes mapped, or a negative errno with everything undone.
+ * Linux has it in iommu.c; it stays here, private, because it takes the list as iommu_dma_map_sg
+ * has just rewritten it (page-aligned entries), not a caller's scatterlist.
+ */
+function iommu_map_sg(domain: IommuDomain, iovaPfn: number, list: Scatterlist[], prot: number): number {
+  let mapped = 0;
+  let len = 0;
+  let start = 0;
+  const flush = (): number => {
+    const ret = domain.mapPages(iovaPfn + mapped / PAGE_SIZE, start / PAGE_SIZE, len / PAGE_SIZE, prot);
+    if (ret === 0) {
+      mapped += len;
+      len = 0;
+    }
+    return ret;
+  };
+  for (const s of list) {
+    const s_phys = sgPhys(s);
+    if (len !== 0 && s_phys !== start + len) {
+      const ret = flush();
+      if (ret !== 0) return undoMapSg(domain, iovaPfn, mapped, ret);
+    }
+    if (len !== 0) len += s.length;
+    else {
+      len = s.length;
+      start = s_phys;
+    }
+  }
+  if (len !== 0) {
+    const ret = flush();
+    if (ret !== 0) return undoMapSg(domain, iovaPfn, mapped, ret);
+  }
+  return mapped;
+}
+
+function undoMapSg(domain: IommuDomain, iovaPfn: number, mapped: number, ret: number): number {
+  if (mapped > 0) iommu_unmap(domain, BigInt(iovaPfn * PAGE_SIZE), mapped);
+  return ret;
+}
+
+/**
+ * __finalise_sg: restore each entry's offset and length from the values stashed in its DMA fields
+ * and fill in the DMA segments, merging entries that continue the previous one at a page boundary
+ * (up to the 64 KiB default max segment size). Returns the number of DMA segments.
+ */
+function __finalise_sg(list: Scatterlist[], dma_addr: number): number {
+  const max_len = DEFAULT_MAX_SEG_SIZE;
+  let cur = 0;
+  let cur_len = 0;
+  let count = 0;
+  for (let i = 0; i < list.length; i++) {
+    const s = list[i]!;
+    const s_iova_off = Number(s.dma_address);
+    const s_length = s.dma_length;
+    const s_iova_len = s.length;
+    s.dma_address = DMA_MAPPING_ERROR;
+    s.dma_length = 0;
+    s.offset += s_iova_off;
+    s.length = s_length;
+    // The segment boundary is ULONG_MAX (no dma_parms), so only address 0 is "at a boundary".
+    if (cur_len !== 0 && s_iova_off === 0 && dma_addr !== 0 && max_len - cur_len >= s_length) {
+      cur_len += s_length;
+    } else {
+      if (i > 0) cur++;
+      cur_len = s_length;
+      count++;
+      list[cur]!.dma_address = BigInt(dma_addr + s_iova_off);
+    }
+    list[cur]!.dma_length = cur_len;
+    dma_addr += s_iova_len;
+    if (s_length + s_iova_off < s_iova_len) cur_len = 0;
+  }
+  return count;
+}
+
+/** __invalidate_sg: undo the stash after a failure; every entry reads as unmapped. */
+function __invalidate_sg(list: Scatterlist[]): void {
+  for (const s of list) {
+    if (s.dma_address !== DMA_MAPPING_ERROR) s.offset += Number(s.dma_address);
+    if (s.dma_length !== 0) s.length = s.dma_length;
+    s.dma_address = DMA_MAPPING_ERROR;
+    s.dma_length = 0;
+  }
+}
+
+/**
+ * iommu_dma_map_sg: one IOVA range for the whole list, each entry padded to whole pages, so the
+ * device sees one contiguous buffer however scattered the pages are.
+ * @returns the number of DMA segments (entries merged where possible), or -ENOMEM when IOVA space
+ *   is exhausted (a retry after unmaps can help) or -EINVAL when mapping failed.
+ */
+export function iommu_dma_map_sg(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection, attrs: number): number {
+  const domain = iommu_get_dma_domain(dev);
+  const prot = dma_info_to_prot(dir, dev.dma_coherent, attrs);
+  if (!(attrs & DMA_ATTR_SKIP_CPU_SYNC)) iommu_dma_sync_sg_for_device(dev, sgl, nents, dir);
+  const list = sgList(sgl, nents);
+  // Stash each entry's sub-page offset and length in its DMA fields and align it to pages
+  // (reversibly, as the kernel does in place).
+  let iova_len = 0;
+  for (const s of list) {
+    const s_iova_off = s.offset % PAGE_SIZE;
+    const s_length = s.length;
+    s.dma_address = BigInt(s_iova_off);
+    s.dma_length = s_length;
+    s.offset -= s_iova_off;
+    const aligned = PAGE_ALIGN(s_length + s_iova_off);
+    s.length = aligned;
+    iova_len += aligned;
+  }
+  if (iova_len === 0) return __finalise_sg(list, 0);
+  if (prot === 0) {
+    __invalidate_sg(list);
+    return -EINVAL;
+  }
+  const iovaPfn = domain.alloc_iova(iova_len / PAGE_SIZE, domain.limitPfn(dma_get_mask(dev)));
+  if (iovaPfn === 0) {
+    __invalidate_sg(list);
+    return -ENOMEM;
+  }
+  const ret = iommu_map_sg(domain, iovaPfn, list, prot);
+  if (ret < 0 || ret < iova_len) {
+    domain.free_iova(iovaPfn);
+    __invalidate_sg(list);
+    return ret === -ENOMEM || ret === -EREMOTEIO ? ret : -EINVAL;
+  }
+  return __finalise_sg(list, iovaPfn * PAGE_SIZE);
+}
+
+/**
+ * iommu_dma_unmap_sg: the list was mapped as one IOVA range, so unmap from the first segment's
+ * address to the end of the last segment with a length.
+ */
+export function iommu_dma_unmap_sg(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection, attrs: number): void {
+  if (!(attrs & DMA_ATTR_SKIP_CPU_SYNC)) iommu_dma_sync_sg_for_cpu(dev, sgl, nents, dir);
+  let start = -1;
+  let end = 0;
+  let stopped = false;
+  for_each_sg(sgl, nents, (sg, i) => {
+    if (stopped) return;
+    if (sg.dma_length === 0) {
+      stopped = true;
+      return;
+    }
+    if (i === 0) start = Number(sg.dma_address);
+    end = Number(sg.dma_address) + sg.dma_length;
+  });
+  if (start >= 0 && end !== 0) __iommu_dma_unmap(dev, BigInt(start), end - start);
+}
+
+/** iommu_dma_sync_single_for_cpu: nothing for a coherent device. */
+export function iommu_dma_sync_single_for_cpu(dev: Device, dma_handle: bigint, size: number, dir: DmaDataDirection): void {
+  if (dev.dma_coherent) return;
+  arch_sync_dma_for_cpu(dev, iommu_iova_to_phys(dev, dma_handle), size, dir);
+}
+
+/** iommu_dma_sync_single_for_device: nothing for a coherent device. */
+export function iommu_dma_sync_single_for_device(dev: Device, dma_handle: bigint, size: number, dir: DmaDataDirection): void {
+  if (dev.dma_coherent) return;
+  arch_sync_dma_for_device(dev, iommu_iova_to_phys(dev, dma_handle), size, dir);
+}
+
+/** iommu_dma_sync_sg_for_cpu: per entry by its CPU address; nothing for a coherent device. */
+export function iommu_dma_sync_sg_for_cpu(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection): void {
+  if (dev.dma_coherent) return;
+  for_each_sg(sgl, nents, (sg) => arch_sync_dma_for_cpu(dev, BigInt(sgPhys(sg)), sg.length, dir));
+}
+
+/** iommu_dma_sync_sg_for_device: per entry by its CPU address; nothing for a coherent device. */
+export function iommu_dma_sync_sg_for_device(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection): void {
+  if (dev.dma_coherent) return;
+  for_each_sg(sgl, nents, (sg) => arch_sync_dma_for_device(dev, BigInt(sgPhys(sg)), sg.length, dir));
+}
+
+/**
+ * iommu_dma_alloc: a coherent buffer of physically contiguous pages (CMA, then the buddy
+ * allocator), zeroed, mapped BIDIRECTIONAL below coherent_dma_mask. Returns its linear address and
+ * sets dma_handle, or null (dma_handle then DMA_MAPPING_ERROR if the mapping failed).
+ * The kernel takes the remap path (scattered pages + vmap) for blocking requests without
+ * DMA_ATTR_FORCE_CONTIGUOUS; this model always takes the contiguous path.
+ */
+export function iommu_dma_alloc(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
+  const m = dev.machine;
+  const coherent = dev.dma_coherent;
+  const ioprot = dma_info_to_prot(DMA_BIDIRECTIONAL, coherent, attrs);
+  const alloc_size = PAGE_ALIGN(size);
+  // The kernel adds __GFP_ZERO and memsets too; one memset is enough.
+  let page = dma_alloc_contiguous(dev, alloc_size, gfp);
+  page ??= m.alloc_pages_node(dev_to_node(dev), gfp, get_order(alloc_size));
+  if (page === null) return null;
+  const cpu_addr = m.page_address(page);
+  if (!coherent) arch_dma_prep_coherent(dev, page, size);
+  dev.machine.memset(cpu_addr, 0, alloc_size);
+  dma_handle.value = __iommu_dma_map(dev, page.pfn * PAGE_SIZE, size, ioprot, dev.coherent_dma_mask);
+  if (dma_handle.value === DMA_MAPPING_ERROR) {
+    dma_free_contiguous(dev, page, alloc_size);
+    return null;
+  }
+  return cpu_addr;
+}
+
+/** The page behind a CPU address of a coherent buffer (vmalloc or linear). */
+function cpuAddrToPage(dev: Device, cpu_addr: number): Page | null {
+  const m = dev.machine;
+  return m.is_vmalloc_addr(cpu_addr) ? m.vmalloc_to_page(cpu_addr) : m.virt_to_page(cpu_addr);
+}
+
+/** iommu_dma_free: unmap, then give the pages back (CMA or buddy). */
+export function iommu_dma_free(dev: Device, size: number, cpu_addr: number, dma_handle: bigint, attrs: number): void {
+  void attrs;
+  __iommu_dma_unmap(dev, dma_handle, size);
+  const page = cpuAddrToPage(dev, cpu_addr);
+  if (page !== null) dma_free_contiguous(dev, page, PAGE_ALIGN(size));
+}
+
+/**
+ * iommu_dma_get_sgtable: one entry of PAGE_ALIGN(size) for the (contiguous) buffer's first page.
+ * @returns 0 or -ENOMEM.
+ */
+export function iommu_dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  void dma_addr; void attrs;
+  const page = cpuAddrToPage(dev, cpu_addr);
+  const ret = sg_alloc_table(sgt, 1, GFP_KERNEL);
+  if (ret === 0 && sgt.sgl !== null) sg_set_page(sgt.sgl, page, PAGE_ALIGN(size), 0);
+  return ret;
+}
+
+/**
+ * iommu_dma_mmap: dma_pgprot first (even on failure), the device pool, the -ENXIO bounds check,
+ * then remap_pfn_range of the buffer's pages from vm_pgoff.
+ */
+export function iommu_dma_mmap(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  void dma_addr;
+  const nr_pages = PAGE_ALIGN(size) / PAGE_SIZE;
+  const off = vma.vm_pgoff;
+  const ret: Box<number> = { value: -ENXIO };
+  vma.vm_page_prot = dma_pgprot(dev, vma.vm_page_prot, attrs);
+  if (dma_mmap_from_dev_coherent(dev, vma, cpu_addr, size, ret)) return ret.value;
+  if (!dma_mmap_range_ok(off, nr_pages, vma_pages(vma))) return -ENXIO;
+  const page = cpuAddrToPage(dev, cpu_addr);
+  if (page === null) return -ENXIO;
+  return remap_pfn_range(vma, vma.vm_start, page.pfn + off, vma.vm_end - vma.vm_start, vma.vm_page_prot);
+}
+
+/** iommu_dma_supported: any mask works; the IOVA allocator honours it. */
+export function iommu_dma_supported(dev: Device, mask: bigint): boolean {
+  void dev; void mask;
+  return true;
+}
+
+/** iommu_dma_max_mapping_size: no limit (no untrusted-device bouncing here). */
+export function iommu_dma_max_mapping_size(dev: Device): number {
+  void dev;
+  return SIZE_MAX;
+}
