@@ -2,7 +2,6 @@
 // misuse at unmap, free, sync and driver-unbind time with the kernel's wording and bracketed context.
 
 import type { Page } from '../mm/page';
-import { PAGE_SHIFT } from '../mm/gfp';
 import {
   DMA_BIDIRECTIONAL,
   DMA_FROM_DEVICE,
@@ -109,7 +108,7 @@ interface DeviceEntries {
 }
 
 const hex16 = (v: bigint): string => `0x${v.toString(16).padStart(16, '0')}`;
-const pagePhys = (page: Page): bigint => BigInt(page.pfn) << BigInt(PAGE_SHIFT);
+const pagePhys = (page: Page): bigint => page.phys;
 
 /** A hook method, used to cut the tracker's own frames off a captured stack. */
 type Hook = (...args: never[]) => unknown;

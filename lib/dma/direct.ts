@@ -129,7 +129,7 @@ function hex(v: bigint): string {
  * DMA_ATTR_SKIP_CPU_SYNC.
  */
 export function dma_direct_map_page(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
-  const phys = (BigInt(page.pfn) << PAGE_SHIFT_N) + BigInt(offset);
+  const phys = offset === 0 ? page.phys : page.phys + BigInt(offset);
   const dma_addr = phys_to_dma(dev, phys);
   if (!dma_capable(dev, dma_addr, size, true)) {
     warnOnce(dev.machine, 'dma_direct_map_page',
@@ -268,7 +268,7 @@ function dma_direct_optimal_gfp_mask(dev: Device): { gfp: gfp_t; phys_limit: big
 }
 
 function page_phys(page: Page): bigint {
-  return BigInt(page.pfn) << PAGE_SHIFT_N;
+  return page.phys;
 }
 
 /**

@@ -2,7 +2,7 @@
 // of at most SG_MAX_SINGLE_ALLOC; a full chunk's last slot is a chain link to the next chunk.
 
 import type { Page } from '../mm/page';
-import { PAGE_SHIFT, PAGE_SIZE, type gfp_t } from '../mm/gfp';
+import { PAGE_SIZE, type gfp_t } from '../mm/gfp';
 import { EINVAL, ENOMEM } from './constants';
 
 /** PAGE_SIZE / sizeof(struct scatterlist) on x86-64. */
@@ -173,7 +173,7 @@ export function sg_dma_len(sg: Scatterlist): number {
 export function sg_phys(sg: Scatterlist): bigint {
   const page = sg.page_link;
   if (page === null) throw new TypeError('sg_phys: scatterlist entry has no page');
-  return (BigInt(page.pfn) << BigInt(PAGE_SHIFT)) + BigInt(sg.offset);
+  return page.phys + BigInt(sg.offset);
 }
 
 /**

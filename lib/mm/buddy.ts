@@ -15,11 +15,6 @@ interface NodeArea {
   totalPages: number;
 }
 
-/**
- * An allocated block, remembered by head pfn so that free() can refuse misuse: node and order
- * packed into one small integer (nid * 16 + order), so allocating creates no object.
- */
-const packAllocation = (nid: number, order: number): number => nid * 16 + order;
 
 function checkInteger(value: number, what: string, min: number): void {
   if (!Number.isSafeInteger(value) || value < min) {
@@ -45,7 +40,6 @@ export const PCP_HIGH = 64;
 
 export class BuddyAllocator {
   private readonly areas = new Map<number, NodeArea>();
-  private readonly allocated = new Map<number, number>();
   /** Per-node lists of free order-0 pages kept out of the buddy lists (the kernel's pcp lists). */
   private readonly pcp = new Map<number, number[]>();
   /** nodesByDistance results, per preferred node; cleared when memory is added. */
@@ -119,12 +113,12 @@ export class BuddyAllocator {
       }
       pfn ??= this.takeBlock(area, order);
       if (pfn === null) continue;
-      this.allocated.set(pfn, packAllocation(node, order));
       const page = this.pfnToPage(pfn);
       page.flags &= ~PG_buddy;
       if (order > 0) page.flags |= PG_head;
       page.private_ = -1;
       page.refcount = 1;
+      page.allocOrder = order;
       return page;
     }
     return null;
@@ -160,19 +154,18 @@ export class BuddyAllocator {
    * allocation's: the kernel would BUG or silently corrupt its free lists, we refuse.
    */
   free(page: Page, order: number): void {
-    const packed = this.allocated.get(page.pfn);
-    if (packed === undefined) {
+    const allocOrder = page.allocOrder;
+    const nid = this.nodeOfPfn(page.pfn);
+    if (allocOrder < 0 || nid < 0) {
       throw new Error(`buddy: free of a page that is not allocated [pfn=0x${hex(page.pfn)}]`);
     }
-    const nid = Math.floor(packed / 16);
-    const allocOrder = packed % 16;
     if (allocOrder !== order) {
       throw new Error(
         `buddy: free with a different order [pfn=0x${hex(page.pfn)}] ` +
           `[alloc order=${allocOrder}] [free order=${order}]`,
       );
     }
-    this.allocated.delete(page.pfn);
+    page.allocOrder = -1;
     page.refcount = 0;
     page.flags &= ~PG_head;
     const area = this.areas.get(nid);
@@ -191,8 +184,7 @@ export class BuddyAllocator {
 
   /** Order of the allocated block headed by pfn, or -1 if pfn heads no allocated block. */
   allocatedOrder(pfn: number): number {
-    const packed = this.allocated.get(pfn);
-    return packed === undefined ? -1 : packed % 16;
+    return this.nodeOfPfn(pfn) < 0 ? -1 : this.pfnToPage(pfn).allocOrder;
   }
 
   /** Free pages on nid. */
@@ -214,6 +206,12 @@ export class BuddyAllocator {
   /** Nodes that have been given memory, in increasing order. */
   nodes(): number[] {
     return [...this.areas.keys()].sort((a, b) => a - b);
+  }
+
+  /** The node whose range holds pfn, or -1 (ranges are few: one or two per node). */
+  private nodeOfPfn(pfn: number): number {
+    for (const r of this.ranges) if (pfn >= r.start && pfn < r.end) return r.nid;
+    return -1;
   }
 
   private area(nid: number): NodeArea {

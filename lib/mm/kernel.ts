@@ -3,7 +3,6 @@
 
 import { defaultMachine } from './default';
 import type { Cma } from './cma';
-import { PAGE_SHIFT } from './gfp';
 import type { Machine } from './machine';
 import type { Page } from './page';
 import { machineOfAddress } from './registry';
@@ -24,7 +23,7 @@ export function page_to_pfn(page: Page): number {
 }
 
 export function page_to_phys(page: Page): bigint {
-  return BigInt(page.pfn) << BigInt(PAGE_SHIFT);
+  return page.phys;
 }
 
 export function page_to_nid(page: Page): number {

@@ -34,6 +34,12 @@ export class Page {
   refcount = 0;
   /** Allocator-private word: the buddy order of a free block head (PG_buddy), else -1. */
   private_ = -1;
+  /**
+   * The order of the block this page heads while the buddy allocator has it handed out, else -1
+   * (the kernel keeps a folio's order in its head page too).
+   */
+  allocOrder = -1;
+  #phys: bigint | undefined;
 
   constructor(
     /** Page frame number: physical address >> PAGE_SHIFT. */
@@ -43,6 +49,11 @@ export class Page {
     /** The machine this page belongs to (typed loosely to avoid an import cycle). */
     readonly machine: unknown,
   ) {}
+
+  /** page_to_phys: pfn << PAGE_SHIFT, computed once (BigInt arithmetic is not free on hot paths). */
+  get phys(): bigint {
+    return (this.#phys ??= BigInt(this.pfn) << 12n);
+  }
 
   /** NUMA node of the page (page_to_nid). */
   get nid(): number {
