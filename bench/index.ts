@@ -16,20 +16,23 @@ export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, 
 const USAGE = `Usage: dmamem bench [--quick] [--json] [--only <group>[,<group>...]]
   --quick   smaller sizes and fewer rounds (under a minute)
   --json    print the results as JSON instead of a table
+  --markdown  print the table as GitHub markdown (what bench/README.md shows)
   --only    run only these groups: ${GROUPS.map((g) => g.name).join(', ')}`;
 
 interface Options {
   quick: boolean;
   json: boolean;
+  markdown: boolean;
   only: string[] | null;
 }
 
 function parse(args: string[]): Options | string {
-  const o: Options = { quick: false, json: false, only: null };
+  const o: Options = { quick: false, json: false, markdown: false, only: null };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = true;
+    else if (a === '--markdown') o.markdown = true;
     else if (a === '--only' || a.startsWith('--only=')) {
       const v = a === '--only' ? args[++i] : a.slice('--only='.length);
       if (v === undefined || v === '') return 'Expected a group name after --only';
@@ -124,7 +127,7 @@ export async function runBench(args: string[]): Promise<number> {
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } else {
-    process.stdout.write(`${formatTable(ctx.results)}\n`);
+    process.stdout.write(`${o.markdown ? formatMarkdown(ctx.results) : formatTable(ctx.results)}\n`);
     if (ctx.notes.length > 0) process.stdout.write(`\nNotes:\n${ctx.notes.map((n) => `  - ${n}`).join('\n')}\n`);
     process.stdout.write(`\n${o.quick ? 'quick' : 'full'} run, ${(durationMs / 1000).toFixed(1)} s; ratio = how many times better dmamem is than the baseline (median against median)\n`);
     if (failed.length > 0) process.stdout.write(`Failed groups: ${failed.map((f) => f.group).join(', ')}\n`);

@@ -20,7 +20,7 @@ export const mapping: BenchGroup = {
     const m = new Machine({ name: 'bench-map', ramPerNode: size + 8 * MiB, cmaSize: size + 4 * MiB, emitWarnings: false });
     try {
       const rounds = ctx.quick ? 5 : ctx.rounds;
-      const ops = ctx.quick ? 4 : 10;
+      const ops = ctx.quick ? 20 : 200; // ~20 us each: enough per round to rise above timer and JIT noise
       const dma = loadDma();
       if (dma === null) {
         ctx.progress.step('dma_common_mmap (skipped)');
