@@ -7,7 +7,7 @@ import { Machine } from '../lib/mm/machine';
 import { page_address } from '../lib/mm/kernel';
 import { GFP_KERNEL } from '../lib/mm/gfp';
 import { compare, consume, record, sizeName, yieldToLoop, type BenchContext, type BenchGroup, type BenchResult, type Side } from './harness';
-import { loadDma, loadDmaError } from './dma';
+import { loadDma } from './dma';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -24,11 +24,6 @@ export const allocation: BenchGroup = {
   steps: () => SIZES.length * DEVICES.length * 2,
   async run(ctx: BenchContext): Promise<void> {
     const dma = loadDma();
-    if (dma === null) {
-      for (let i = 0; i < allocation.steps(ctx.quick); i++) ctx.progress.step('allocation (skipped)');
-      ctx.notes.push(`allocation: skipped: lib/dma cannot be loaded yet (${loadDmaError()})`);
-      return;
-    }
     const { dma_alloc_pages, dma_free_pages } = dma.mapping;
     const { DMA_BIDIRECTIONAL } = dma.constants;
     // Room for a batch of 2 MiB blocks is not needed: each op frees before the next allocates.

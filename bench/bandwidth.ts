@@ -3,7 +3,6 @@
 
 import { native } from '../lib/native';
 import { Machine } from '../lib/mm/machine';
-import { cma_alloc, cma_release } from '../lib/mm/cma';
 import { hugepagePoolFree } from '../lib/os/backing';
 import {
   compare, consume, gbPerSecond, makeResult, record, sizeName, targets, yieldToLoop,
@@ -12,7 +11,6 @@ import {
 import { loadDma } from './dma';
 
 const MiB = 1024 * 1024;
-const PAGE = 4096;
 
 interface Buf {
   addr: number;
@@ -21,29 +19,21 @@ interface Buf {
 }
 
 /**
- * A DMA buffer of `size` bytes: dma_alloc_coherent on a direct device when the DMA layer loads
- * (CMA underneath), else the same CMA pages taken with cma_alloc.
+ * A DMA buffer of `size` bytes: dma_alloc_coherent on a direct device (CMA underneath).
  */
 function dmaBuffer(m: Machine, size: number): Buf & { how: string } {
   const dma = loadDma();
-  if (dma !== null) {
-    const dev = m.createDevice({ name: `bench-bw-${size}`, dmaMask: 64, coherentDmaMask: 64 });
-    const handle = { value: 0n };
-    const addr = dma.mapping.dma_alloc_coherent(dev, size, handle, 0xcc0);
-    if (addr === null) throw new Error(`bench: dma_alloc_coherent(${sizeName(size)}) failed`);
-    return {
-      addr, view: m.view(addr, size), how: 'dma_alloc_coherent',
-      free: () => {
-        dma.mapping.dma_free_coherent(dev, size, addr, handle.value);
-        dev.destroy();
-      },
-    };
-  }
-  const area = m.dma_contiguous_default_area!;
-  const page = cma_alloc(area, size / PAGE, 8, false);
-  if (page === null) throw new Error(`bench: cma_alloc(${sizeName(size)}) failed`);
-  const addr = m.page_address(page);
-  return { addr, view: m.view(addr, size), how: 'cma_alloc', free: () => void cma_release(area, page, size / PAGE) };
+  const dev = m.createDevice({ name: `bench-bw-${size}`, dmaMask: 64, coherentDmaMask: 64 });
+  const handle = { value: 0n };
+  const addr = dma.mapping.dma_alloc_coherent(dev, size, handle, 0xcc0);
+  if (addr === null) throw new Error(`bench: dma_alloc_coherent(${sizeName(size)}) failed`);
+  return {
+    addr, view: m.view(addr, size), how: 'dma_alloc_coherent',
+    free: () => {
+      dma.mapping.dma_free_coherent(dev, size, addr, handle.value);
+      dev.destroy();
+    },
+  };
 }
 
 export const bandwidth: BenchGroup = {

@@ -1,42 +1,21 @@
-// Loads the DMA layer lazily, so that the benchmarks of lib/os and lib/mm still run while lib/dma is
-// incomplete (a missing module makes the DMA rows report themselves skipped instead of failing).
+// The DMA layer as the benchmarks use it, gathered in one object.
 
-import type * as Mapping from '../lib/dma/mapping';
-import type * as Helpers from '../lib/dma/ops_helpers';
-import type * as Scatter from '../lib/dma/scatterlist';
-import type * as Constants from '../lib/dma/constants';
+import '../lib/dma/device'; // installs Machine.prototype.createDevice
+import * as constants from '../lib/dma/constants';
+import * as mapping from '../lib/dma/mapping';
+import * as helpers from '../lib/dma/ops_helpers';
+import * as scatter from '../lib/dma/scatterlist';
 
 export interface DmaLayer {
-  mapping: typeof Mapping;
-  helpers: typeof Helpers;
-  scatter: typeof Scatter;
-  constants: typeof Constants;
+  mapping: typeof mapping;
+  helpers: typeof helpers;
+  scatter: typeof scatter;
+  constants: typeof constants;
 }
 
-let cached: DmaLayer | null | undefined;
-let why = '';
+const layer: DmaLayer = { mapping, helpers, scatter, constants };
 
-/** The DMA layer, or null (with the reason in loadDmaError()) when it cannot be loaded yet. */
-export function loadDma(): DmaLayer | null {
-  if (cached !== undefined) return cached;
-  try {
-    /* eslint-disable @typescript-eslint/no-require-imports */
-    require('../lib/dma/device'); // installs Machine.prototype.createDevice
-    cached = {
-      mapping: require('../lib/dma/mapping') as typeof Mapping,
-      helpers: require('../lib/dma/ops_helpers') as typeof Helpers,
-      scatter: require('../lib/dma/scatterlist') as typeof Scatter,
-      constants: require('../lib/dma/constants') as typeof Constants,
-    };
-    /* eslint-enable @typescript-eslint/no-require-imports */
-  } catch (err) {
-    why = err instanceof Error ? err.message.split('\n')[0]! : String(err);
-    cached = null;
-  }
-  return cached;
-}
-
-/** Why loadDma() returned null. */
-export function loadDmaError(): string {
-  return why;
+/** The DMA layer. */
+export function loadDma(): DmaLayer {
+  return layer;
 }

@@ -7,7 +7,7 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Machine } from '../lib/mm/machine';
 import { GFP_KERNEL } from '../lib/mm/gfp';
-import { loadDma, loadDmaError } from './dma';
+import { loadDma } from './dma';
 
 export interface MapbenchJob {
   kind: 'mapbench';
@@ -30,7 +30,6 @@ const PAGE = 4096;
 
 export function runMapbench(job: MapbenchJob, name = 'bench-mapbench'): MapbenchSamples[] {
   const dma = loadDma();
-  if (dma === null) throw new Error(`lib/dma cannot be loaded yet (${loadDmaError()})`);
   const { dma_map_page_attrs, dma_unmap_page_attrs, dma_mapping_error } = dma.mapping;
   const { DMA_BIDIRECTIONAL } = dma.constants;
   const m = new Machine({ name, ramPerNode: 16 * MiB, cmaSize: 0, emitWarnings: false });

@@ -6,7 +6,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { makeResult, yieldToLoop, type BenchContext, type BenchGroup } from './harness';
-import { loadDma, loadDmaError } from './dma';
 import { runMapbench, type MapbenchJob, type MapbenchSamples } from './mapbench-worker';
 
 const FULL_GRANULES = [1, 4, 16, 64, 256, 1024];
@@ -41,11 +40,6 @@ export const mapbench: BenchGroup = {
   steps: () => 2,
   async run(ctx: BenchContext): Promise<void> {
     const granules = ctx.quick ? QUICK_GRANULES : FULL_GRANULES;
-    if (loadDma() === null) {
-      for (let i = 0; i < mapbench.steps(ctx.quick); i++) ctx.progress.step('mapbench (skipped)');
-      ctx.notes.push(`mapbench: skipped: lib/dma cannot be loaded yet (${loadDmaError()})`);
-      return;
-    }
     const job: MapbenchJob = {
       kind: 'mapbench', granules, rounds: ctx.quick ? 5 : 11,
       batchPages: ctx.quick ? 16384 : 65536, maxBatch: ctx.quick ? 2000 : 10000,

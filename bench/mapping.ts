@@ -7,7 +7,7 @@ import { Machine } from '../lib/mm/machine';
 import { vfree, vmalloc } from '../lib/mm/vmalloc';
 import { remap_pfn_range } from '../lib/mm/vma';
 import { compare, record, sizeName, yieldToLoop, type BenchContext, type BenchGroup } from './harness';
-import { loadDma, loadDmaError } from './dma';
+import { loadDma } from './dma';
 
 const MiB = 1024 * 1024;
 const PAGE = 4096;
@@ -22,58 +22,53 @@ export const mapping: BenchGroup = {
       const rounds = ctx.quick ? 5 : ctx.rounds;
       const ops = ctx.quick ? 20 : 200; // ~20 us each: enough per round to rise above timer and JIT noise
       const dma = loadDma();
-      if (dma === null) {
-        ctx.progress.step('dma_common_mmap (skipped)');
-        ctx.notes.push(`mapping: dma_common_mmap skipped: lib/dma cannot be loaded yet (${loadDmaError()})`);
-      } else {
-        const dev = m.createDevice({ name: 'bench-map-direct', dmaMask: 64, coherentDmaMask: 64 });
-        const handle = { value: 0n };
-        const cpu = dma.mapping.dma_alloc_coherent(dev, size, handle, 0xcc0);
-        if (cpu === null) throw new Error('bench: dma_alloc_coherent(64 MiB) failed');
-        try {
-          const seg = m.cmaSegment(m.dma_contiguous_default_area!);
-          const granule = seg.mapGranule;
-          // The baseline maps the same memfd range; hugetlb memory only in whole, aligned huge pages.
-          const off = cpu - seg.address;
-          const rawOff = Math.floor(off / granule) * granule;
-          const rawLen = Math.ceil((off + size) / granule) * granule - rawOff;
-          const before = m.counters.mmapCalls;
-          const vma0 = m.createVma(size);
-          const ret0 = dma.helpers.dma_common_mmap(dev, vma0, cpu, handle.value, size, 0);
-          vma0.unmap();
-          if (ret0 !== 0) throw new Error(`dma_common_mmap returned ${ret0}`);
-          const calls = m.counters.mmapCalls - before;
-          record(ctx, `dma_common_mmap ${sizeName(size)} contiguous`, () => compare({
-            group: 'mapping', name: `mmap ${sizeName(size)} contiguous buffer`, rounds, ops,
-            a: {
-              label: 'createVma + dma_common_mmap + unmap',
-              run(n: number): void {
-                for (let i = 0; i < n; i++) {
-                  const vma = m.createVma(size);
-                  const ret = dma.helpers.dma_common_mmap(dev, vma, cpu, handle.value, size, 0);
-                  vma.unmap();
-                  if (ret !== 0) throw new Error(`dma_common_mmap returned ${ret}`);
-                }
-              },
+      const dev = m.createDevice({ name: 'bench-map-direct', dmaMask: 64, coherentDmaMask: 64 });
+      const handle = { value: 0n };
+      const cpu = dma.mapping.dma_alloc_coherent(dev, size, handle, 0xcc0);
+      if (cpu === null) throw new Error('bench: dma_alloc_coherent(64 MiB) failed');
+      try {
+        const seg = m.cmaSegment(m.dma_contiguous_default_area!);
+        const granule = seg.mapGranule;
+        // The baseline maps the same memfd range; hugetlb memory only in whole, aligned huge pages.
+        const off = cpu - seg.address;
+        const rawOff = Math.floor(off / granule) * granule;
+        const rawLen = Math.ceil((off + size) / granule) * granule - rawOff;
+        const before = m.counters.mmapCalls;
+        const vma0 = m.createVma(size);
+        const ret0 = dma.helpers.dma_common_mmap(dev, vma0, cpu, handle.value, size, 0);
+        vma0.unmap();
+        if (ret0 !== 0) throw new Error(`dma_common_mmap returned ${ret0}`);
+        const calls = m.counters.mmapCalls - before;
+        record(ctx, `dma_common_mmap ${sizeName(size)} contiguous`, () => compare({
+          group: 'mapping', name: `mmap ${sizeName(size)} contiguous buffer`, rounds, ops,
+          a: {
+            label: 'createVma + dma_common_mmap + unmap',
+            run(n: number): void {
+              for (let i = 0; i < n; i++) {
+                const vma = m.createVma(size);
+                const ret = dma.helpers.dma_common_mmap(dev, vma, cpu, handle.value, size, 0);
+                vma.unmap();
+                if (ret !== 0) throw new Error(`dma_common_mmap returned ${ret}`);
+              }
             },
-            b: {
-              label: 'reserve + one MAP_FIXED mmap + munmap',
-              run(n: number): void {
-                for (let i = 0; i < n; i++) {
-                  const addr = native.reserve(rawLen, Math.max(granule, PAGE));
-                  native.mmap(addr, rawLen, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, seg.fd, rawOff);
-                  native.munmap(addr, rawLen);
-                }
-              },
+          },
+          b: {
+            label: 'reserve + one MAP_FIXED mmap + munmap',
+            run(n: number): void {
+              for (let i = 0; i < n; i++) {
+                const addr = native.reserve(rawLen, Math.max(granule, PAGE));
+                native.mmap(addr, rawLen, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, seg.fd, rawOff);
+                native.munmap(addr, rawLen);
+              }
             },
-            unit: 'us/mmap', scale: (ns) => ns / 1e3,
-            target: (r) => ({ text: 'within 2x of raw mmap', met: (r.ratio ?? 0) >= 0.5 }),
-            note: `CMA backing ${seg.backing}; dma_common_mmap made ${calls} mmap call(s)`,
-          }));
-        } finally {
-          dma.mapping.dma_free_coherent(dev, size, cpu, handle.value);
-          dev.destroy();
-        }
+          },
+          unit: 'us/mmap', scale: (ns) => ns / 1e3,
+          target: (r) => ({ text: 'within 2x of raw mmap', met: (r.ratio ?? 0) >= 0.5 }),
+          note: `CMA backing ${seg.backing}; dma_common_mmap made ${calls} mmap call(s)`,
+        }));
+      } finally {
+        dma.mapping.dma_free_coherent(dev, size, cpu, handle.value);
+        dev.destroy();
       }
       await yieldToLoop();
 

@@ -6,7 +6,7 @@ import type { Page } from '../lib/mm/page';
 import { GFP_KERNEL } from '../lib/mm/gfp';
 import { SgTable, sg_alloc_table_from_pages, sg_free_table } from '../lib/dma/scatterlist';
 import { compare, consume, makeResult, record, sizeName, yieldToLoop, type BenchContext, type BenchGroup } from './harness';
-import { loadDma, loadDmaError } from './dma';
+import { loadDma } from './dma';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -70,12 +70,6 @@ export const scatter: BenchGroup = {
       await yieldToLoop();
 
       const dma = loadDma();
-      if (dma === null) {
-        ctx.progress.step('dma_map_sgtable');
-        ctx.progress.step('dma_map_sgtable (per page)');
-        ctx.notes.push(`scatter: dma_map_sgtable skipped: lib/dma cannot be loaded yet (${loadDmaError()})`);
-        return;
-      }
       const { dma_map_sgtable, dma_unmap_sgtable, dma_map_page_attrs, dma_unmap_page_attrs, dma_mapping_error } = dma.mapping;
       const { DMA_BIDIRECTIONAL } = dma.constants;
       const dev = m.createDevice({ name: 'bench-sg-iommu', iommu: true, dmaMask: 64, coherentDmaMask: 64 });

@@ -71,28 +71,23 @@ export const translation: BenchGroup = {
       await yieldToLoop();
 
       const dma = loadDma();
-      if (dma === null) {
-        ctx.progress.step('dma_common_vaddr_to_page');
-        ctx.notes.push('translation: dma_common_vaddr_to_page skipped: lib/dma is not complete yet');
-      } else {
-        const { dma_common_vaddr_to_page } = dma.helpers;
-        dma_common_vaddr_to_page(addrs[0]!);
-        const calls = countNativeCalls(native, () => dma_common_vaddr_to_page(addrs[1]!));
-        record(ctx, 'dma_common_vaddr_to_page', () => compare({
-          group: 'translation', name: 'dma_common_vaddr_to_page (linear)', rounds: ctx.rounds, ops: lookups, bOps: ctx.quick ? 5_000 : 20_000,
-          a: {
-            label: 'dma_common_vaddr_to_page',
-            run(n: number): void {
-              let acc = 0;
-              for (let i = 0; i < n; i++) acc += dma_common_vaddr_to_page(addrs[i & (SPREAD - 1)]!)!.pfn;
-              consume(acc);
-            },
+      const { dma_common_vaddr_to_page } = dma.helpers;
+      dma_common_vaddr_to_page(addrs[0]!);
+      const calls = countNativeCalls(native, () => dma_common_vaddr_to_page(addrs[1]!));
+      record(ctx, 'dma_common_vaddr_to_page', () => compare({
+        group: 'translation', name: 'dma_common_vaddr_to_page (linear)', rounds: ctx.rounds, ops: lookups, bOps: ctx.quick ? 5_000 : 20_000,
+        a: {
+          label: 'dma_common_vaddr_to_page',
+          run(n: number): void {
+            let acc = 0;
+            for (let i = 0; i < n; i++) acc += dma_common_vaddr_to_page(addrs[i & (SPREAD - 1)]!)!.pfn;
+            consume(acc);
           },
-          b: nativeBaseline,
-          target: lookupTarget(calls),
-          note: 'linear-map addresses; baseline: the host PFN of one page via pagemap',
-        }));
-      }
+        },
+        b: nativeBaseline,
+        target: lookupTarget(calls),
+        note: 'linear-map addresses; baseline: the host PFN of one page via pagemap',
+      }));
       await yieldToLoop();
 
       // vmalloc_to_page over a 16 MiB vmalloc area (4096 pages).
