@@ -2,9 +2,10 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { native, C } from '../lib/native';
-import { expectNoLeaks } from './helpers/leaks';
+import { expectNoLeaks, requireHugepagesOrSkip } from './helpers/leaks';
 
 const PAGE = native.pageSize;
 const MiB2 = 2 * 1024 * 1024;
@@ -42,9 +43,16 @@ function sharedMemfd(size: number, flags = 0): { fd: number; addr: number; free:
   };
 }
 
-function hugePagesFree(): number {
-  const line = fs.readFileSync('/proc/meminfo', 'utf8').split('\n').find((l) => l.startsWith('HugePages_Free:'));
-  return line === undefined ? 0 : Number(line.split(/\s+/)[1]);
+/** The /proc/self/maps line of the mapping that starts at `addr`, if any. */
+function mapsLine(addr: number): string | undefined {
+  const prefix = `${addr.toString(16)}-`;
+  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').find((l) => l.startsWith(prefix));
+}
+
+/** VmLck of /proc/self/status in bytes: memory this process has locked. */
+function lockedBytes(): number {
+  const m = /^VmLck:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return Number(m?.[1] ?? NaN) * 1024;
 }
 
 describe('native addon', () => {
@@ -71,6 +79,15 @@ describe('native addon', () => {
 
     it('gettid returns the main thread id (== pid on the main thread)', () => {
       assert.equal(native.gettid(), process.pid);
+    });
+
+    it('loading on another platform fails with an error that names the supported one', () => {
+      const nativeJs = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'native.js'));
+      const script = `Object.defineProperty(process, 'platform', { value: 'darwin' });
+        try { require(${nativeJs}); console.log('loaded'); } catch (e) { console.log(e.message); }`;
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /supports Linux on x86-64 only .*this is darwin on x64/);
     });
   });
 
@@ -143,6 +160,11 @@ describe('native addon', () => {
         const vec = native.mincore(addr, length); // ENOMEM if any page of the range is unmapped
         assert.equal(vec.length, length / PAGE);
         native.mprotect(addr, length, C.PROT_NONE); // the whole range is one mapping we own
+        // Exactly [addr, addr+length): the over-reservation was trimmed at both ends.
+        const line = mapsLine(addr);
+        assert.ok(line, 'a mapping starts at the returned address');
+        assert.ok(line.startsWith(`${addr.toString(16)}-${(addr + length).toString(16)} ---p `), line);
+        assert.match(line, /dmamem:reserved/);
       } finally {
         native.munmap(addr, length);
       }
@@ -204,6 +226,32 @@ describe('native addon', () => {
       }
     });
 
+    it('mremap shrinks in place and moves to a fixed address (MREMAP_FIXED), keeping the contents', () => {
+      const m = sharedMemfd(4 * PAGE);
+      const res = native.reserve(8 * PAGE, PAGE);
+      let cur = m.addr;
+      let len = 4 * PAGE;
+      try {
+        native.memset(m.addr, 0x3c, 4 * PAGE);
+        assert.equal(native.mremap(m.addr, 4 * PAGE, 2 * PAGE, 0, 0), m.addr);
+        len = 2 * PAGE;
+        assert.ok(mapsLine(m.addr)?.startsWith(`${m.addr.toString(16)}-${(m.addr + 2 * PAGE).toString(16)} `));
+        cur = native.mremap(m.addr, 2 * PAGE, 2 * PAGE, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, res + 2 * PAGE);
+        assert.equal(cur, res + 2 * PAGE);
+        assert.equal(mapsLine(m.addr), undefined, 'the old range is gone');
+        const out = new Uint8Array(2 * PAGE);
+        native.copyOut(cur, 2 * PAGE, out, 0);
+        assert.ok(out.every((x) => x === 0x3c));
+        const e = thrown(() => native.mremap(cur, 2 * PAGE, 4 * PAGE, 0, 0)); // would need to move
+        assert.equal(e.code, 'ENOMEM');
+        assert.equal(e.syscall, 'mremap');
+      } finally {
+        native.munmap(cur, len);
+        native.munmap(res, 8 * PAGE); // what is left of the reservation
+        native.close(m.fd);
+      }
+    });
+
     it('mprotect read-only, then copyOut still reads', () => {
       const addr = native.mmap(0, PAGE, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS, -1, 0);
       try {
@@ -254,9 +302,13 @@ describe('native addon', () => {
       const len = 2 * PAGE;
       const m = sharedMemfd(len);
       try {
+        const before = lockedBytes();
         native.mlock(m.addr, PAGE, 0);
+        assert.equal(lockedBytes(), before + PAGE, 'VmLck counts the locked page');
         native.mlock(m.addr + PAGE, PAGE, C.MLOCK_ONFAULT);
+        assert.equal(lockedBytes(), before + 2 * PAGE, 'VmLck counts the lock-on-fault page');
         native.munlock(m.addr, len);
+        assert.equal(lockedBytes(), before);
         native.msync(m.addr, len, C.MS_SYNC);
         const e = thrown(() => native.mlock(m.addr, PAGE, 0x100));
         assert.equal(e.code, 'EINVAL');
@@ -353,12 +405,7 @@ describe('native addon', () => {
     });
 
     it('a 2 MiB hugetlb memfd is 512 consecutive PFNs flagged HUGE in kpageflags', function (this: Mocha.Context) {
-      if (hugePagesFree() === 0) {
-        const msg = 'no free 2 MiB hugepages (HugePages_Free is 0; raise /proc/sys/vm/nr_hugepages)';
-        if (process.env.CI === 'true') assert.fail(`${msg}: required in CI`);
-        console.log(`      skipped: ${msg}`);
-        this.skip();
-      }
+      requireHugepagesOrSkip(this, 1);
       const m = sharedMemfd(MiB2, C.MFD_HUGETLB | C.MFD_HUGE_2MB);
       try {
         assert.equal(m.addr % MiB2, 0);

@@ -144,6 +144,34 @@ describe('21 sharing', () => {
     r.view()[0] = 1;
   });
 
+  it("the owner cannot shrink the memfd while a worker's mapping reaches past the new end", async () => {
+    using r = Region.allocate(4 * PAGE, { hugepages: 'off', name: 'share-worker-shrink' });
+    const worker = new Worker(
+      `const { workerData, parentPort } = require('node:worker_threads');
+      const { Region } = require(${REGION_JS});
+      const w = Region.fromFd(workerData.fd, workerData.length);
+      parentPort.postMessage('mapped');
+      parentPort.once('message', () => { const last = w.view()[workerData.length - 1]; w.close(); parentPort.postMessage(last); });`,
+      { eval: true, workerData: { fd: r.fd, length: 4 * PAGE } },
+    );
+    const next = (): Promise<unknown> =>
+      new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+    try {
+      assert.equal(await next(), 'mapped');
+      r.view()[4 * PAGE - 1] = 9;
+      assert.throws(() => r.resize(PAGE), { code: 'ERR_DMAMEM_BUSY' });
+      worker.postMessage('touch');
+      assert.equal(await next(), 9, 'the worker touched its last page: still backed');
+    } finally {
+      await worker.terminate();
+    }
+    r.resize(PAGE); // the worker's mapping is gone
+    assert.equal(native.fstatSize(r.fd), PAGE);
+  });
+
   it('fromFd refuses lengths past the end of the file (they would SIGBUS)', () => {
     using r = Region.allocate(PAGE, { hugepages: 'off' });
     assert.throws(() => Region.fromFd(r.fd, 2 * PAGE), RangeError);

@@ -6,7 +6,7 @@
 
 import * as fs from 'node:fs';
 import { C, native } from '../native';
-import { errnoError, isErrno } from './errors';
+import { errnoError, isErrno, type ErrnoError } from './errors';
 import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
 import { thpMode } from './sysinfo';
 import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
@@ -142,6 +142,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   const pages = Math.ceil(length / HUGE_2M);
   let hugeSkip: string | null = null;
   let hugeCode = 'EINVAL'; // a shape that hugetlb cannot take; ENOMEM once the pool was asked
+  let hugeSyscall = 'mmap';
   if (length % HUGE_2M !== 0) hugeSkip = `hugetlb: length ${length} is not a multiple of 2 MiB`;
   else if (o.fixedAddress !== undefined && o.fixedAddress % HUGE_2M !== 0) hugeSkip = `hugetlb: fixedAddress 0x${o.fixedAddress.toString(16)} is not 2 MiB-aligned`;
   if (hugeSkip === null) {
@@ -149,17 +150,25 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
       const { fd, address } = attempt(name, length, C.MFD_HUGETLB | C.MFD_HUGE_2MB, HUGE_2M, o);
       return { fd, address, backing: 'hugetlb-2M', reason: `hugetlb: ${pages} x 2 MiB pages reserved from the pool`, granule: HUGE_2M };
     } catch (err) {
-      if (!isErrno(err, 'ENOMEM')) throw err;
-      hugeCode = 'ENOMEM';
-      hugeSkip =
-        `hugetlb: the 2 MiB pool cannot supply ${pages} page${pages === 1 ? '' : 's'} (${mib(length)}) ` +
-        `(mmap ENOMEM; ${hugepagePoolFree()} free); reserve more with: ${reserveAdvice(pages)}`;
+      if (isErrno(err, 'ENOMEM')) {
+        hugeCode = 'ENOMEM';
+        hugeSkip =
+          `hugetlb: the 2 MiB pool cannot supply ${pages} page${pages === 1 ? '' : 's'} (${mib(length)}) ` +
+          `(mmap ENOMEM; ${hugepagePoolFree()} free); reserve more with: ${reserveAdvice(pages)}`;
+      } else if (err instanceof Error && (err as Partial<ErrnoError>).syscall === 'memfd_create') {
+        // A kernel without CONFIG_HUGETLBFS (or without 2 MiB pages) refuses MFD_HUGETLB: fall back.
+        hugeCode = (err as ErrnoError).code;
+        hugeSyscall = 'memfd_create';
+        hugeSkip = `hugetlb: this kernel cannot create 2 MiB hugetlb memfds (memfd_create ${hugeCode})`;
+      } else {
+        throw err;
+      }
     }
   }
   if (policy === 'require') {
     const why = hugeSkip.replace(/^hugetlb: /, '');
-    const advice = hugeCode === 'ENOMEM' ? '' : ' (hugetlb memory comes in whole, aligned 2 MiB pages)';
-    throw errnoError(hugeCode, 'mmap', `hugepages 'require' cannot be met: ${why}${advice}`);
+    const advice = hugeCode === 'EINVAL' && hugeSyscall === 'mmap' ? ' (hugetlb memory comes in whole, aligned 2 MiB pages)' : '';
+    throw errnoError(hugeCode, hugeSyscall, `hugepages 'require' cannot be met: ${why}${advice}`);
   }
   notes.push(hugeSkip);
 

@@ -5,7 +5,9 @@ export { PROTECTIONS } from './region-options';
 export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './region-options';
 export { createBackedMemfd, hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './backing';
 export type { Backing, HugepagePolicy, BackingOptions, BackedMemfd } from './backing';
-export { ViewWindow, trackExternalMemory, trackedExternalMemory, viewAddress } from './views';
+// ViewWindow and trackExternalMemory stay internal (lib/mm uses them): a ViewWindow over an
+// arbitrary address would let a program write to memory that is not mapped (SIGSEGV).
+export { trackedExternalMemory, viewAddress } from './views';
 export {
   readPagemap, readPfns, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
   KPF_LOCKED, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,

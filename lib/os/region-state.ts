@@ -1,7 +1,9 @@
 // The OS resources behind a Region, kept apart from the Region object so that the GC backstop
 // (a FinalizationRegistry) can release them without holding the Region alive.
 
-import { native } from '../native';
+import { C, native } from '../native';
+import { HUGE_2M } from './backing';
+import type { Protection } from './region-options';
 import { trackExternalMemory } from './views';
 
 /** What must be undone to release one mapping: the range, its fds, and the bytes reported to V8. */
@@ -12,15 +14,24 @@ export interface MappingState {
   /** Extra fds owned by the mapping (read-only reopens handed to other processes). */
   extraFds: number[];
   closed: boolean;
-  /** The mappings of the same memfd in this thread (the original and its aliases). */
-  family: Set<MappingState>;
+}
+
+/** `n` rounded up to a multiple of `to`. */
+export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
+
+/** The PROT_* bits of a Protection. */
+export const protBits = (p: Protection): number =>
+  p === 'none' ? C.PROT_NONE : p === 'read' ? C.PROT_READ : C.PROT_READ | C.PROT_WRITE;
+
+/** Reserve address space aligned to 2 MiB when the length allows it (hugetlb needs it; it costs nothing). */
+export function reserveFor(length: number): number {
+  return native.reserve(length, length % HUGE_2M === 0 ? HUGE_2M : native.pageSize);
 }
 
 /** Unmaps, closes fds and takes the bytes back from V8's accounting. Idempotent. */
 export function releaseMapping(s: MappingState): void {
   if (s.closed) return;
   s.closed = true;
-  s.family.delete(s);
   let first: unknown = null;
   const step = (f: () => void): void => {
     try {

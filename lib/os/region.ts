@@ -2,24 +2,16 @@
 // policy, JS views that are detached before the memory stops being safely writable, protection,
 // advice, locking, resizing, aliasing, physical pages, sealing and sharing with other processes.
 
-import * as fs from 'node:fs';
 import { C, native } from '../native';
 import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
-import { DmamemError, errnoError } from './errors';
+import { DmamemError } from './errors';
 import { pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
-import { backstop, releaseMapping, type MappingState } from './region-state';
+import { growMapping, shrinkMapping, type Resizable } from './region-resize';
+import { mapSharedFd, readMapOptions, type SharedMapping } from './region-share';
+import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingState } from './region-state';
 import { trackExternalMemory, ViewWindow } from './views';
 import * as v from './validate';
-
-const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
-const protBits = (p: Protection): number =>
-  p === 'none' ? C.PROT_NONE : p === 'read' ? C.PROT_READ : C.PROT_READ | C.PROT_WRITE;
-
-/** Reserve address space aligned to 2 MiB when the length allows it (hugetlb needs it; it costs nothing). */
-function reserveFor(length: number): number {
-  return native.reserve(length, length % HUGE_2M === 0 ? HUGE_2M : native.pageSize);
-}
 
 /**
  * Real memory: a memfd mapped MAP_SHARED at a page-aligned (or 2 MiB-aligned) address.
@@ -52,7 +44,6 @@ export class Region {
     this.#fileWritable = fileWritable;
     this.#ownsFile = ownsFile;
     this.#offset = offset;
-    s.family.add(s);
     trackExternalMemory(s.mappedLength);
     backstop.register(this, s, this);
   }
@@ -86,7 +77,7 @@ export class Region {
       if (fixedAddress !== undefined) native.munmap(fixedAddress, mapped); // backing re-reserved it on failure
       throw err;
     }
-    const s: MappingState = { address: m.address, mappedLength: mapped, fd: m.fd, extraFds: [], closed: false, family: new Set() };
+    const s: MappingState = { address: m.address, mappedLength: mapped, fd: m.fd, extraFds: [], closed: false };
     return new Region(s, length, 'readwrite', true, true, 0, m.backing, m.reason, m.granule);
   }
 
@@ -98,7 +89,14 @@ export class Region {
   static fromFd(fd: number, length: number, options?: FromFdOptions): Region {
     v.assertInteger('fd', fd);
     v.assertPositiveInteger('length', length);
-    return Region.#map(fd, length, v.assertOptions('options', options), true);
+    const o = readMapOptions(options);
+    const own = native.dup(fd);
+    try {
+      return Region.#fromShared(mapSharedFd(own, length, o), length, o.offset);
+    } catch (err) {
+      native.close(own);
+      throw err;
+    }
   }
 
   /**
@@ -109,48 +107,18 @@ export class Region {
   static open(path: string, length: number, options?: FromFdOptions): Region {
     v.assertString('path', path);
     v.assertPositiveInteger('length', length);
-    const o = v.assertOptions('options', options);
-    v.assertBoolean('writable', o.writable ?? true);
-    const fd = native.open(path, o.writable === false ? C.O_RDONLY : C.O_RDWR);
+    const o = readMapOptions(options);
+    const fd = native.open(path, o.writable ? C.O_RDWR : C.O_RDONLY);
     try {
-      return Region.#map(fd, length, o, false);
+      return Region.#fromShared(mapSharedFd(fd, length, o), length, o.offset);
     } catch (err) {
       native.close(fd);
       throw err;
     }
   }
 
-  static #map(fd: number, length: number, o: Partial<FromFdOptions>, dupFd: boolean): Region {
-    const writable = o.writable ?? true;
-    v.assertBoolean('writable', writable);
-    const offset = o.offset ?? 0;
-    v.assertPageAligned('offset', offset);
-    const populate = o.populate ?? true;
-    v.assertBoolean('populate', populate);
-    const st = fs.fstatSync(fd); // st_blksize is the huge page size on hugetlbfs
-    const huge = st.blksize === HUGE_2M;
-    const granule = huge ? HUGE_2M : native.pageSize;
-    const mapped = roundUp(length, granule);
-    if (huge && offset % HUGE_2M !== 0) v.assertPageAligned('offset', offset, HUGE_2M);
-    if (offset + mapped > st.size) {
-      // Touching pages past the end of the file is SIGBUS: refuse to map them.
-      throw new RangeError(`Expected offset + length of at most ${st.size} (the file's size) but received ${offset + mapped} of type number`);
-    }
-    const own = dupFd ? native.dup(fd) : fd;
-    let address = -1;
-    try {
-      address = reserveFor(mapped);
-      const prot = writable ? 'readwrite' : 'read';
-      native.mmap(address, mapped, protBits(prot), C.MAP_SHARED | C.MAP_FIXED, own, offset);
-      if (populate) native.madvise(address, mapped, writable ? C.MADV_POPULATE_WRITE : C.MADV_POPULATE_READ);
-      const s: MappingState = { address, mappedLength: mapped, fd: own, extraFds: [], closed: false, family: new Set() };
-      const backing: Backing = huge ? 'hugetlb-2M' : '4k';
-      return new Region(s, length, prot, writable, false, offset, backing, `mapped from a shared fd (${huge ? 'hugetlbfs' : 'shmem'})`, granule);
-    } catch (err) {
-      if (address !== -1) native.munmap(address, mapped);
-      if (dupFd) native.close(own);
-      throw err;
-    }
+  static #fromShared(m: SharedMapping, length: number, offset: number): Region {
+    return new Region(m.state, length, m.prot, m.prot === 'readwrite', false, offset, m.backing, m.reason, m.granule);
   }
 
   /** The real virtual address of byte 0. @example r.address.toString(16) */
@@ -295,78 +263,29 @@ export class Region {
   /**
    * Changes the length, keeping the contents (it is the same memfd). The mapping may move: every
    * old view is detached; call view() again. Hugetlb regions resize in 2 MiB multiples.
-   * Shrinking is refused while an alias maps the part that would go.
+   * Shrinking the memfd this Region created is refused (ERR_DMAMEM_BUSY) while another mapping of it
+   * in this process (an alias, a fromFd Region, a worker's) reaches the part that would go.
    * @example r.resize(r.length * 2); r.view().length === r.length;
    */
   resize(newLength: number): void {
     v.assertPositiveInteger('newLength', newLength);
     if (this.granule === HUGE_2M) v.assertPageAligned('newLength', newLength, HUGE_2M);
     this.#live();
-    const s = this.#s;
-    const oldMapped = s.mappedLength;
+    const oldMapped = this.mappedLength;
     const newMapped = roundUp(newLength, this.granule);
-    if (newMapped < oldMapped) this.#shrink(newMapped);
-    else if (newMapped > oldMapped) this.#grow(newMapped);
+    if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
+    else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
     else this.#window?.detach(); // same pages, but the old views had the old length
     this.#length = newLength;
+    // Hugetlb growth was pre-faulted before the switch. A shmem shortage here is an OOM, not a
+    // SIGBUS: the region is already resized, just not pre-faulted.
+    if (newMapped > oldMapped && this.granule !== HUGE_2M && this.#prot === 'readwrite') {
+      native.madvise(this.address + oldMapped, newMapped - oldMapped, C.MADV_POPULATE_WRITE);
+    }
   }
 
-  #shrink(newMapped: number): void {
-    const s = this.#s;
-    for (const other of s.family) {
-      if (other !== s && !other.closed && other.mappedLength > newMapped) {
-        throw new DmamemError('ERR_DMAMEM_BUSY', `cannot shrink: an alias at 0x${other.address.toString(16)} maps ${other.mappedLength} bytes and would fault (SIGBUS) past the new end; close it first`);
-      }
-    }
-    if (this.#ownsFile && (native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) {
-      throw errnoError('EPERM', 'ftruncate', 'the memfd is sealed against shrinking (F_SEAL_SHRINK)');
-    }
-    this.#window?.detach();
-    native.mremap(s.address, s.mappedLength, newMapped, 0, 0); // shrinking in place never moves
-    trackExternalMemory(newMapped - s.mappedLength);
-    s.mappedLength = newMapped;
-    if (this.#ownsFile) native.ftruncate(s.fd, newMapped);
-  }
-
-  #grow(newMapped: number): void {
-    const s = this.#s;
-    const fileEnd = this.#offset + newMapped;
-    const oldSize = native.fstatSize(s.fd);
-    if (fileEnd > oldSize) {
-      if (!this.#ownsFile) throw new RangeError(`Expected newLength within the shared file's size ${oldSize - this.#offset} but received ${newMapped} of type number`);
-      native.ftruncate(s.fd, fileEnd);
-    }
-    let target = -1;
-    try {
-      target = reserveFor(newMapped);
-      if (this.granule === HUGE_2M) {
-        // mremap cannot grow hugetlb mappings: map the memfd afresh (this reserves the new pool
-        // pages, ENOMEM if short) and drop the old mapping only once the new one stands.
-        native.mmap(target, newMapped, protBits(this.#prot), C.MAP_SHARED | C.MAP_FIXED, s.fd, this.#offset);
-        this.#populate(target + s.mappedLength, newMapped - s.mappedLength);
-      } else {
-        // Detach before the move: after mremap the old views would point at unmapped memory.
-        this.#window?.detach();
-        native.mremap(s.address, s.mappedLength, newMapped, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, target);
-      }
-    } catch (err) {
-      // The old mapping is intact: mmap, populate or mremap failed before anything moved.
-      if (target !== -1) native.munmap(target, newMapped);
-      if (fileEnd > oldSize) native.ftruncate(s.fd, oldSize);
-      throw err;
-    }
-    const old = { address: s.address, length: s.mappedLength };
-    this.#window?.detach();
-    if (this.granule === HUGE_2M) native.munmap(old.address, old.length);
-    trackExternalMemory(newMapped - old.length);
-    s.address = target;
-    s.mappedLength = newMapped;
-    // A shmem shortage here is an OOM, not a SIGBUS: the region is already resized, just not pre-faulted.
-    if (this.granule !== HUGE_2M) this.#populate(target + old.length, newMapped - old.length);
-  }
-
-  #populate(address: number, length: number): void {
-    if (this.#prot === 'readwrite') native.madvise(address, length, C.MADV_POPULATE_WRITE);
+  #resizable(): Resizable {
+    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, prot: this.#prot, detachViews: () => this.#window?.detach() };
   }
 
   /**
@@ -382,7 +301,7 @@ export class Region {
     try {
       address = reserveFor(s.mappedLength);
       native.mmap(address, s.mappedLength, protBits(this.#prot), C.MAP_SHARED | C.MAP_FIXED, fd, this.#offset);
-      const a: MappingState = { address, mappedLength: s.mappedLength, fd, extraFds: [], closed: false, family: s.family };
+      const a: MappingState = { address, mappedLength: s.mappedLength, fd, extraFds: [], closed: false };
       return new Region(a, this.#length, this.#prot, this.#fileWritable, false, this.#offset, this.backing, `alias of the region at 0x${s.address.toString(16)}`, this.granule);
     } catch (err) {
       if (address !== -1) native.munmap(address, s.mappedLength);
@@ -456,8 +375,13 @@ export class Region {
     v.assertBoolean('enforce', enforce);
     this.#live();
     const fd = native.open(`/proc/self/fd/${this.fd}`, C.O_RDONLY);
+    try {
+      if (enforce) native.addSeals(this.fd, C.F_SEAL_FUTURE_WRITE);
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
     this.#s.extraFds.push(fd);
-    if (enforce) native.addSeals(this.fd, C.F_SEAL_FUTURE_WRITE);
     return { fd, path: `/proc/${process.pid}/fd/${fd}` };
   }
 

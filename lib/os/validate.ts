@@ -27,6 +27,7 @@ function expected(what: string, name: string, value: unknown): string {
  * @example assertInteger('offset', offset, 0, region.length)
  */
 export function assertInteger(name: string, value: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): asserts value is number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max) return; // hot: view() calls this
   const what =
     min === 0 && max === Number.MAX_SAFE_INTEGER
       ? 'a non-negative integer'
@@ -34,7 +35,7 @@ export function assertInteger(name: string, value: unknown, min = 0, max = Numbe
         ? `an integer of at least ${min}`
         : `an integer between ${min} and ${max}`;
   if (typeof value !== 'number') throw new TypeError(expected(what, name, value));
-  if (!Number.isSafeInteger(value) || value < min || value > max) throw new RangeError(expected(what, name, value));
+  throw new RangeError(expected(what, name, value));
 }
 
 /**
@@ -42,6 +43,7 @@ export function assertInteger(name: string, value: unknown, min = 0, max = Numbe
  * @example assertPositiveInteger('length', -1) // RangeError: Expected a positive integer for length but received -1 of type number
  */
 export function assertPositiveInteger(name: string, value: unknown, max = Number.MAX_SAFE_INTEGER): asserts value is number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= max) return;
   const what = max === Number.MAX_SAFE_INTEGER ? 'a positive integer' : `a positive integer of at most ${max}`;
   if (typeof value !== 'number') throw new TypeError(expected(what, name, value));
   if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(expected(what, name, value));
@@ -52,6 +54,7 @@ export function assertPositiveInteger(name: string, value: unknown, max = Number
  * @example assertPageAligned('address', 0x7f0000001000)
  */
 export function assertPageAligned(name: string, value: unknown, granule: number = native.pageSize): asserts value is number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value % granule === 0) return;
   const what = `a non-negative multiple of ${granule}`;
   if (typeof value !== 'number') throw new TypeError(expected(what, name, value));
   if (!Number.isSafeInteger(value) || value < 0 || value % granule !== 0) throw new RangeError(expected(what, name, value));
@@ -66,11 +69,6 @@ export function assertOneOf<T extends string | number | boolean>(name: string, v
     const list = allowed.map((a) => (typeof a === 'string' ? `'${a}'` : String(a))).join(', ');
     throw new TypeError(expected(`one of ${list}`, name, value));
   }
-}
-
-/** @example assertFunction('callback', cb) */
-export function assertFunction(name: string, value: unknown): asserts value is (...args: never[]) => unknown {
-  if (typeof value !== 'function') throw new TypeError(expected('a function', name, value));
 }
 
 /** @example assertBoolean('populate', opts.populate) */
@@ -95,13 +93,4 @@ export function assertOptions<T extends object>(name: string, value: T | undefin
 /** @example assertUint8Array('source', buf) — Buffers are Uint8Arrays. */
 export function assertUint8Array(name: string, value: unknown): asserts value is Uint8Array {
   if (!(value instanceof Uint8Array)) throw new TypeError(expected('a Uint8Array or Buffer', name, value));
-}
-
-/**
- * Throws a RangeError unless [offset, offset+length) lies inside [0, size).
- * @example assertRange('offset', 'length', offset, length, region.length)
- */
-export function assertRange(offsetName: string, lengthName: string, offset: number, length: number, size: number): void {
-  assertInteger(offsetName, offset, 0, size);
-  assertInteger(lengthName, length, 0, size - offset);
 }

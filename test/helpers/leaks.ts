@@ -6,12 +6,8 @@ import * as fs from 'node:fs';
 import * as vm from 'node:vm';
 import * as v8 from 'node:v8';
 import { native } from '../../lib/native';
+import { hugepagePoolFree } from '../../lib/os/backing';
 import { readPfns } from '../../lib/os/pagemap';
-
-/** Lines of /proc/self/maps: every mapping of the process. */
-export function mappingCount(): number {
-  return fs.readFileSync('/proc/self/maps', 'utf8').trimEnd().split('\n').length;
-}
 
 /**
  * Lines of /proc/self/maps other than anonymous private memory. V8 maps and unmaps 256 KiB heap
@@ -121,14 +117,7 @@ export function expectNoLeaks(): void {
 
 /** 2 MiB huge pages a new mapping can still reserve (free_hugepages - resv_hugepages). */
 export function hugepagesFree(): number {
-  const read = (f: string): number => {
-    try {
-      return Number.parseInt(fs.readFileSync(`/sys/kernel/mm/hugepages/hugepages-2048kB/${f}`, 'utf8'), 10) || 0;
-    } catch {
-      return 0;
-    }
-  };
-  return Math.max(0, read('free_hugepages') - read('resv_hugepages'));
+  return hugepagePoolFree(2048);
 }
 
 /**
