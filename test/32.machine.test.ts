@@ -7,6 +7,7 @@ import { defaultMachine, destroyDefaultMachine } from '../lib/mm/default';
 import { GFP_DMA32, GFP_KERNEL, NUMA_NO_NODE, PAGE_SIZE, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO } from '../lib/mm/gfp';
 import { page_address, page_to_phys, virt_to_page, virt_to_phys } from '../lib/mm/kernel';
 import { cma_alloc, cma_release } from '../lib/mm/cma';
+import { remap_pfn_range } from '../lib/mm/vma';
 import { expectNoLeaks, fdCount, hugepagesFree, memfdMappingCount as mappingCount, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
@@ -148,6 +149,32 @@ describe('32 machine: the kernel memory model over real memory', () => {
     });
   });
 
+  describe('zones below 4 GiB', () => {
+    it('GFP_DMA32 takes memory below 4 GiB from another node when the preferred one has none', () => {
+      // Node 0 is [4 GiB - 4 MiB, 4 GiB), node 1 is [4 GiB, 4 GiB + 4 MiB).
+      const m = new Machine({ name: 'zones', nodes: 2, physBase: 2 ** 32 - 4 * MiB, ramPerNode: 4 * MiB, cmaSize: 0, emitWarnings: false });
+      try {
+        const p = m.alloc_pages_node(1, GFP_KERNEL | GFP_DMA32, 3)!;
+        assert.equal(p.nid, 0);
+        assert.ok(page_to_phys(p) + 8n * 4096n <= 1n << 32n);
+        assert.equal(m.alloc_pages_node(1, GFP_KERNEL | GFP_DMA32 | __GFP_THISNODE, 0), null, 'node 1 has nothing below 4 GiB');
+        assert.equal(m.stats().nodes[1]!.freePages, 1024, 'nothing was taken from node 1');
+        m.__free_pages(p, 3);
+      } finally {
+        m.destroy();
+      }
+    });
+
+    it('a nid outside 0..MAX_NUMNODES-1 is a kernel BUG (VM_BUG_ON)', () => {
+      const m = new Machine({ name: 'bug', ramPerNode: 2 * MiB, cmaSize: 0, emitWarnings: false });
+      try {
+        assert.throws(() => m.alloc_pages_node(4096, GFP_KERNEL, 0), /^Error: kernel BUG.*VM_BUG_ON/);
+      } finally {
+        m.destroy();
+      }
+    });
+  });
+
   describe('RAM above 4 GiB', () => {
     it('places RAM at physBase and GFP_DMA32 finds nothing below 4 GiB', () => {
       const m = new Machine({ name: 'high', physBase: 2 ** 32, ramPerNode: 4 * MiB, cmaSize: 0, emitWarnings: false });
@@ -219,12 +246,18 @@ describe('32 machine: the kernel memory model over real memory', () => {
       const m = new Machine({ name: 'gone', ramPerNode: 4 * MiB, cmaSize: 2 * MiB, emitWarnings: false });
       const p = m.alloc_pages_node(0, GFP_KERNEL, 0)!;
       const v = m.view(m.page_address(p), 64);
+      const vmalloced = m.vmalloc(3 * PAGE_SIZE)!;
+      const vv = m.view(vmalloced, 64);
       const vma = m.createVma(PAGE_SIZE);
+      assert.equal(remap_pfn_range(vma, vma.vm_start, p.pfn, PAGE_SIZE, vma.vm_page_prot), 0);
+      const uv = vma.view();
       assert.ok(mappingCount() > maps);
       m.destroy();
       m.destroy();
       assert.equal(v.length, 0, 'a stale view has length 0');
       assert.equal(v[0], undefined);
+      assert.equal(vv.length, 0, 'a stale vmalloc view has length 0');
+      assert.equal(uv.length, 0, 'a stale VMA view has length 0');
       assert.equal(vma.isUnmapped, true);
       assert.equal(mappingCount(), maps);
       assert.equal(fdCount(), fds);

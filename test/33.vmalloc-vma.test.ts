@@ -11,7 +11,7 @@ import {
 } from '../lib/mm/vma';
 import { native } from '../lib/native';
 import type { Page } from '../lib/mm/page';
-import { expectNoLeaks, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
+import { expectNoLeaks, hugepagesFree, requireHugepagesOrSkip as needHugepages } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
 
@@ -79,6 +79,30 @@ describe('33 vmalloc and user VMAs', () => {
       assert.equal(m.stats().nodes[0]!.freePages, free);
       vfree(m, addr);
       assert.match(m.warnings.at(-1)!.message, /nonexistent vm area/);
+    });
+
+    it('a VmallocArea kept after vfree or machine teardown gives no view (its range is no longer memory)', () => {
+      const addr = vmalloc(m, 2 * PAGE_SIZE)!;
+      const area = m.findVmallocArea(addr)!;
+      vfree(m, addr);
+      assert.equal(area.isReleased, true);
+      assert.throws(() => area.view(addr, 16), RangeError);
+      assert.equal(area.pageAt(addr), null);
+      const addr2 = vmalloc(m, PAGE_SIZE)!;
+      const area2 = m.findVmallocArea(addr2)!;
+      m.destroy();
+      assert.throws(() => area2.view(addr2, 1), RangeError);
+      assert.throws(() => m.view(addr2, 1), { code: 'ERR_DMAMEM_DESTROYED' });
+      assert.throws(() => m.memset(m.segments[0]!.address, 0, 1), { code: 'ERR_DMAMEM_DESTROYED' });
+    });
+
+    it('view() refuses the guard page, a range leaving the area, and addresses outside the vmalloc area', () => {
+      const addr = vmalloc(m, 2 * PAGE_SIZE)!;
+      assert.throws(() => m.view(addr + 2 * PAGE_SIZE, 1), RangeError, 'guard page');
+      assert.throws(() => m.view(addr + PAGE_SIZE, PAGE_SIZE + 1), RangeError, 'leaves the area');
+      assert.equal(is_vmalloc_addr(m.segments[0]!.address), false);
+      assert.throws(() => vmalloc_to_page(m.segments[0]!.address), /^RangeError: kernel BUG/);
+      vfree(m, addr);
     });
 
     it('fails cleanly (null) when pages run out, leaving nothing allocated', () => {
@@ -199,6 +223,45 @@ describe('33 vmalloc and user VMAs', () => {
         assert.equal(remap_pfn_range(vma2, vma2.vm_start + PAGE_SIZE, seg.startPfn + 3, PAGE_SIZE, vma2.vm_page_prot), -22);
         assert.match(h.warnings.at(-1)!.message, /hugetlb/);
       } finally {
+        h.destroy();
+      }
+    });
+
+    it('whole huge pages never replace pages already mapped in the VMA, in either order', function () {
+      needHugepages(this, 2);
+      const h = new Machine({ name: 'h33b', ramPerNode: 2 * MiB, cmaSize: 4 * MiB, hugepages: 'require', emitWarnings: false });
+      try {
+        const huge = h.segments[1]!.startPfn;
+        const ram = h.segments[0]!.startPfn;
+        h.view(h.segments[0]!.address, 1)[0] = 0x11;
+        // 4 KiB page first, then a hugetlb page whose 2 MiB mapping would cover it.
+        const a = h.createVma(2 * PAGE_SIZE);
+        assert.equal(remap_pfn_range(a, a.vm_start + PAGE_SIZE, ram, PAGE_SIZE, a.vm_page_prot), 0);
+        assert.equal(remap_pfn_range(a, a.vm_start, huge, PAGE_SIZE, a.vm_page_prot), -22);
+        assert.match(h.warnings.at(-1)!.message, /would replace/);
+        assert.equal(a.view(PAGE_SIZE, 1)[0], 0x11, 'page 1 still shows the RAM page');
+        // Hugetlb first, then a 4 KiB page inside its 2 MiB mapping; the next page of the same huge page is fine.
+        const b = h.createVma(3 * PAGE_SIZE);
+        assert.equal(remap_pfn_range(b, b.vm_start, huge, PAGE_SIZE, b.vm_page_prot), 0);
+        assert.equal(remap_pfn_range(b, b.vm_start + PAGE_SIZE, ram, PAGE_SIZE, b.vm_page_prot), -22);
+        assert.equal(remap_pfn_range(b, b.vm_start + PAGE_SIZE, huge + 1, PAGE_SIZE, b.vm_page_prot), 0);
+      } finally {
+        h.destroy();
+      }
+    });
+
+    it('a private mapping of hugetlb memory the pool cannot back is -ENOMEM, not a throw or a SIGBUS', function () {
+      needHugepages(this, 2);
+      const h = new Machine({ name: 'h33c', ramPerNode: 2 * MiB, cmaSize: 2 * MiB, hugepages: 'require', emitWarnings: false });
+      const free = hugepagesFree();
+      const hog = free > 0 ? new Machine({ name: 'hog33', ramPerNode: 2 * MiB, cmaSize: free * 2 * MiB, hugepages: 'require', emitWarnings: false }) : null;
+      try {
+        const vma = h.createVma(2 * MiB, { shared: false });
+        assert.equal(remap_pfn_range(vma, vma.vm_start, h.segments[1]!.startPfn, 2 * MiB, vma.vm_page_prot), -12);
+        assert.match(h.warnings.at(-1)!.message, /ENOMEM/);
+        assert.equal(vma.isEmpty, true);
+      } finally {
+        hog?.destroy();
         h.destroy();
       }
     });

@@ -63,6 +63,9 @@ describe('70 dmamem demo', function () {
     const r = demo();
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /IOVA 0x[0-9a-f]+/);
+    assert.match(r.stdout, /first PFN 0x[0-9a-f]+/);
+    assert.match(r.stdout, /host physical (0x[0-9a-f]+|hidden)/);
+    assert.match(r.stdout, /Leak check[\s\S]*dmamem mappings after machine teardown: 0/);
     assert.match(r.stdout, /Fallbacks taken/);
     assert.match(r.stdout, /All steps passed/);
   });

@@ -172,8 +172,12 @@ export function runDemo(args: string[]): number {
     process.stderr.write(`dmamem demo: unknown option ${unknown[0]}\n`);
     return 2;
   }
-  const report = playDemo(defaultMachine());
-  destroyDefaultMachine();
+  let report: DemoReport;
+  try {
+    report = playDemo(defaultMachine());
+  } finally {
+    destroyDefaultMachine(); // also when a step throws: the error is reported with nothing left mapped
+  }
   const mappingsLeft = dmamemMappings();
   const ok = report.ok && mappingsLeft === 0;
   if (json) process.stdout.write(JSON.stringify({ ...report, ok, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');

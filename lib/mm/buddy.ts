@@ -31,6 +31,16 @@ function buddyPfn(pfn: number, order: number): number {
   return Math.floor(pfn / size) % 2 === 0 ? pfn + size : pfn - size;
 }
 
+/** The first head in `list` whose first `pages` pages end at or below endPfn, or null. */
+function firstFitting(list: Set<number>, pages: number, endPfn: number): number | null {
+  if (endPfn === Infinity) {
+    const first = list.values().next();
+    return first.done === true ? null : first.value;
+  }
+  for (const pfn of list) if (pfn + pages <= endPfn) return pfn;
+  return null;
+}
+
 /**
  * How many freed order-0 pages a node keeps on its per-CPU-style list before freeing into the
  * buddy lists (the kernel's pcp->high): a page freed and allocated again skips ten splits and
@@ -87,31 +97,33 @@ export class BuddyAllocator {
    * caller decides whether to warn). The head page gets refcount 1 and PG_head if order > 0.
    * Order-0 requests are served from the node's pcp list first; when a request finds nothing,
    * the pcp lists are drained into the buddy lists and it is tried once more, as the kernel does.
+   * `endPfn` limits the block to PFNs below it (a zone: ZONE_DMA, ZONE_DMA32); such requests skip
+   * the pcp lists and search the free lists for a block low enough.
    */
-  allocOrder(nid: number, order: number, thisNode: boolean): Page | null {
+  allocOrder(nid: number, order: number, thisNode: boolean, endPfn = Infinity): Page | null {
     checkInteger(nid, 'nid', 0);
     checkInteger(order, 'order', 0);
     if (order > MAX_PAGE_ORDER) return null;
     const candidates = thisNode ? [nid] : this.nodesByDistance(nid);
-    const page = this.tryAlloc(candidates, order);
+    const page = this.tryAlloc(candidates, order, endPfn);
     if (page !== null || !this.hasPcpPages()) return page;
     this.drainPcp();
-    return this.tryAlloc(candidates, order);
+    return this.tryAlloc(candidates, order, endPfn);
   }
 
-  private tryAlloc(candidates: readonly number[], order: number): Page | null {
+  private tryAlloc(candidates: readonly number[], order: number, endPfn: number): Page | null {
     for (const node of candidates) {
       const area = this.areas.get(node);
       if (area === undefined) continue;
       let pfn: number | null = null;
-      if (order === 0) {
+      if (order === 0 && endPfn === Infinity) {
         const list = this.pcp.get(node);
         if (list !== undefined && list.length > 0) {
           pfn = list.pop()!;
           area.freePages -= 1;
         }
       }
-      pfn ??= this.takeBlock(area, order);
+      pfn ??= this.takeBlock(area, order, endPfn);
       if (pfn === null) continue;
       const page = this.pfnToPage(pfn);
       page.flags &= ~PG_buddy;
@@ -242,13 +254,15 @@ export class BuddyAllocator {
     return list;
   }
 
-  /** Remove a block of exactly `order` pages from area, splitting a larger one if needed. */
-  private takeBlock(area: NodeArea, order: number): number | null {
+  /**
+   * Remove a block of exactly `order` pages ending at or below endPfn from area, splitting a larger
+   * one if needed (expand keeps the lower half, so only the head of the result must fit).
+   */
+  private takeBlock(area: NodeArea, order: number, endPfn: number): number | null {
     for (let current = order; current <= MAX_PAGE_ORDER; current++) {
       const list = this.list(area, current);
-      const first = list.values().next();
-      if (first.done === true) continue;
-      const pfn = first.value;
+      const pfn = firstFitting(list, 1 << order, endPfn);
+      if (pfn === null) continue;
       this.unlinkFree(area, list, pfn, current);
       // expand(): keep the lower half, give the upper halves back, largest first.
       while (current > order) {

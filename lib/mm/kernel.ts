@@ -51,7 +51,7 @@ export function is_vmalloc_addr(addr: number): boolean {
 /** vmalloc_to_page: the page mapped at a vmalloc address, or null where nothing is mapped. */
 export function vmalloc_to_page(addr: number): Page | null {
   const m = machineOfAddress(addr);
-  if (m === null || !m.is_vmalloc_addr(addr)) throw new RangeError(`VIRTUAL_BUG_ON: vmalloc_to_page(0x${addr.toString(16)}) outside the vmalloc area`);
+  if (m === null || !m.is_vmalloc_addr(addr)) throw new RangeError(`kernel BUG at mm/vmalloc.c: VIRTUAL_BUG_ON: vmalloc_to_page(0x${addr.toString(16)}) outside the vmalloc area`);
   return m.vmalloc_to_page(addr);
 }
 

@@ -14,7 +14,7 @@ import {
 import type { Page } from './page';
 import { Segment } from './segment';
 import { registerMachine, unregisterMachine } from './registry';
-import { VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
+import { VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
 import { VmArea, type VmaOptions } from './vma';
 
 const MiB = 1024 * 1024;
@@ -103,11 +103,11 @@ export class Machine {
   /** The node the "current CPU" is on (numa_mem_id()). */
   currentNode = 0;
 
+  /** The vmalloc address range and its live areas (lib/mm/vmalloc.ts). */
+  readonly vmallocSpace: VmallocSpace;
+
   private readonly linearLength: number;
   private nextPfn: number;
-  private readonly vmallocBase: number;
-  private readonly vmallocLength: number;
-  private readonly vmallocAreas: VmallocArea[] = [];
   private readonly vmas = new Set<VmArea>();
   private destroyed = false;
   private lastSegment: Segment | null = null;
@@ -144,9 +144,8 @@ export class Machine {
     // kernel's direct map. PROT_NONE and unreserved: it costs address space only.
     this.linearLength = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize + LINEAR_HEADROOM;
     this.pageOffset = native.reserve(this.linearLength, GiB);
-    this.vmallocLength = vmallocSize;
     try {
-      this.vmallocBase = native.reserve(vmallocSize, HUGE);
+      this.vmallocSpace = new VmallocSpace(native.reserve(vmallocSize, HUGE), vmallocSize);
     } catch (err) {
       native.munmap(this.pageOffset, this.linearLength);
       throw err;
@@ -268,27 +267,23 @@ export class Machine {
    * alloc_pages_node: 2^order contiguous pages, preferably on `nid` (NUMA_NO_NODE: the current
    * CPU's node), only there with __GFP_THISNODE. order > MAX_PAGE_ORDER: WARN (unless
    * __GFP_NOWARN) and null. __GFP_ZERO zeroes. GFP_DMA / GFP_DMA32 restrict to memory below
-   * 16 MiB / 4 GiB.
+   * 16 MiB / 4 GiB (ZONE_DMA / ZONE_DMA32), on any allowed node; null when there is none.
+   * A nid outside 0..MAX_NUMNODES-1 is the kernel's VM_BUG_ON: it throws "kernel BUG ...".
    */
   alloc_pages_node(nid: number, gfp: number, order: number): Page | null {
     this.assertAlive();
     if (nid === NUMA_NO_NODE) nid = this.numa_mem_id();
     if (!Number.isInteger(nid) || nid < 0 || nid >= 1024) {
-      throw new Error(`VM_BUG_ON: alloc_pages_node: nid ${nid} outside 0..MAX_NUMNODES-1`);
+      throw new Error(`kernel BUG at include/linux/gfp.h: VM_BUG_ON: alloc_pages_node: nid ${String(nid)} outside 0..MAX_NUMNODES-1`);
     }
     if (!Number.isInteger(order) || order < 0) throw new RangeError(`Expected a non-negative integer for order but received ${String(order)}`);
     if (order > MAX_PAGE_ORDER) {
       if (!(gfp & __GFP_NOWARN)) this.warn(`WARNING: mm/page_alloc.c: __alloc_pages: order ${order} > MAX_PAGE_ORDER (${MAX_PAGE_ORDER})`);
       return null;
     }
-    const page = this.buddy.allocOrder(nid, order, (gfp & __GFP_THISNODE) !== 0);
+    const zoneEnd = gfp & __GFP_DMA ? 16 * MiB : gfp & __GFP_DMA32 ? 4 * GiB : Infinity;
+    const page = this.buddy.allocOrder(nid, order, (gfp & __GFP_THISNODE) !== 0, zoneEnd / PAGE_SIZE);
     if (page === null) return null;
-    const limit = gfp & __GFP_DMA ? 16 * MiB : gfp & __GFP_DMA32 ? 4 * GiB : Infinity;
-    if ((page.pfn + (1 << order)) * PAGE_SIZE > limit) {
-      // The zone the caller asked for has no such memory on this machine.
-      this.buddy.free(page, order);
-      return null;
-    }
     if (gfp & __GFP_ZERO) this.memset(this.page_address(page), 0, PAGE_SIZE << order);
     return page;
   }
@@ -314,6 +309,7 @@ export class Machine {
    * TypedArray fill through the segment's own view (no native call); elsewhere native memset.
    */
   memset(addr: number, byte: number, length: number): void {
+    this.assertAlive();
     if (length <= 0) return;
     if (this.isLinearAddress(addr)) {
       const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
@@ -355,50 +351,12 @@ export class Machine {
   // ---- vmalloc area (mm/vmalloc.c) ----
 
   is_vmalloc_addr(addr: number): boolean {
-    return addr >= this.vmallocBase && addr < this.vmallocBase + this.vmallocLength;
+    return this.vmallocSpace.contains(addr);
   }
 
-  /** Finds the live vmalloc area holding addr (binary search over areas sorted by address). */
+  /** The live vmalloc / vmap area holding addr, or null. */
   findVmallocArea(addr: number): VmallocArea | null {
-    if (!this.is_vmalloc_addr(addr)) return null;
-    const areas = this.vmallocAreas;
-    let lo = 0;
-    let hi = areas.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const a = areas[mid]!;
-      if (addr < a.addr) hi = mid - 1;
-      else if (addr >= a.addr + a.size) lo = mid + 1;
-      else return a;
-    }
-    return null;
-  }
-
-  /**
-   * Picks address space for a new vmalloc area: first fit, with one guard page after it (as
-   * mm/vmalloc.c does). Returns the address and the index at which to insert the area.
-   */
-  allocVmallocRange(size: number): { addr: number; index: number } | null {
-    const need = size + PAGE_SIZE;
-    let cursor = this.vmallocBase;
-    let index = 0;
-    for (const a of this.vmallocAreas) {
-      if (a.addr - cursor >= need) break;
-      cursor = a.addr + a.size + PAGE_SIZE;
-      index++;
-    }
-    if (cursor + need > this.vmallocBase + this.vmallocLength) return null;
-    return { addr: cursor, index };
-  }
-
-  /** Used by lib/mm/vmalloc.ts: inserts a live area, keeping the list sorted. */
-  insertVmallocArea(area: VmallocArea, index: number): void {
-    this.vmallocAreas.splice(index, 0, area);
-  }
-
-  removeVmallocArea(area: VmallocArea): void {
-    const i = this.vmallocAreas.indexOf(area);
-    if (i >= 0) this.vmallocAreas.splice(i, 1);
+    return this.vmallocSpace.find(addr);
   }
 
   /** vmalloc on this machine: an address, or null. See lib/mm/vmalloc.ts. */
@@ -423,8 +381,7 @@ export class Machine {
   }
 
   vmalloc_to_page(addr: number): Page | null {
-    const area = this.findVmallocArea(addr);
-    return area === null ? null : area.pageAt(addr);
+    return this.vmallocSpace.find(addr)?.pageAt(addr) ?? null;
   }
 
   // ---- user mappings ----
@@ -446,6 +403,7 @@ export class Machine {
 
   /** The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden. */
   hostPhysAddr(page: Page): bigint | null {
+    this.assertAlive();
     const pfns = readPfns(this.page_address(page), 1);
     const pfn = pfns[0]!;
     return Number.isNaN(pfn) ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
@@ -458,6 +416,7 @@ export class Machine {
 
   /** Whether `count` pages from `page` are contiguous in host physical memory; null when PFNs are hidden. */
   isHostContiguous(page: Page, count: number): boolean | null {
+    this.assertAlive();
     const pfns = readPfns(this.page_address(page), count);
     for (let i = 0; i < count; i++) {
       if (Number.isNaN(pfns[i]!)) return null;
@@ -494,7 +453,7 @@ export class Machine {
         buddyinfo: this.buddy.freeBlocks(nid), pcpPages: this.buddy.pcpPages(nid),
       })),
       cma: this.cmaAreas.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
-      vmallocAreas: this.vmallocAreas.length,
+      vmallocAreas: this.vmallocSpace.count,
       vmas: this.vmas.size,
     };
   }
@@ -516,14 +475,13 @@ export class Machine {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const vma of [...this.vmas]) vma.unmap();
-    for (const area of [...this.vmallocAreas]) area.detachViews();
-    this.vmallocAreas.length = 0;
+    this.vmallocSpace.releaseAll();
     let bytes = 0;
     for (const seg of this.segments) {
       seg.release();
       bytes += seg.byteLength;
     }
-    native.munmap(this.vmallocBase, this.vmallocLength);
+    native.munmap(this.vmallocSpace.base, this.vmallocSpace.length);
     native.munmap(this.pageOffset, this.linearLength);
     trackExternalMemory(-bytes);
     unregisterMachine(this);

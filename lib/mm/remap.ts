@@ -31,17 +31,37 @@ export function buildRuns(va: number, pfns: ArrayLike<number>): Run[] {
   return runs;
 }
 
+/** One real mapping made by mapRuns: [va, va+length) of `fd` from file offset `offset`. */
+export interface Extent {
+  va: number;
+  length: number;
+  fd: number;
+  offset: number;
+}
+
 /** Where a mapping may spill past its range to map hugetlb pages whole (a VMA's guard zones). */
 export interface SpillBounds {
   lo: number;
   hi: number;
+  /**
+   * The mappings already made in these bounds. A new piece may not overlap one unless it maps the
+   * same file bytes at the same addresses (MAP_FIXED would silently replace other pages, or fail on
+   * a hugetlb mapping it cannot split). Pieces mapped by this call are appended.
+   */
+  extents: Extent[];
+}
+
+/** Whether a planned piece would replace other bytes of an existing extent. */
+function clobbers(extents: readonly Extent[], va: number, length: number, fd: number, offset: number): boolean {
+  return extents.some((e) => va < e.va + e.length && e.va < va + length && (e.fd !== fd || e.va - e.offset !== va - offset));
 }
 
 /**
  * Maps the runs with MAP_FIXED | MAP_SHARED (or MAP_PRIVATE) of each segment's memfd.
  * Every run is checked before anything is mapped: returns -EINVAL, mapping nothing, when a run is
- * not memory of the machine or lies in a hugetlb segment and cannot be mapped in whole, congruent
- * huge pages within `spill` (the reason is WARNed). An OS failure undoes what this call mapped
+ * not memory of the machine, lies in a hugetlb segment and cannot be mapped in whole, congruent
+ * huge pages within `spill`, or would replace other pages already mapped in `spill` (the reason
+ * is WARNed). An OS failure undoes what this call mapped
  * and throws. Returns 0 on success.
  */
 export function mapRuns(machine: Machine, runs: readonly Run[], prot: number, shared: boolean, spill: SpillBounds | null): number {
@@ -76,6 +96,10 @@ export function mapRuns(machine: Machine, runs: readonly Run[], prot: number, sh
           return -22;
         }
       }
+      if (spill !== null && clobbers(spill.extents, mapVa, len, seg.fd, offset)) {
+        machine.warn(`remap: mapping ${seg.name} at 0x${mapVa.toString(16)} (${len} bytes) would replace other pages already mapped there (a hugetlb mapping covers whole 2 MiB pages)`);
+        return -22;
+      }
       const last = groups[groups.length - 1];
       if (last !== undefined && last.seg === seg) last.triples.push(mapVa, len, offset);
       else groups.push({ seg, triples: [mapVa, len, offset] });
@@ -95,6 +119,11 @@ export function mapRuns(machine: Machine, runs: readonly Run[], prot: number, sh
     // Undo: the whole extents, so hugetlb mappings are replaced whole too.
     for (let i = 0; i < done.length; i += 3) zapRange(done[i]!, done[i + 1]!);
     throw err;
+  }
+  if (spill !== null) {
+    for (const g of groups) {
+      for (let i = 0; i < g.triples.length; i += 3) spill.extents.push({ va: g.triples[i]!, length: g.triples[i + 1]!, fd: g.seg.fd, offset: g.triples[i + 2]! });
+    }
   }
   return 0;
 }

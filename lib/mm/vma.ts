@@ -2,11 +2,12 @@
 // mmap handler runs, and remap_pfn_range (mm/memory.c), done with real MAP_FIXED mappings.
 
 import { native } from '../native';
+import { DmamemError, isErrno } from '../os/errors';
 import { ViewWindow } from '../os/views';
 import { PAGE_ALIGN, PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import { PAGE_READONLY, PAGE_SHARED, pgprot_cachemode, type CacheMode } from './pgprot';
-import { mapRuns } from './remap';
+import { mapRuns, type SpillBounds } from './remap';
 
 // vm_flags (include/linux/mm.h)
 export const VM_READ = 0x00000001;
@@ -63,11 +64,6 @@ function parseVmaOptions(options: VmaOptions): { pgoff: number; writable: boolea
   return { pgoff, writable, shared };
 }
 
-function readonlyError(what: string): Error {
-  const err = new Error(`${what} is not writable: a Buffer over it could fault; use read() for a copy`) as Error & { code: string };
-  err.code = 'ERR_DMAMEM_READONLY';
-  return err;
-}
 
 /** struct vm_area_struct, over a real reserved range of this process's address space. */
 export class VmArea {
@@ -87,6 +83,8 @@ export class VmArea {
   private readonly runs: [number, number][] = [];
   private window: ViewWindow | null = null;
   private unmapped = false;
+  /** The bounds hugetlb mappings may spill into, and the real mappings made so far (for remap.ts). */
+  private readonly bounds: SpillBounds;
 
   constructor(readonly machine: Machine, length: number, options: VmaOptions) {
     if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0) {
@@ -102,6 +100,7 @@ export class VmArea {
     this.vm_pgoff = pgoff;
     this.vm_flags = VM_READ | VM_MAYREAD | VM_MAYWRITE | (writable ? VM_WRITE : 0) | (shared ? VM_SHARED | VM_MAYSHARE : 0);
     this.vm_page_prot = writable && shared ? PAGE_SHARED : PAGE_READONLY;
+    this.bounds = { lo: this.reservation, hi: this.reservation + this.reservationLength, extents: [] };
   }
 
   get length(): number {
@@ -142,7 +141,7 @@ export class VmArea {
   /** A Buffer over mapped, writable bytes of the VMA (offset from vm_start). */
   view(offset = 0, length = this.length - offset): Buffer {
     this.checkRange(offset, length);
-    if (!(this.vm_flags & VM_WRITE)) throw readonlyError('this VMA');
+    if (!(this.vm_flags & VM_WRITE)) throw new DmamemError('ERR_DMAMEM_READONLY', 'this VMA is not writable: a Buffer over it could fault; use read() for a copy');
     this.window ??= new ViewWindow(this.vm_start, this.length);
     return this.window.slice(offset, length);
   }
@@ -201,9 +200,9 @@ export class VmArea {
     return false;
   }
 
-  /** The reservation around the VMA, within which hugetlb pages may be mapped whole. */
-  get spillBounds(): { lo: number; hi: number } {
-    return { lo: this.reservation, hi: this.reservation + this.reservationLength };
+  /** The reservation around the VMA, within which hugetlb pages may be mapped whole, and what is mapped there. */
+  get spillBounds(): SpillBounds {
+    return this.bounds;
   }
 
   /** munmap: detaches every view and releases the range. Idempotent. */
@@ -235,7 +234,9 @@ function is_cow_mapping(flags: number): boolean {
  * `pfn` at `addr` of the VMA. Returns 0 or a negative errno:
  * -EINVAL for an unaligned address (with a WARN), for a private writable (COW) mapping that does not
  * cover the whole VMA, for a range outside the VMA, for PFNs that are not memory of the machine, and
- * for hugetlb memory that cannot be mapped in whole huge pages there.
+ * for hugetlb memory that cannot be mapped in whole huge pages there or whose whole huge pages would
+ * cover pages already mapped. -ENOMEM when the OS refuses the mapping for lack of memory (e.g. a
+ * private mapping of hugetlb memory, which reserves pool pages for copy-on-write).
  * Size 0 is a kernel BUG: it throws. Remapping over already-mapped pages is a BUG too.
  * On success the VMA gets VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP.
  */
@@ -265,7 +266,14 @@ export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: nu
   const runs = [{ va: addr, pfn, pages }];
   const writable = (vma.vm_flags & VM_WRITE) !== 0;
   const mprot = (native.constants.PROT_READ) | (writable ? native.constants.PROT_WRITE : 0);
-  const ret = mapRuns(m, runs, mprot, (vma.vm_flags & VM_SHARED) !== 0, vma.spillBounds);
+  let ret: number;
+  try {
+    ret = mapRuns(m, runs, mprot, (vma.vm_flags & VM_SHARED) !== 0, vma.spillBounds);
+  } catch (err) {
+    if (!isErrno(err, 'ENOMEM')) throw err;
+    m.warn(`remap_pfn_range: ${err.message}`);
+    return -12;
+  }
   if (ret !== 0) return ret;
   vma.markMapped(addr, pages);
   vma.remaps.push({ addr, pfn, size: pages * PAGE_SIZE, prot, cacheMode: pgprot_cachemode(prot) });

@@ -2,15 +2,17 @@
 // memory, made virtually contiguous with real MAP_FIXED mappings of the segments' memfds.
 
 import { native, C } from '../native';
+import { DmamemError, isErrno } from '../os/errors';
 import { ViewWindow } from '../os/views';
 import { GFP_KERNEL, NUMA_NO_NODE, PAGE_ALIGN, PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import type { Page } from './page';
 import { buildRuns, mapRuns, zapRange } from './remap';
 
-/** A live vm_struct: the pages behind [addr, addr+size). */
+/** A vm_struct: the pages behind [addr, addr+size), live until vfree / vunmap / machine teardown. */
 export class VmallocArea {
   private window: ViewWindow | null = null;
+  private released = false;
 
   constructor(
     readonly machine: Machine,
@@ -29,41 +31,131 @@ export class VmallocArea {
     return this.pages.length;
   }
 
+  /** True once the area was freed or unmapped (or its machine destroyed): it then gives no views. */
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /** The page mapped at addr, or null outside the area or once it was released. */
   pageAt(addr: number): Page | null {
+    if (this.released || addr < this.addr) return null;
     return this.pages[Math.floor((addr - this.addr) / PAGE_SIZE)] ?? null;
   }
 
+  /**
+   * A Buffer over [addr, addr+length) of the area. RangeError once the area was released (its
+   * range is no longer memory) or when the range leaves the area; ERR_DMAMEM_READONLY for a
+   * read-only vmap() (a write would fault).
+   */
   view(addr: number, length: number): Buffer {
+    if (this.released) throw new RangeError(`the vmalloc area at 0x${this.addr.toString(16)} has been freed`);
     if (!this.writable) {
-      const err = new Error(`the vmap() area at 0x${this.addr.toString(16)} is read-only: a Buffer over it could fault on write`) as Error & { code: string };
-      err.code = 'ERR_DMAMEM_READONLY';
-      throw err;
+      throw new DmamemError('ERR_DMAMEM_READONLY', `the vmap() area at 0x${this.addr.toString(16)} is read-only: a Buffer over it could fault on write`);
     }
     const off = addr - this.addr;
-    if (off + length > this.size) {
-      throw new RangeError(`view of ${length} bytes at 0x${addr.toString(16)} leaves the vmalloc area at 0x${this.addr.toString(16)} (${this.size} bytes)`);
+    if (!Number.isSafeInteger(off) || !Number.isSafeInteger(length) || off < 0 || length < 0 || off + length > this.size) {
+      throw new RangeError(`view of ${String(length)} bytes at 0x${addr.toString(16)} leaves the vmalloc area at 0x${this.addr.toString(16)} (${this.size} bytes)`);
     }
     this.window ??= new ViewWindow(this.addr, this.size);
     return this.window.slice(off, length);
   }
 
-  detachViews(): void {
+  /** Detaches every view and refuses new ones: called before the range stops being this memory. Idempotent. */
+  release(): void {
+    this.released = true;
     this.window?.detach();
     this.window = null;
   }
 }
 
+/**
+ * The vmalloc address range of a machine (VMALLOC_START..VMALLOC_END) and the live areas in it,
+ * sorted by address, each followed by one guard page as in mm/vmalloc.c.
+ */
+export class VmallocSpace {
+  private readonly areas: VmallocArea[] = [];
+
+  constructor(readonly base: number, readonly length: number) {}
+
+  get count(): number {
+    return this.areas.length;
+  }
+
+  contains(addr: number): boolean {
+    return addr >= this.base && addr < this.base + this.length;
+  }
+
+  /** The live area holding addr (binary search), or null. */
+  find(addr: number): VmallocArea | null {
+    if (!this.contains(addr)) return null;
+    let lo = 0;
+    let hi = this.areas.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const a = this.areas[mid]!;
+      if (addr < a.addr) hi = mid - 1;
+      else if (addr >= a.addr + a.size) lo = mid + 1;
+      else return a;
+    }
+    return null;
+  }
+
+  /** First fit for `size` bytes plus a guard page: the address and the index to insert at, or null. */
+  allocRange(size: number): { addr: number; index: number } | null {
+    const need = size + PAGE_SIZE;
+    let cursor = this.base;
+    let index = 0;
+    for (const a of this.areas) {
+      if (a.addr - cursor >= need) break;
+      cursor = a.addr + a.size + PAGE_SIZE;
+      index++;
+    }
+    if (cursor + need > this.base + this.length) return null;
+    return { addr: cursor, index };
+  }
+
+  insert(area: VmallocArea, index: number): void {
+    this.areas.splice(index, 0, area);
+  }
+
+  remove(area: VmallocArea): void {
+    const i = this.areas.indexOf(area);
+    if (i >= 0) this.areas.splice(i, 1);
+  }
+
+  /** Machine teardown: releases every area (the caller unmaps the whole range after). */
+  releaseAll(): void {
+    for (const area of this.areas) area.release();
+    this.areas.length = 0;
+  }
+}
+
 /** Maps `pages` back to back into fresh vmalloc address space. Returns the area, or null. */
+/**
+ * Maps `pages` back to back into fresh vmalloc address space. Returns the area, or null when the
+ * space is full, a page is not memory of the machine, or the OS refuses the mapping with ENOMEM
+ * (what it mapped is undone; the pages stay the caller's).
+ */
 function mapArea(m: Machine, pages: readonly Page[], ownsPages: boolean, prot: number): VmallocArea | null {
   const size = pages.length * PAGE_SIZE;
-  const range = m.allocVmallocRange(size);
+  const range = m.vmallocSpace.allocRange(size);
   if (range === null) return null;
   const runs = buildRuns(range.addr, pages.map((p) => p.pfn));
   const before = m.counters.mmapCalls;
-  if (mapRuns(m, runs, prot, true, null) !== 0) return null;
+  try {
+    if (mapRuns(m, runs, prot, true, null) !== 0) return null;
+  } catch (err) {
+    if (isErrno(err, 'ENOMEM')) return null;
+    throw err;
+  }
   const area = new VmallocArea(m, range.addr, size, pages, ownsPages, m.counters.mmapCalls - before, (prot & C.PROT_WRITE) !== 0);
-  m.insertVmallocArea(area, range.index);
+  m.vmallocSpace.insert(area, range.index);
   return area;
+}
+
+/** Undo of vmalloc's page loop: frees in reverse order, so the pcp list hands them out as before. */
+function freePagesReverse(m: Machine, pages: readonly Page[]): void {
+  for (let i = pages.length - 1; i >= 0; i--) m.__free_pages(pages[i]!, 0);
 }
 
 /**
@@ -79,15 +171,21 @@ export function vmalloc(m: Machine, size: number, gfp: number = GFP_KERNEL): num
   for (let i = 0; i < count; i++) {
     const page = m.alloc_pages_node(NUMA_NO_NODE, gfp, 0);
     if (page === null) {
-      for (const p of pages) m.__free_pages(p, 0);
+      freePagesReverse(m, pages);
       m.warn(`vmalloc error: size ${size}, failed to allocate pages`);
       return null;
     }
     pages.push(page);
   }
-  const area = mapArea(m, pages, true, C.PROT_READ | C.PROT_WRITE);
+  let area: VmallocArea | null;
+  try {
+    area = mapArea(m, pages, true, C.PROT_READ | C.PROT_WRITE);
+  } catch (err) {
+    freePagesReverse(m, pages);
+    throw err;
+  }
   if (area === null) {
-    for (const p of pages) m.__free_pages(p, 0);
+    freePagesReverse(m, pages);
     m.warn(`vmalloc error: size ${size}, vm_struct allocation failed`);
     return null;
   }
@@ -102,14 +200,14 @@ export function vzalloc(m: Machine, size: number): number | null {
 }
 
 function takeArea(m: Machine, addr: number, fn: string): VmallocArea | null {
-  const area = m.findVmallocArea(addr);
+  const area = m.vmallocSpace.find(addr);
   if (area === null || area.addr !== addr) {
     m.warn(`Trying to ${fn}() nonexistent vm area (0x${addr.toString(16)})`);
     return null;
   }
-  area.detachViews();
+  area.release();
   zapRange(area.addr, area.size);
-  m.removeVmallocArea(area);
+  m.vmallocSpace.remove(area);
   return area;
 }
 
