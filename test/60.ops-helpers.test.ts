@@ -9,18 +9,19 @@ import { cma_alloc, cma_release } from '../lib/mm/cma';
 import { GFP_ATOMIC, GFP_DMA32, GFP_KERNEL, PAGE_SIZE, __GFP_NOWARN } from '../lib/mm/gfp';
 import type { Page } from '../lib/mm/page';
 import { PAGE_SHARED, pgprot_noncached, pgprot_writecombine } from '../lib/mm/pgprot';
-import { VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, type VmArea } from '../lib/mm/vma';
+import { VM_DONTDUMP, VM_DONTEXPAND, VM_IO, VM_PFNMAP, remap_pfn_range, type VmArea } from '../lib/mm/vma';
 import { vfree, vmalloc, vmap, vunmap } from '../lib/mm/vmalloc';
-import { dma_declare_coherent_memory, dma_mmap_range_ok, dma_release_coherent_memory } from '../lib/dma/coherent';
+import { CoherentPool, dma_mmap_from_dev_coherent, dma_mmap_range_ok, dma_release_coherent_memory } from '../lib/dma/coherent';
 import {
   DMA_ATTR_SKIP_CPU_SYNC, DMA_ATTR_WRITE_COMBINE, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_MAPPING_ERROR,
-  DMA_NONE, DMA_TO_DEVICE, ENOMEM, ENXIO, type DmaDataDirection,
+  DMA_NONE, DMA_TO_DEVICE, EINVAL, ENOMEM, ENXIO, type DmaDataDirection,
 } from '../lib/dma/constants';
 import { dma_alloc_contiguous, dma_free_contiguous } from '../lib/dma/contiguous';
 import {
   dma_common_alloc_pages, dma_common_free_pages, dma_common_get_sgtable, dma_common_mmap,
   dma_common_vaddr_to_page, dma_dummy_ops,
 } from '../lib/dma/ops_helpers';
+import { dma_mmap_pages } from '../lib/dma/mapping';
 import { SgTable, sgFaultInjection, sg_is_last } from '../lib/dma/scatterlist';
 import { expectNoLeaks } from './helpers/leaks';
 import { useDmaMachine } from './helpers/dma-fixtures';
@@ -155,41 +156,66 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
         nc.destroy();
       });
 
+      // The pool's CPU address (virt_base) is buffer `a`, its pfn_base is buffer `b`: as memremap
+      // gives pool memory a CPU address of its own, and so that the remapped pfn shows which path
+      // ran (the pool path maps b's pages, the generic path a's). With a pool declared over its
+      // own linear-map address both paths would give the same pfns.
       describe('with a 16-page device pool', () => {
-        let pool: { page: Page; cpu: number };
+        let a: { page: Page; cpu: number };
+        let b: { page: Page; cpu: number };
         beforeEach(() => {
-          pool = buffer(4);
-          assert.equal(dma_declare_coherent_memory(dev, BigInt(pool.page.pfn) << 12n, 0x9000_0000n, 16 * PAGE_SIZE), 0);
+          a = buffer(4);
+          b = buffer(4);
+          dev.dma_mem = new CoherentPool(a.cpu, 0x9000_0000n, b.page.pfn, 16);
         });
         afterEach(() => dma_release_coherent_memory(dev));
 
         it('case 11: cpu_addr..cpu_addr+S inside the pool -> pool path: pfn = pfn_base + page index + pgoff', () => {
-          const cpu = pool.cpu + 5 * PAGE_SIZE;
+          const cpu = a.cpu + 5 * PAGE_SIZE;
           const v = vma(2, 1);
           assert.equal(dma_common_mmap(dev, v, cpu, 0n, S3, 0), 0);
-          assert.equal(v.remaps[0]?.pfn, pool.page.pfn + 5 + 1);
-          assertSamePage(v, 0, pool.cpu, 6);
+          assert.equal(v.remaps[0]?.pfn, b.page.pfn + 5 + 1, 'pfn_base + 5 + pgoff, not the page behind cpu_addr');
+          assertSamePage(v, 0, b.cpu, 6);
+          assertSamePage(v, 1, b.cpu, 7);
         });
 
         it('case 12: the pool claims but the bounds check fails -> -ENXIO, no fallthrough', () => {
           const v = vma(3, 1);
-          assert.equal(dma_common_mmap(dev, v, pool.cpu, 0n, S3, 0), -ENXIO);
+          assert.equal(dma_common_mmap(dev, v, a.cpu, 0n, S3, 0), -ENXIO);
           assert.ok(v.isEmpty);
+          const ret = { value: 0 };
+          assert.equal(dma_mmap_from_dev_coherent(dev, v, a.cpu, S3, ret), 1, 'claimed');
+          assert.equal(ret.value, -ENXIO);
+          // Claimed means final: a pool whose remap fails returns that error, although the generic
+          // path would have mapped cpu_addr's page.
+          dev.dma_mem = new CoherentPool(a.cpu, 0x9000_0000n, 1, 16); // pfn 1: not memory
+          const w = vma(1);
+          assert.equal(dma_common_mmap(dev, w, a.cpu, 0n, PAGE_SIZE, 0), -EINVAL);
+          assert.ok(w.isEmpty);
         });
 
-        it('case 13: a range running past the pool end (raw size) -> the generic path runs', () => {
+        it('case 13: a range starting before the pool or running past its end (raw size) -> the generic path runs', () => {
           const other = buffer(2);
           // Not in the pool at all: generic.
-          const a = vma(3);
-          assert.equal(dma_common_mmap(dev, a, other.cpu, 0n, S3, 0), 0);
-          assertSamePage(a, 2, other.cpu, 2);
+          const x = vma(3);
+          assert.equal(dma_common_mmap(dev, x, other.cpu, 0n, S3, 0), 0);
+          assertSamePage(x, 2, other.cpu, 2);
           // Starts in the pool, runs past its end by one byte: the pool does not claim it.
-          const cpu = pool.cpu + 15 * PAGE_SIZE;
-          const b = vma(2, 3);
-          assert.equal(dma_common_mmap(dev, b, cpu, 0n, PAGE_SIZE + 1, 0), -ENXIO, 'generic bounds: pgoff 3 >= count 2');
-          const c = vma(1);
-          assert.equal(dma_common_mmap(dev, c, cpu, 0n, PAGE_SIZE + 1, 0), 0);
-          assert.equal(c.remaps[0]?.pfn, pool.page.pfn + 15);
+          const cpu = a.cpu + 15 * PAGE_SIZE;
+          assert.equal(dma_common_mmap(dev, vma(2, 3), cpu, 0n, PAGE_SIZE + 1, 0), -ENXIO, 'generic bounds: pgoff 3 >= count 2');
+          const y = vma(1);
+          assert.equal(dma_common_mmap(dev, y, cpu, 0n, PAGE_SIZE + 1, 0), 0);
+          assert.equal(y.remaps[0]?.pfn, a.page.pfn + 15, 'the page behind cpu_addr, not the pool\'s pfn');
+          // Ends exactly at the pool end: claimed.
+          const z = vma(1);
+          assert.equal(dma_common_mmap(dev, z, cpu, 0n, PAGE_SIZE, 0), 0);
+          assert.equal(z.remaps[0]?.pfn, b.page.pfn + 15);
+          // Starts one byte before the pool: not claimed (ret untouched, nothing remapped).
+          const ret = { value: 99 };
+          const u = vma(1);
+          assert.equal(dma_mmap_from_dev_coherent(dev, u, a.cpu - 1, PAGE_SIZE, ret), 0);
+          assert.equal(ret.value, 99);
+          assert.ok(u.isEmpty);
         });
       });
 
@@ -239,6 +265,18 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
         assert.equal(dma_common_mmap(dev, p, cpu, 0n, 2 * PAGE_SIZE, 0), 0);
         assert.equal(p.vm_flags & want, want);
         assert.equal(p.vm_pgoff, page.pfn + 1);
+      });
+
+      it('case 57: remap_pfn_range: unaligned addr -> -EINVAL; size 0 is a BUG, which the mmap helpers never reach', () => {
+        const { page, cpu } = buffer(0);
+        const v = vma(1);
+        assert.equal(remap_pfn_range(v, v.vm_start + 1, page.pfn, PAGE_SIZE, v.vm_page_prot), -EINVAL);
+        assert.throws(() => remap_pfn_range(v, v.vm_start, page.pfn, 0, v.vm_page_prot), /kernel BUG/);
+        assert.ok(v.isEmpty);
+        // S = 0 gives count 0, so the bounds check answers before any remap of size 0.
+        assert.equal(dma_common_mmap(dev, v, cpu, 0n, 0, 0), -ENXIO);
+        assert.equal(dma_mmap_pages(dev, v, 0, page), -ENXIO);
+        assert.ok(v.isEmpty);
       });
 
       // Case 16 (a kernel without CONFIG_MMU returns -ENXIO) does not apply: the model is x86-64,
@@ -495,6 +533,25 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
         assert.equal(m.warnings.length, warned, '__GFP_NOWARN silences both CMA and buddy');
         dma_common_free_pages(dev, 8 * MiB, page, h.value, DMA_TO_DEVICE);
         assert.equal(def().available, def().count);
+      });
+
+      it('case 31: the CMA alignment is min(get_order(8 MiB) = 11, 8) = 8, not 11 (a 16 MiB device area, first page pinned)', () => {
+        const cdev = m.createDevice({ name: 'cma31', cma: 16 * MiB, ops: spyOps(calls) });
+        const area = cdev.cma_area;
+        assert.ok(area !== null);
+        const pin = cma_alloc(area, 1, 0, false);
+        assert.ok(pin && pin.pfn === area.basePfn);
+        const h = { value: 0n };
+        const page = dma_common_alloc_pages(cdev, 8 * MiB, h, DMA_TO_DEVICE, GFP_KERNEL);
+        assert.ok(page !== null && area.contains(page.pfn));
+        // First fit past the pinned page at a 2^8-page boundary; 2^11 alignment would skip further.
+        const want = Math.ceil((area.basePfn + 1) / 256) * 256;
+        assert.equal(page.pfn, want);
+        assert.notEqual(page.pfn % 2048, 0, 'the test tells 8 from 11');
+        dma_common_free_pages(cdev, 8 * MiB, page, h.value, DMA_TO_DEVICE);
+        cma_release(area, pin, 1);
+        assert.equal(area.available, area.count);
+        cdev.destroy();
       });
 
       it('case 32: dir is passed to map_page unchanged and never checked', () => {

@@ -17,8 +17,9 @@ import {
   dma_alloc_pages, dma_free_pages, dma_get_mask, dma_get_sgtable, dma_get_sgtable_attrs, dma_map_page,
   dma_map_page_attrs, dma_map_sg_attrs, dma_map_sgtable, dma_mapping_error, dma_mmap_attrs, dma_mmap_coherent,
   dma_mmap_pages, dma_set_coherent_mask, dma_set_mask, dma_set_mask_and_coherent, dma_supported,
-  dma_unmap_page, dma_alloc_noncoherent, dma_free_noncoherent,
+  dma_unmap_page, dma_alloc_noncoherent, dma_free_noncoherent, dma_map_single,
 } from '../lib/dma/mapping';
+import { vfree, vmalloc } from '../lib/mm/vmalloc';
 import { dma_common_ops, dma_dummy_ops } from '../lib/dma/ops_helpers';
 import { SgTable, sg_alloc_table, sg_set_page, type Scatterlist } from '../lib/dma/scatterlist';
 import { expectNoLeaks } from './helpers/leaks';
@@ -174,6 +175,24 @@ describe('61 mapping: the driver-facing wrappers', () => {
       const ok = device({ name: 'c50b', ops: spyOps(calls) });
       assert.throws(() => dma_map_page_attrs(ok, page, 0, PAGE_SIZE, 3 as DmaDataDirection, 0), /^Error: kernel BUG/);
       assert.deepEqual(calls, []);
+    });
+
+    it('dma_map_single of a vmalloc address -> DMA_MAPPING_ERROR with a WARN once; nothing mapped or tracked', () => {
+      const d = device({ name: 'vm', debug: true, ops: spyOps(calls) });
+      const va = vmalloc(m, PAGE_SIZE);
+      assert.ok(va !== null);
+      try {
+        const warned = m.warnings.length;
+        assert.equal(dma_map_single(d, va, 64, DMA_TO_DEVICE), DMA_MAPPING_ERROR);
+        assert.equal(dma_map_single(d, va, 64, DMA_TO_DEVICE), DMA_MAPPING_ERROR);
+        const msgs = m.warnings.slice(warned).map((w) => w.message);
+        assert.equal(msgs.length, 1, 'dev_WARN_ONCE');
+        assert.match(msgs[0] ?? '', /rejecting DMA map of vmalloc memory/);
+        assert.deepEqual(calls, []);
+        assert.equal(d.debug.activeEntries(d), 0);
+      } finally {
+        vfree(m, va);
+      }
     });
 
     it('case 51: direct map beyond min_not_zero(mask, bus limit), no swiotlb -> DMA_MAPPING_ERROR', () => {

@@ -79,3 +79,6 @@ export const EINVAL = 22;
 export const ENOSYS = 38;
 export const EOPNOTSUPP = 95;
 export const EREMOTEIO = 121;
+
+/** SIZE_MAX as the largest size a number holds exactly: "no limit" for dma_max_mapping_size. */
+export const SIZE_MAX = Number.MAX_SAFE_INTEGER;

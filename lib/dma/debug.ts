@@ -9,53 +9,16 @@ import {
   DMA_TO_DEVICE,
   dma_direction_name,
 } from './constants';
+import {
+  DmaDebugEntries, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NAMES, MAP_ERR_NOT_CHECKED, TYPE_NAMES,
+  typeMatches, type DmaDebugDevice, type DmaDebugEntry, type DmaDebugRef,
+} from './debug_entries';
 import { type Scatterlist, for_each_sg, sg_dma_address, sg_dma_len, sg_page } from './scatterlist';
 
-/** What the tracker needs of a device: identity (the object) and a name for messages. */
-export interface DmaDebugDevice {
-  readonly name: string;
-}
-
-/** How a mapping was made. 'pages' is dma_alloc_pages, 'phys' is dma_map_resource / map_phys. */
-export type DmaDebugType = 'single' | 'page' | 'sg' | 'coherent' | 'pages' | 'phys';
-
-/** The kernel's type2name (older kernels' "page" type kept, as the hooks tell single from page). */
-const TYPE_NAMES: Record<DmaDebugType, string> = {
-  single: 'single',
-  page: 'page',
-  sg: 'scatter-gather',
-  coherent: 'coherent',
-  pages: 'noncoherent',
-  phys: 'resource',
-};
-
-/** enum map_err_types: whether dma_mapping_error() was called on the handle. */
-export const MAP_ERR_CHECK_NOT_APPLICABLE = 0;
-export const MAP_ERR_NOT_CHECKED = 1;
-export const MAP_ERR_CHECKED = 2;
-export type MapErrType = 0 | 1 | 2;
-
-const MAP_ERR_NAMES = ['dma map error check not applicable', 'dma map error not checked', 'dma map error checked'];
-
-/** struct dma_debug_entry. */
-export interface DmaDebugEntry {
-  readonly dev: DmaDebugDevice;
-  readonly type: DmaDebugType;
-  readonly dev_addr: bigint;
-  readonly size: number;
-  readonly direction: number;
-  /** Physical address of the mapped data (page/sg/pages/phys), else null. */
-  readonly paddr: bigint | null;
-  /** CPU address a coherent allocation returned, else null. */
-  readonly cpu_addr: number | null;
-  /** 'nents' passed to dma_map_sg (0 for other types). */
-  readonly sg_call_ents: number;
-  /** What dma_map_sg returned (0 for other types). */
-  readonly sg_mapped_ents: number;
-  map_err_type: MapErrType;
-  /** Up to 5 frames of the caller that made the mapping. */
-  readonly stack: string;
-}
+export {
+  MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED, type DmaDebugDevice, type DmaDebugEntry,
+  type DmaDebugType, type MapErrType,
+} from './debug_entries';
 
 /** What a map/alloc hook supplies; the rest defaults to null / 0. */
 type NewEntry = Pick<DmaDebugEntry, 'dev' | 'type' | 'dev_addr' | 'size' | 'direction' | 'map_err_type'> &
@@ -85,26 +48,6 @@ export class DmaDebugError extends Error {
   constructor(readonly report: DmaDebugReport) {
     super(report.message);
   }
-}
-
-/** The reference a hook builds to look an entry up (the kernel's on-stack `ref` entry). */
-interface Ref {
-  dev: DmaDebugDevice;
-  type: DmaDebugType;
-  /** Unmap of a page without saying single or page: either kind matches. */
-  looseType: boolean;
-  dev_addr: bigint;
-  size: number;
-  direction: number;
-  paddr: bigint | null;
-  cpu_addr: number | null;
-  sg_call_ents: number;
-}
-
-/** Entries of one device by DMA address; a list because the same address can be mapped twice. */
-interface DeviceEntries {
-  readonly byAddr: Map<bigint, DmaDebugEntry[]>;
-  count: number;
 }
 
 const hex16 = (v: bigint): string => `0x${v.toString(16).padStart(16, '0')}`;
@@ -140,8 +83,7 @@ export class DmaDebug {
   /** The kernel's error_count: reports since creation or the last clear(). */
   errorCount = 0;
   private printed = 0;
-  private total = 0;
-  private readonly devices = new Map<DmaDebugDevice, DeviceEntries>();
+  private readonly entries = new DmaDebugEntries();
   /** First report of the hook call in progress (strict mode throws it when the hook ends). */
   private pending: DmaDebugReport | null = null;
 
@@ -160,8 +102,7 @@ export class DmaDebug {
 
   /** Number of live tracked entries, of one device or of all (for leak checks). */
   activeEntries(dev?: DmaDebugDevice): number {
-    if (dev === undefined) return this.total;
-    return this.devices.get(dev)?.count ?? 0;
+    return this.entries.count(dev);
   }
 
   // --- hooks: map / unmap --------------------------------------------------------------------
@@ -244,7 +185,7 @@ export class DmaDebug {
       }
       const ref = this.sgRef(dev, s, nelems, direction);
       // Only the segments dma_map_sg produced were tracked; the first one knows how many.
-      if (i === 0) mapped = this.findExact(ref)?.sg_mapped_ents ?? 0;
+      if (i === 0) mapped = this.entries.findExact(ref)?.sg_mapped_ents ?? 0;
       this.checkUnmap(ref);
     });
     this.raiseIfStrict();
@@ -320,9 +261,7 @@ export class DmaDebug {
   /** dma_mapping_error() was called on `dma_addr`: mark the first unchecked entry as checked. */
   debug_dma_mapping_error(dev: DmaDebugDevice, dma_addr: bigint): void {
     if (!this.enabled) return;
-    const list = this.devices.get(dev)?.byAddr.get(dma_addr);
-    if (list === undefined) return;
-    for (const entry of list) {
+    for (const entry of this.entries.at(dev, dma_addr) ?? []) {
       if (entry.map_err_type === MAP_ERR_NOT_CHECKED) {
         entry.map_err_type = MAP_ERR_CHECKED;
         break;
@@ -339,33 +278,24 @@ export class DmaDebug {
    */
   dma_debug_device_teardown(dev: DmaDebugDevice): void {
     if (!this.enabled) return;
-    const own = this.devices.get(dev);
-    if (own === undefined || own.count === 0) return;
     let example: DmaDebugEntry | undefined;
-    for (const list of own.byAddr.values()) example = list[list.length - 1] ?? example;
-    if (example !== undefined) {
-      this.err(21, dev, example,
-        `device driver has pending DMA allocations while released from device [count=${own.count}]\n` +
-        `One of leaked entries details: [device address=${hex16(example.dev_addr)}] [size=${example.size} bytes] ` +
-        `[mapped with ${dma_direction_name(example.direction)}] [mapped as ${TYPE_NAMES[example.type]}]`);
-    }
-    this.total -= own.count;
-    this.devices.delete(dev);
+    for (const e of this.entries.entries(dev)) example = e;
+    if (example === undefined) return;
+    const count = this.entries.forget(dev);
+    this.err(21, dev, example,
+      `device driver has pending DMA allocations while released from device [count=${count}]\n` +
+      `One of leaked entries details: [device address=${hex16(example.dev_addr)}] [size=${example.size} bytes] ` +
+      `[mapped with ${dma_direction_name(example.direction)}] [mapped as ${TYPE_NAMES[example.type]}]`);
     this.raiseIfStrict();
   }
 
   /** The live mappings, of one device or all, one line each (like the debugfs `dump` file). */
   debug_dma_dump_mappings(dev?: DmaDebugDevice): string[] {
     const lines: string[] = [];
-    for (const [d, own] of this.devices) {
-      if (dev !== undefined && d !== dev) continue;
-      for (const list of own.byAddr.values()) {
-        for (const e of list) {
-          const p = e.paddr === null ? (e.cpu_addr === null ? 'none' : `cpu=0x${e.cpu_addr.toString(16)}`) : hex16(e.paddr);
-          lines.push(`${d.name} ${TYPE_NAMES[e.type]} P=${p} D=${e.dev_addr.toString(16)} L=${e.size.toString(16)} ` +
-            `${dma_direction_name(e.direction)} ${MAP_ERR_NAMES[e.map_err_type]}`);
-        }
-      }
+    for (const e of this.entries.entries(dev)) {
+      const p = e.paddr === null ? (e.cpu_addr === null ? 'none' : `cpu=0x${e.cpu_addr.toString(16)}`) : hex16(e.paddr);
+      lines.push(`${e.dev.name} ${TYPE_NAMES[e.type]} P=${p} D=${e.dev_addr.toString(16)} L=${e.size.toString(16)} ` +
+        `${dma_direction_name(e.direction)} ${MAP_ERR_NAMES[e.map_err_type]}`);
     }
     return lines;
   }
@@ -374,90 +304,16 @@ export class DmaDebug {
 
   private add(hook: Hook, fields: NewEntry): void {
     // One literal shape for every entry, whatever the hook supplied.
-    const entry: DmaDebugEntry = {
+    this.entries.add({
       paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
-    };
-    const { dev, dev_addr } = entry;
-    let own = this.devices.get(dev);
-    if (own === undefined) {
-      own = { byAddr: new Map(), count: 0 };
-      this.devices.set(dev, own);
-    }
-    const list = own.byAddr.get(dev_addr);
-    if (list === undefined) own.byAddr.set(dev_addr, [entry]);
-    else list.push(entry);
-    own.count++;
-    this.total++;
+    });
   }
 
-  private remove(entry: DmaDebugEntry): void {
-    const own = this.devices.get(entry.dev);
-    const list = own?.byAddr.get(entry.dev_addr);
-    if (own === undefined || list === undefined) return;
-    const i = list.indexOf(entry);
-    if (i < 0) return;
-    list.splice(i, 1);
-    if (list.length === 0) own.byAddr.delete(entry.dev_addr);
-    own.count--;
-    this.total--;
-  }
-
-  private typeMatches(entry: DmaDebugEntry, ref: Ref): boolean {
-    if (entry.type === ref.type) return true;
-    return ref.looseType && (entry.type === 'single' || entry.type === 'page');
-  }
-
-  /**
-   * Best fit among `candidates` (__hash_bucket_find): a perfect match on size, type, direction
-   * and sg count wins at once; otherwise the best partial match, but only if it is the sole
-   * candidate (with several imperfect ones the kernel gives up, and so do we).
-   */
-  private bestFit(candidates: readonly DmaDebugEntry[], ref: Ref, requireUnique: boolean): DmaDebugEntry | null {
-    let best: DmaDebugEntry | null = null;
-    let bestLvl = -1;
-    for (const e of candidates) {
-      const lvl = (e.size === ref.size ? 1 : 0) + (this.typeMatches(e, ref) ? 1 : 0) +
-        (e.direction === ref.direction ? 1 : 0) + (e.sg_call_ents === ref.sg_call_ents ? 1 : 0);
-      if (lvl === 4) return e;
-      if (lvl > bestLvl) {
-        bestLvl = lvl;
-        best = e;
-      }
-    }
-    return requireUnique && candidates.length !== 1 ? null : best;
-  }
-
-  /** bucket_find_exact: same device and DMA address. O(1) on average. */
-  private findExact(ref: Ref): DmaDebugEntry | null {
-    const list = this.devices.get(ref.dev)?.byAddr.get(ref.dev_addr);
-    return list === undefined ? null : this.bestFit(list, ref, true);
-  }
-
-  /**
-   * The entry a sync at `ref.dev_addr` belongs to: an exact address first (O(1)); else any entry
-   * of the device whose range holds the start address (a scan, only for syncs of part of a
-   * mapping). The kernel wants the whole sync range inside; we match on the start so that a sync
-   * running past the end is reported as such (check 10) rather than as "not allocated".
-   */
-  private findContaining(ref: Ref): DmaDebugEntry | null {
-    const own = this.devices.get(ref.dev);
-    if (own === undefined) return null;
-    const exact = own.byAddr.get(ref.dev_addr);
-    if (exact !== undefined) return this.bestFit(exact, ref, false);
-    const hits: DmaDebugEntry[] = [];
-    for (const list of own.byAddr.values()) {
-      for (const e of list) {
-        if (e.dev_addr <= ref.dev_addr && ref.dev_addr < e.dev_addr + BigInt(e.size)) hits.push(e);
-      }
-    }
-    return hits.length === 0 ? null : this.bestFit(hits, ref, false);
-  }
-
-  private singleRef(dev: DmaDebugDevice, dev_addr: bigint, size: number, direction: number): Ref {
+  private singleRef(dev: DmaDebugDevice, dev_addr: bigint, size: number, direction: number): DmaDebugRef {
     return { dev, type: 'single', looseType: true, dev_addr, size, direction, paddr: null, cpu_addr: null, sg_call_ents: 0 };
   }
 
-  private sgRef(dev: DmaDebugDevice, s: Scatterlist, nelems: number, direction: number): Ref {
+  private sgRef(dev: DmaDebugDevice, s: Scatterlist, nelems: number, direction: number): DmaDebugRef {
     return {
       dev, type: 'sg', looseType: false, dev_addr: sg_dma_address(s), size: sg_dma_len(s), direction,
       paddr: null, cpu_addr: null, sg_call_ents: nelems,
@@ -465,8 +321,8 @@ export class DmaDebug {
   }
 
   /** check_unmap: checks 1-8, then the entry is dropped. */
-  private checkUnmap(ref: Ref): void {
-    const entry = this.findExact(ref);
+  private checkUnmap(ref: DmaDebugRef): void {
+    const entry = this.entries.findExact(ref);
     const addr = hex16(ref.dev_addr);
     if (entry === null) {
       if (ref.dev_addr === DMA_MAPPING_ERROR) {
@@ -481,7 +337,7 @@ export class DmaDebug {
       this.err(3, ref.dev, entry, 'device driver frees DMA memory with different size ' +
         `[device address=${addr}] [map size=${entry.size} bytes] [unmap size=${ref.size} bytes]`);
     }
-    if (!this.typeMatches(entry, ref)) {
+    if (!typeMatches(entry, ref)) {
       this.err(4, ref.dev, entry, 'device driver frees DMA memory with wrong function ' +
         `[device address=${addr}] [size=${ref.size} bytes] ` +
         `[mapped as ${TYPE_NAMES[entry.type]}] [unmapped as ${TYPE_NAMES[ref.type]}]`);
@@ -508,12 +364,12 @@ export class DmaDebug {
       this.err(8, ref.dev, entry, 'device driver failed to check map error ' +
         `[device address=${addr}] [size=${ref.size} bytes] [mapped as ${TYPE_NAMES[entry.type]}]`);
     }
-    this.remove(entry);
+    this.entries.remove(entry);
   }
 
   /** check_sync: checks 9-14. */
-  private checkSync(ref: Ref, toCpu: boolean): void {
-    const entry = this.findContaining(ref);
+  private checkSync(ref: DmaDebugRef, toCpu: boolean): void {
+    const entry = this.entries.findContaining(ref);
     const addr = hex16(ref.dev_addr);
     if (entry === null) {
       this.err(9, ref.dev, undefined,
@@ -552,7 +408,7 @@ export class DmaDebug {
     let mapped = 0;
     for_each_sg(sgl, nelems, (s, i) => {
       const ref = this.sgRef(dev, s, nelems, direction);
-      if (i === 0) mapped = this.findExact(ref)?.sg_mapped_ents ?? 0;
+      if (i === 0) mapped = this.entries.findExact(ref)?.sg_mapped_ents ?? 0;
       if (i >= mapped) return;
       this.checkSync(ref, toCpu);
     });

@@ -5,14 +5,14 @@ import type { Cma } from '../mm/cma';
 import { Machine } from '../mm/machine';
 import { NUMA_NO_NODE } from '../mm/gfp';
 import type { HugepagePolicy } from '../os/backing';
-import type { CoherentPool } from './coherent';
+import { dma_release_coherent_memory, type CoherentPool } from './coherent';
 import { DMA_BIT_MASK } from './constants';
 import { DmaDebug } from './debug';
 import type { IommuDomain, IommuOptions } from './iommu';
 import type { DmaMapOps } from './ops';
 
 export interface DeviceOptions {
-  /** Device name for messages (dev_name). */
+  /** Device name for messages (dev_name). Default dev0, dev1, ... in creation order on the machine. */
   name?: string;
   /** dev->numa_node. Default NUMA_NO_NODE (-1). */
   numaNode?: number;
@@ -42,6 +42,14 @@ function toMask(v: number | bigint): bigint {
   return DMA_BIT_MASK(v);
 }
 
+/** Devices made per machine, for default names (dev0, dev1, ...). */
+const devicesMade = new WeakMap<Machine, number>();
+function nextDeviceNumber(machine: Machine): number {
+  const n = devicesMade.get(machine) ?? 0;
+  devicesMade.set(machine, n + 1);
+  return n;
+}
+
 export class Device {
   readonly name: string;
   readonly machine: Machine;
@@ -65,7 +73,7 @@ export class Device {
   constructor(machine: Machine, options: DeviceOptions = {}) {
     machine.assertAlive();
     this.machine = machine;
-    this.name = options.name ?? `dev${machine.counters.segmentsCreated}`;
+    this.name = options.name ?? `dev${nextDeviceNumber(machine)}`;
     this.numa_node = options.numaNode ?? NUMA_NO_NODE;
     this.dma_mask = options.dmaMask === null ? null : toMask(options.dmaMask ?? 32);
     this.coherent_dma_mask = toMask(options.coherentDmaMask ?? 32);
@@ -100,8 +108,8 @@ export class Device {
     if (this.destroyed) return;
     this.destroyed = true;
     this.debug.dma_debug_device_teardown(this);
-    // dma_release_coherent_memory: the pool's memory belongs to the machine; the device lets go.
-    this.dma_mem = null;
+    // The pool's memory belongs to the machine; the device lets go of it.
+    dma_release_coherent_memory(this);
   }
 }
 

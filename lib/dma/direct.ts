@@ -5,14 +5,15 @@ import { GFP_DMA, GFP_DMA32, GFP_KERNEL, PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, __GF
 import type { Machine } from '../mm/machine';
 import type { Page } from '../mm/page';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
+import { WARN_ONCE } from './bug';
 import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
   DMA_ATTR_NO_KERNEL_MAPPING, DMA_ATTR_NO_WARN, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIT_MASK, DMA_MAPPING_ERROR,
-  EIO, ENXIO, type DmaDataDirection,
+  EIO, ENXIO, SIZE_MAX, type DmaDataDirection,
 } from './constants';
 import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
 import { dev_to_node, type Device } from './device';
-import { SIZE_MAX, dma_pgprot } from './mapping';
+import { dma_pgprot } from './mapping';
 import type { Box } from './ops';
 import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
 
@@ -106,16 +107,6 @@ export function arch_dma_prep_coherent(dev: Device, page: Page, size: number): v
   m.bytes += size;
 }
 
-/** WARN_ONCE per machine: a machine is one boot. */
-const warnedOnce = new WeakMap<Machine, Set<string>>();
-function warnOnce(machine: Machine, key: string, message: string): void {
-  let seen = warnedOnce.get(machine);
-  if (seen === undefined) warnedOnce.set(machine, (seen = new Set()));
-  if (seen.has(key)) return;
-  seen.add(key);
-  machine.warn(message);
-}
-
 function hex(v: bigint): string {
   return `0x${v.toString(16)}`;
 }
@@ -132,7 +123,7 @@ export function dma_direct_map_page(dev: Device, page: Page, offset: number, siz
   const phys = offset === 0 ? page.phys : page.phys + BigInt(offset);
   const dma_addr = phys_to_dma(dev, phys);
   if (!dma_capable(dev, dma_addr, size, true)) {
-    warnOnce(dev.machine, 'dma_direct_map_page',
+    WARN_ONCE(dev.machine, 'dma_direct_map_page',
       `WARNING: kernel/dma/direct.h: dma_direct_map_page: ${dev.name}: DMA addr ${hex(dma_addr)} + size ${hex(BigInt(size))} overflow ` +
       `(mask ${(dev.dma_mask ?? 0n).toString(16)}, bus limit ${dev.bus_dma_limit.toString(16)})`);
     return DMA_MAPPING_ERROR;
@@ -204,7 +195,7 @@ export function dma_direct_map_resource(dev: Device, paddr: bigint, size: number
   void dir; void attrs;
   const dma_addr = paddr;
   if (!dma_capable(dev, dma_addr, size, false)) {
-    warnOnce(dev.machine, 'dma_direct_map_resource',
+    WARN_ONCE(dev.machine, 'dma_direct_map_resource',
       `WARNING: kernel/dma/direct.c: dma_direct_map_resource: ${dev.name}: DMA addr ${hex(dma_addr)} + size ${hex(BigInt(size))} overflow ` +
       `(mask ${(dev.dma_mask ?? 0n).toString(16)}, bus limit ${dev.bus_dma_limit.toString(16)})`);
     return DMA_MAPPING_ERROR;
@@ -267,10 +258,6 @@ function dma_direct_optimal_gfp_mask(dev: Device): { gfp: gfp_t; phys_limit: big
   return { gfp: 0, phys_limit };
 }
 
-function page_phys(page: Page): bigint {
-  return page.phys;
-}
-
 /**
  * __dma_direct_alloc_pages: CMA first (dropped if the device cannot reach it), then the buddy
  * allocator on dev_to_node in the zone the mask asks for; memory the device cannot reach is freed
@@ -279,18 +266,18 @@ function page_phys(page: Page): bigint {
 function __dma_direct_alloc_pages(dev: Device, size: number, gfp: gfp_t): Page | null {
   const m = dev.machine;
   const node = dev_to_node(dev);
-  if (size % PAGE_SIZE !== 0) warnOnce(m, '__dma_direct_alloc_pages', `WARNING: kernel/dma/direct.c: __dma_direct_alloc_pages: size ${size} is not page aligned`);
+  if (size % PAGE_SIZE !== 0) WARN_ONCE(m, '__dma_direct_alloc_pages', `WARNING: kernel/dma/direct.c: __dma_direct_alloc_pages: size ${size} is not page aligned`);
   const zone = dma_direct_optimal_gfp_mask(dev);
   gfp |= zone.gfp;
   let page = dma_alloc_contiguous(dev, size, gfp);
-  if (page !== null && !dma_coherent_ok(dev, page_phys(page), size)) {
+  if (page !== null && !dma_coherent_ok(dev, page.phys, size)) {
     dma_free_contiguous(dev, page, size);
     page = null;
   }
   const order = get_order(size);
   for (;;) {
     if (page === null) page = m.alloc_pages_node(node, gfp, order);
-    if (page === null || dma_coherent_ok(dev, page_phys(page), size)) return page;
+    if (page === null || dma_coherent_ok(dev, page.phys, size)) return page;
     m.__free_pages(page, order);
     page = null;
     if (zone.phys_limit < DMA_BIT_MASK(64) && !(gfp & (GFP_DMA32 | GFP_DMA))) {
@@ -316,7 +303,7 @@ export function dma_direct_alloc_pages(dev: Device, size: number, dma_handle: Bo
   const page = __dma_direct_alloc_pages(dev, size, gfp);
   if (page === null) return null;
   dev.machine.memset(dev.machine.page_address(page), 0, size);
-  dma_handle.value = phys_to_dma(dev, page_phys(page));
+  dma_handle.value = phys_to_dma(dev, page.phys);
   return page;
 }
 
@@ -342,7 +329,7 @@ export function dma_direct_alloc(dev: Device, size: number, dma_handle: Box<bigi
   const addr = dev.machine.page_address(page);
   if (!dev.dma_coherent) arch_dma_prep_coherent(dev, page, size);
   if (!(attrs & DMA_ATTR_NO_KERNEL_MAPPING)) dev.machine.memset(addr, 0, size);
-  dma_handle.value = phys_to_dma(dev, page_phys(page));
+  dma_handle.value = phys_to_dma(dev, page.phys);
   return addr;
 }
 

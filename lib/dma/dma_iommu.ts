@@ -8,7 +8,7 @@ import type { Page } from '../mm/page';
 import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
   DMA_ATTR_PRIVILEGED, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE,
-  DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM, ENXIO, EREMOTEIO, type DmaDataDirection,
+  DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM, ENXIO, EREMOTEIO, SIZE_MAX, type DmaDataDirection,
 } from './constants';
 import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
 import { dev_to_node, type Device } from './device';
@@ -17,7 +17,8 @@ import {
   IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, iommu_get_dma_domain, iommu_iova_to_phys,
   iommu_unmap, type IommuDomain,
 } from './iommu';
-import { SIZE_MAX, dma_get_mask, dma_pgprot } from './mapping';
+import { dma_pgprot } from './mapping';
+import { dma_get_mask } from './mask';
 import type { Box } from './ops';
 import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
 

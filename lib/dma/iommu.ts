@@ -11,7 +11,7 @@ import type { Device } from './device';
 import { mask_bits, min_not_zero } from './direct';
 import { IoPageTable } from './io_pgtable';
 import { IovaDomain } from './iova';
-import { dma_get_mask } from './mapping';
+import { dma_get_mask } from './mask';
 
 /** IOMMU_* protection bits (include/linux/iommu.h). */
 export const IOMMU_READ = 1 << 0;

@@ -1,67 +1,26 @@
 // The driver-facing DMA API: kernel/dma/mapping.c and include/linux/dma-mapping.h. Each entry point
-// routes to dma-direct, the IOMMU layer or the device's dma_map_ops, and calls its DMA-API debug hook.
+// routes to dma-direct, the IOMMU layer or the device's dma_map_ops (route.ts), and calls its
+// DMA-API debug hook. The sync calls (sync.ts) and the mask calls (mask.ts) are re-exported at the
+// end, so that this module is the whole driver API.
 
 import { page_address } from '../mm/kernel';
 import { PAGE_ALIGN, PAGE_SIZE, __GFP_COMP, __GFP_DMA, __GFP_DMA32, __GFP_HIGHMEM, __GFP_NOWARN, get_order, type gfp_t } from '../mm/gfp';
-import type { Machine } from '../mm/machine';
 import type { Page } from '../mm/page';
 import { pgprot_dmacoherent, pgprot_writecombine } from '../mm/pgprot';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
+import { WARN_ONCE } from './bug';
 import { dma_alloc_from_dev_coherent, dma_mmap_range_ok, dma_release_from_dev_coherent } from './coherent';
 import {
-  DMA_ATTR_NO_WARN, DMA_ATTR_WRITE_COMBINE, DMA_BIT_MASK, DMA_MAPPING_ERROR, EINVAL, EIO, ENOMEM,
-  ENXIO, EREMOTEIO, dma_direction_name, valid_dma_direction, type DmaDataDirection,
+  DMA_ATTR_NO_WARN, DMA_ATTR_WRITE_COMBINE, DMA_MAPPING_ERROR, EINVAL, EIO, ENOMEM,
+  ENXIO, EREMOTEIO, type DmaDataDirection,
 } from './constants';
 import { get_dma_ops, use_dma_iommu, type Device } from './device';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
 import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
-import type { Box, DmaMapOps } from './ops';
+import type { Box } from './ops';
+import { WARN_ON_ONCE, checkDirection, dma_alloc_direct, dma_map_direct } from './route';
 import type { Scatterlist, SgTable } from './scatterlist';
-
-/** SIZE_MAX as the largest size a number holds exactly: "no limit" for dma_max_mapping_size. */
-export const SIZE_MAX = Number.MAX_SAFE_INTEGER;
-
-// ---- routing -------------------------------------------------------------------------------
-
-/**
- * dma_go_direct: never behind an IOMMU; always without ops. CONFIG_DMA_OPS_BYPASS is off in this
- * model, so a device with ops always uses them (the mask does not matter).
- */
-function dma_go_direct(dev: Device, _mask: bigint, ops: DmaMapOps | null): boolean {
-  if (use_dma_iommu(dev)) return false;
-  return ops === null;
-}
-
-/** dma_alloc_direct: routing of allocations (tests coherent_dma_mask). */
-function dma_alloc_direct(dev: Device, ops: DmaMapOps | null): boolean {
-  return dma_go_direct(dev, dev.coherent_dma_mask, ops);
-}
-
-/** dma_map_direct: routing of mappings (tests *dma_mask). */
-function dma_map_direct(dev: Device, ops: DmaMapOps | null): boolean {
-  return dma_go_direct(dev, dev.dma_mask ?? 0n, ops);
-}
-
-/** A kernel BUG_ON(!valid_dma_direction(dir)) (include/linux/dma-direction.h). */
-function checkDirection(dir: number, fn: string): asserts dir is DmaDataDirection {
-  if (!valid_dma_direction(dir)) {
-    throw new Error(`kernel BUG at kernel/dma/mapping.c: ${fn}: invalid DMA direction ${dir} (${dma_direction_name(dir)})`);
-  }
-}
-
-/** WARN_ON_ONCE: once per machine (one boot) and call site. Returns `cond`, like the macro. */
-const warnedOnce = new WeakMap<Machine, Set<string>>();
-function WARN_ON_ONCE(dev: Device, cond: boolean, site: string): boolean {
-  if (!cond) return false;
-  let seen = warnedOnce.get(dev.machine);
-  if (seen === undefined) warnedOnce.set(dev.machine, (seen = new Set()));
-  if (!seen.has(site)) {
-    seen.add(site);
-    dev.machine.warn(`WARNING: kernel/dma/mapping.c: ${site} [device=${dev.name}]`);
-  }
-  return true;
-}
 
 // ---- page protection -----------------------------------------------------------------------
 
@@ -128,15 +87,18 @@ export function dma_unmap_page(dev: Device, addr: bigint, size: number, dir: Dma
 
 /**
  * dma_map_single_attrs: map a linear-map (kernel) address: virt_to_page + offset_in_page.
- * @returns the bus address, or DMA_MAPPING_ERROR; a vmalloc address is refused with a WARN
- *   ("rejecting DMA map of vmalloc memory"), as the kernel does, since its pages are scattered.
+ * @returns the bus address, or DMA_MAPPING_ERROR; a vmalloc address is refused with a WARN (once
+ *   per machine: "rejecting DMA map of vmalloc memory"), as the kernel does, since its pages are
+ *   scattered; nothing is mapped or tracked then.
  * @throws RangeError for an address that is not memory of the device's machine (the kernel would
  *   map a wild page); Error "kernel BUG ..." for an invalid direction.
  */
 export function dma_map_single_attrs(dev: Device, ptr: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
   const m = dev.machine;
+  // DMA must never operate on areas that might be remapped (dev_WARN_ONCE).
   if (m.is_vmalloc_addr(ptr)) {
-    m.warn(`WARNING: include/linux/dma-mapping.h: ${dev.name}: rejecting DMA map of vmalloc memory [addr=0x${ptr.toString(16)}]`);
+    WARN_ONCE(m, 'dma_map_single_attrs: vmalloc',
+      `WARNING: include/linux/dma-mapping.h: ${dev.name}: rejecting DMA map of vmalloc memory [addr=0x${ptr.toString(16)}]`);
     return DMA_MAPPING_ERROR;
   }
   return __dma_map_page(dev, m.virt_to_page(ptr), ptr % PAGE_SIZE, size, dir, attrs, true);
@@ -261,61 +223,7 @@ export function dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirecti
   dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs);
 }
 
-// ---- sync ---------------------------------------------------------------------------------------
-
-/** dma_sync_single_for_cpu: hand a mapped range back to the CPU (after the device wrote it). */
-export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
-  const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_single_for_cpu');
-  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
-  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
-  else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
-  dev.debug.debug_dma_sync_single_for_cpu(dev, addr, size, dir);
-}
-
-/** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
-export function dma_sync_single_for_device(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
-  const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_single_for_device');
-  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
-  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
-  else ops?.sync_single_for_device?.(dev, addr, size, dir);
-  dev.debug.debug_dma_sync_single_for_device(dev, addr, size, dir);
-}
-
-/** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
-export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
-  const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_sg_for_cpu');
-  if (sg !== null) {
-    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
-    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
-    else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
-  }
-  dev.debug.debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
-}
-
-/** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
-export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
-  const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_sg_for_device');
-  if (sg !== null) {
-    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_device(dev, sg, nelems, dir);
-    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
-    else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
-  }
-  dev.debug.debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
-}
-
-/** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */
-export function dma_sync_sgtable_for_cpu(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
-  dma_sync_sg_for_cpu(dev, sgt.sgl, sgt.orig_nents, dir);
-}
-
-/** dma_sync_sgtable_for_device: sync the table's orig_nents entries. */
-export function dma_sync_sgtable_for_device(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
-  dma_sync_sg_for_device(dev, sgt.sgl, sgt.orig_nents, dir);
-}
+// ---- error check ------------------------------------------------------------------------------
 
 /**
  * dma_mapping_error: tells DMA-API debug the handle was checked.
@@ -482,63 +390,7 @@ export function dma_mmap_wc(dev: Device, vma: VmArea, cpu_addr: number, dma_addr
   return dma_mmap_attrs(dev, vma, cpu_addr, dma_addr, size, DMA_ATTR_WRITE_COMBINE);
 }
 
-// ---- masks and limits ---------------------------------------------------------------------------
+// ---- the rest of mapping.c ------------------------------------------------------------------
 
-/**
- * dma_supported: can the device address `mask`? Behind an IOMMU always (a WARN and false if the
- * device also has ops); with ops, ops.dma_supported or true; dma-direct: dma_direct_supported.
- */
-export function dma_supported(dev: Device, mask: bigint): boolean {
-  const ops = get_dma_ops(dev);
-  if (use_dma_iommu(dev)) {
-    if (ops !== null) {
-      dev.machine.warn(`WARNING: kernel/dma/mapping.c: dma_supported: ${dev.name} is behind an IOMMU and has dma_map_ops`);
-      return false;
-    }
-    return true;
-  }
-  if (ops === null) return Boolean(direct.dma_direct_supported(dev, mask));
-  if (ops.dma_supported === undefined) return true;
-  return ops.dma_supported(dev, mask) !== 0;
-}
-
-/**
- * dma_set_mask: set *dev->dma_mask (truncated to 64 bits).
- * @returns 0, or -EIO when the device has no dma_mask pointer or the mask is not supported.
- */
-export function dma_set_mask(dev: Device, mask: bigint): number {
-  mask = BigInt.asUintN(64, mask);
-  if (dev.dma_mask === null || !dma_supported(dev, mask)) return -EIO;
-  dev.dma_mask = mask;
-  return 0;
-}
-
-/** dma_set_coherent_mask: 0, or -EIO when the mask is not supported. */
-export function dma_set_coherent_mask(dev: Device, mask: bigint): number {
-  mask = BigInt.asUintN(64, mask);
-  if (!dma_supported(dev, mask)) return -EIO;
-  dev.coherent_dma_mask = mask;
-  return 0;
-}
-
-/** dma_set_mask_and_coherent: dma_set_mask, then (only if it worked) dma_set_coherent_mask. */
-export function dma_set_mask_and_coherent(dev: Device, mask: bigint): number {
-  const rc = dma_set_mask(dev, mask);
-  if (rc === 0) dma_set_coherent_mask(dev, mask);
-  return rc;
-}
-
-/** dma_get_mask: *dev->dma_mask, or DMA_BIT_MASK(32) when unset or zero. */
-export function dma_get_mask(dev: Device): bigint {
-  if (dev.dma_mask !== null && dev.dma_mask !== 0n) return dev.dma_mask;
-  return DMA_BIT_MASK(32);
-}
-
-/** dma_max_mapping_size: the largest single mapping; SIZE_MAX (here 2^53 - 1) when unlimited. */
-export function dma_max_mapping_size(dev: Device): number {
-  const ops = get_dma_ops(dev);
-  if (dma_map_direct(dev, ops)) return direct.dma_direct_max_mapping_size(dev);
-  if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_max_mapping_size(dev);
-  if (ops?.max_mapping_size !== undefined) return ops.max_mapping_size(dev);
-  return SIZE_MAX;
-}
+export * from './sync';
+export * from './mask';

@@ -3,9 +3,9 @@
 
 import { GFP_KERNEL, PAGE_ALIGN, PAGE_SIZE, get_order, type gfp_t } from '../mm/gfp';
 import { is_vmalloc_addr, page_address, page_to_pfn, virt_to_page, vmalloc_to_page } from '../mm/kernel';
-import type { Machine } from '../mm/machine';
 import type { Page } from '../mm/page';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
+import { WARN_ONCE } from './bug';
 import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
   DMA_ATTR_SKIP_CPU_SYNC, DMA_MAPPING_ERROR, EINVAL, ENXIO, type DmaDataDirection,
@@ -145,14 +145,9 @@ export const dma_common_ops: DmaMapOps = Object.freeze({
     dma_direct_unmap_sg(dev, sg, nents, dir, attrs),
 });
 
-/** WARN_ON_ONCE per machine (a machine is one boot). */
-const warnedDummy = new WeakMap<Machine, Set<string>>();
-function warnOnce(dev: Device, what: string): void {
-  let seen = warnedDummy.get(dev.machine);
-  if (seen === undefined) warnedDummy.set(dev.machine, (seen = new Set()));
-  if (seen.has(what)) return;
-  seen.add(what);
-  dev.machine.warn(`WARNING: kernel/dma/dummy.c: ${what}: dma_dummy_ops cannot map, so nothing can be unmapped`);
+/** WARN_ON_ONCE: an unmap of what dma_dummy_ops could never have mapped. */
+function dummyUnmapWarn(dev: Device, what: string): void {
+  WARN_ONCE(dev.machine, what, `WARNING: kernel/dma/dummy.c: ${what}: dma_dummy_ops cannot map, so nothing can be unmapped`);
 }
 
 /**
@@ -164,8 +159,8 @@ export const dma_dummy_ops: DmaMapOps = Object.freeze({
   name: 'dma_dummy_ops',
   mmap: (): number => -ENXIO,
   map_page: (): bigint => DMA_MAPPING_ERROR,
-  unmap_page: (dev: Device): void => warnOnce(dev, 'dma_dummy_unmap_page'),
+  unmap_page: (dev: Device): void => dummyUnmapWarn(dev, 'dma_dummy_unmap_page'),
   map_sg: (): number => -EINVAL,
-  unmap_sg: (dev: Device): void => warnOnce(dev, 'dma_dummy_unmap_sg'),
+  unmap_sg: (dev: Device): void => dummyUnmapWarn(dev, 'dma_dummy_unmap_sg'),
   dma_supported: (): number => 0,
 });

@@ -1,0 +1,64 @@
+// The streaming-DMA sync calls of kernel/dma/mapping.c: hand a mapped buffer to the CPU (after the
+// device wrote it) or to the device (after the CPU wrote it). Each routes like the map calls, then
+// runs its DMA-API debug check (sync outside the mapping, wrong direction, wrong nents).
+
+import { use_dma_iommu, get_dma_ops, type Device } from './device';
+import type { DmaDataDirection } from './constants';
+import * as direct from './direct';
+import * as dma_iommu from './dma_iommu';
+import { checkDirection, dma_map_direct } from './route';
+import type { Scatterlist, SgTable } from './scatterlist';
+
+/** dma_sync_single_for_cpu: hand a mapped range back to the CPU (after the device wrote it). */
+export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_single_for_cpu');
+  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
+  else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
+  dev.debug.debug_dma_sync_single_for_cpu(dev, addr, size, dir);
+}
+
+/** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
+export function dma_sync_single_for_device(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_single_for_device');
+  if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
+  else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
+  else ops?.sync_single_for_device?.(dev, addr, size, dir);
+  dev.debug.debug_dma_sync_single_for_device(dev, addr, size, dir);
+}
+
+/** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
+export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_sg_for_cpu');
+  if (sg !== null) {
+    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+    else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
+  }
+  dev.debug.debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+}
+
+/** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
+export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  checkDirection(dir, 'dma_sync_sg_for_device');
+  if (sg !== null) {
+    if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_device(dev, sg, nelems, dir);
+    else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
+    else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
+  }
+  dev.debug.debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
+}
+
+/** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */
+export function dma_sync_sgtable_for_cpu(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  dma_sync_sg_for_cpu(dev, sgt.sgl, sgt.orig_nents, dir);
+}
+
+/** dma_sync_sgtable_for_device: sync the table's orig_nents entries. */
+export function dma_sync_sgtable_for_device(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  dma_sync_sg_for_device(dev, sgt.sgl, sgt.orig_nents, dir);
+}
