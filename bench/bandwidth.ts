@@ -2,6 +2,8 @@
 // the same memory, and the first-touch cost of a buffer in hugetlb-backed CMA against 4 KiB pages.
 
 import { native } from '../lib/native';
+import { cma_alloc } from '../lib/mm/cma';
+import { PAGE_SIZE } from '../lib/mm/gfp';
 import { Machine } from '../lib/mm/machine';
 import { hugepagePoolFree } from '../lib/os/backing';
 import {
@@ -112,8 +114,10 @@ async function firstTouch(ctx: BenchContext): Promise<void> {
     const m = new Machine({ name: `bench-touch-${kind}`, ramPerNode: 2 * MiB, cmaSize: size, hugepages: kind === 'huge' ? 'require' : 'off', emitWarnings: false });
     const t1 = now();
     try {
-      const seg = m.cmaSegment(m.dma_contiguous_default_area!);
-      const view = m.view(seg.address, size);
+      // The whole area as one allocation: views cover allocations only.
+      const page = cma_alloc(m.dma_contiguous_default_area, size / PAGE_SIZE, 0, false);
+      if (page === null) throw new Error(`bench: cma_alloc of the whole ${sizeName(size)} area failed`);
+      const view = m.view(m.page_address(page), size);
       const t2 = now();
       view.fill(0x5a);
       const t3 = now();

@@ -98,6 +98,23 @@ describe('32 machine: the kernel memory model over real memory', () => {
       assert.throws(() => m.view(seg.address, -1), RangeError);
     });
 
+    it('a view never leaves its allocation; read() copies any mapped memory', () => {
+      const block = m.alloc_pages_node(0, GFP_KERNEL, 1)!;
+      const addr = m.page_address(block);
+      assert.equal(m.view(addr, 2 * PAGE_SIZE).length, 2 * PAGE_SIZE, 'the whole order-1 block');
+      assert.throws(() => m.view(addr, 2 * PAGE_SIZE + 1), /leaves its allocation/);
+      m.view(addr, 8).fill(0x3c);
+      m.__free_pages(block, 1);
+      assert.throws(() => m.view(addr, 1), /leaves its allocation/, 'freed memory');
+      assert.equal(m.read(addr, 8).toString('hex'), '3c'.repeat(8), 'a copy of freed memory is fine');
+      const cma = m.dma_contiguous_default_area!;
+      const p = cma_alloc(cma, 2, 0, false)!;
+      assert.equal(m.view(m.page_address(p), 2 * PAGE_SIZE).length, 2 * PAGE_SIZE);
+      assert.throws(() => m.view(m.page_address(p), 3 * PAGE_SIZE), /not handed out/);
+      cma_release(cma, p, 2);
+      assert.throws(() => m.read(12345, 1), RangeError);
+    });
+
     it('cma_alloc hands out pages of the CMA segment, 2^align aligned, and cma_release takes them back', () => {
       const cma = m.dma_contiguous_default_area!;
       const p = cma_alloc(cma, 3, 2, false)!;

@@ -461,7 +461,7 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
         const page = seen as Page | null;
         assert.ok(page !== null && def().contains(page.pfn), 'the pages came from the default CMA area');
         assert.equal(def().available, before, 'dma_free_contiguous gave them back');
-        assert.ok(m.view(m.page_address(page), S3).every((b) => b === 0xab), 'not zeroed');
+        assert.ok(m.read(m.page_address(page), S3).every((b) => b === 0xab), 'not zeroed');
         // Also from the buddy allocator (atomic gfp skips CMA).
         const free = m.buddy.freePages(0);
         assert.equal(dma_common_alloc_pages(failing, S3, h, DMA_TO_DEVICE, GFP_ATOMIC), null);

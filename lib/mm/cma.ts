@@ -230,6 +230,19 @@ export function cma_pages_valid(cma: Cma | null, page: Page | null, count: numbe
 }
 
 /**
+ * Whether every page of [pfn, pfn + count) lies in one range of the area and is handed out (its
+ * bitmap bits set). Not a kernel function: the memory model uses it to keep views inside
+ * allocations.
+ */
+export function cma_pages_allocated(cma: Cma, pfn: number, count: number): boolean {
+  const cmr = findRange(cma, pfn, count);
+  if (cmr === undefined) return false;
+  const first = Math.floor((pfn - cmr.basePfn) / 2 ** cma.orderPerBit);
+  const end = Math.ceil((pfn + count - cmr.basePfn) / 2 ** cma.orderPerBit);
+  return cmr.bitmap.subarray(first, end).indexOf(0) < 0;
+}
+
+/**
  * Give back count pages from cma_alloc (cma_release). Returns false, touching nothing, unless the
  * pages lie wholly inside one range. Throws if a page of the run is not allocated: the kernel would
  * free a free page ("Bad page state"); we refuse.

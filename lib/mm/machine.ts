@@ -6,7 +6,7 @@ import { trackExternalMemory } from '../os/views';
 import type { HugepagePolicy } from '../os/backing';
 import { readPfns } from '../os/pagemap';
 import { BuddyAllocator } from './buddy';
-import { Cma } from './cma';
+import { Cma, cma_pages_allocated } from './cma';
 import {
   MAX_PAGE_ORDER, NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, __GFP_DMA, __GFP_DMA32,
   __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
@@ -340,12 +340,67 @@ export class Machine {
       if (off + length > seg.byteLength) {
         throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves segment ${seg.name}`);
       }
+      this.checkAllocated(seg, addr, length);
       return seg.window.slice(off, length);
     }
     const area = this.findVmallocArea(addr);
     if (area !== null) return area.view(addr, length);
     for (const vma of this.vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.view(addr - vma.vm_start, length);
     throw new RangeError(`${this.name}: nothing is mapped at 0x${addr.toString(16)}`);
+  }
+
+  /**
+   * A copy of `length` bytes of mapped memory at a linear-map, vmalloc or VMA address, allocated
+   * or not (like reading /dev/mem): for inspecting memory a view may not cover, e.g. pages that
+   * were just freed. RangeError where nothing is mapped.
+   */
+  read(addr: number, length: number): Buffer {
+    this.assertAlive();
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`Expected integer address and non-negative length but received ${String(addr)}, ${String(length)}`);
+    }
+    if (this.isLinearAddress(addr)) {
+      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
+      if (seg === null || addr - seg.address + length > seg.byteLength) {
+        throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its segment`);
+      }
+      return Buffer.from(seg.bytes.subarray(addr - seg.address, addr - seg.address + length));
+    }
+    return Buffer.from(this.view(addr, length));
+  }
+
+  /**
+   * Throws a RangeError unless every page of [addr, addr+length) is handed out: inside blocks the
+   * buddy allocator gave out (RAM) or pages cma_alloc gave out (CMA). A view is a window onto an
+   * allocation, never onto free memory that the allocators may give to someone else.
+   */
+  private checkAllocated(seg: Segment, addr: number, length: number): void {
+    if (length === 0) return;
+    const first = Math.floor((addr - this.pageOffset) / PAGE_SIZE);
+    const end = Math.ceil((addr + length - this.pageOffset) / PAGE_SIZE);
+    if (seg.kind === 'cma') {
+      const cma = this.cmaAreas.find((c) => c.basePfn === seg.startPfn);
+      if (cma !== undefined && cma_pages_allocated(cma, first, end - first)) return;
+      throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pages of CMA area ${cma?.name ?? seg.name} not handed out)`);
+    }
+    for (let pfn = first; pfn < end;) {
+      const blockEnd = this.allocatedBlockEnd(seg, pfn);
+      if (blockEnd < 0) {
+        throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${pfn.toString(16)} is free)`);
+      }
+      pfn = blockEnd;
+    }
+  }
+
+  /** The end PFN of the allocated buddy block holding pfn, or -1 if pfn is free (heads are order-aligned). */
+  private allocatedBlockEnd(seg: Segment, pfn: number): number {
+    for (let order = 0; order <= MAX_PAGE_ORDER; order++) {
+      const head = pfn - (pfn % (1 << order));
+      if (head < seg.startPfn) break;
+      const page = seg.peek(head);
+      if (page !== undefined && page.allocOrder >= order && head + (1 << page.allocOrder) > pfn) return head + (1 << page.allocOrder);
+    }
+    return -1;
   }
 
   // ---- vmalloc area (mm/vmalloc.c) ----

@@ -68,6 +68,11 @@ export class Segment implements PageSegment {
     return pfn >= this.startPfn && pfn < this.startPfn + this.pages;
   }
 
+  /** The struct page of a PFN if it was ever created (no page is made), else undefined. */
+  peek(pfn: number): Page | undefined {
+    return this.memMap[pfn - this.startPfn];
+  }
+
   /** The struct page of a PFN inside this segment; the same object every time. */
   page(pfn: number): Page {
     const i = pfn - this.startPfn;
