@@ -8,7 +8,7 @@ import { Region } from '../lib/os/region';
 import { ADVICES } from '../lib/os/region-options';
 import { thpMode } from '../lib/os/sysinfo';
 import { hugepagePoolFree, HUGE_2M } from '../lib/os/backing';
-import { readKpageflags, hasKpageflag, KPF_HUGE, pfnVisible } from '../lib/os/pagemap';
+import { readKpageflags, hasKpageflag, KPF_HUGE, KPF_THP, pfnVisible } from '../lib/os/pagemap';
 import { viewAddress, trackedExternalMemory } from '../lib/os/views';
 import { native } from '../lib/native';
 import { expectNoLeaks, forceGc, requireHugepagesOrSkip } from './helpers/leaks';
@@ -101,6 +101,36 @@ describe('20 Region', () => {
         for (const h of hogs) h.close();
       }
       if (hogs.length > 0) assert.ok(hugepagePoolFree() > 0, 'the pool is given back');
+    });
+
+    it("'auto' takes transparent huge pages when the pool is exhausted and shmem THP is allowed (confirmed by kpageflags)", function () {
+      const knob = '/sys/kernel/mm/transparent_hugepage/shmem_enabled';
+      const before = thpMode('shmem');
+      if (process.getuid?.() !== 0 || before === null) {
+        const why = `needs root to set ${knob} to 'advise' for the test (this is ${before === null ? 'a kernel without shmem THP' : 'not root'})`;
+        if (process.env.CI === 'true') throw new Error(`CI must run the THP path: ${why}`);
+        this.test!.title += ` [skipped: ${why}]`;
+        this.skip();
+      }
+      const hogs: Region[] = [];
+      try {
+        fs.writeFileSync(knob, 'advise');
+        for (let free = hugepagePoolFree(); free > 0; free = hugepagePoolFree()) {
+          hogs.push(Region.allocate(free * HUGE_2M, { hugepages: 'require', populate: false, name: 'pool-hog' }));
+        }
+        using r = Region.allocate(4 * HUGE_2M, { align2M: true });
+        assert.equal(r.backing, 'thp', r.backingReason);
+        assert.match(r.backingReason, /thp/);
+        const pfns = r.pfns();
+        const flags = readKpageflags(pfns[0]!, 1);
+        assert.ok(flags !== null && hasKpageflag(flags[0]!, KPF_THP), 'the first page is part of a transparent huge page');
+        r.view().fill(7);
+        assert.equal(r.read(3 * HUGE_2M, 1)[0], 7);
+      } finally {
+        for (const h of hogs) h.close();
+        fs.writeFileSync(knob, before!);
+      }
+      assert.equal(thpMode('shmem'), before, 'the setting is restored');
     });
 
     it("'require' with a length that is not a 2 MiB multiple is EINVAL", () => {
