@@ -130,6 +130,27 @@ describe('native addon', () => {
       }
       assert.equal(thrown(() => native.close(fd)).code, 'EBADF');
     });
+
+    it('fallocate PUNCH_HOLE | KEEP_SIZE drops the pages of a range: they read back as zeros, the size stays', () => {
+      const fd = native.memfdCreate('dmamem-punch', 0);
+      const len = 4 * native.pageSize;
+      const addr = native.mmap(0, len, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0);
+      try {
+        native.ftruncate(fd, len);
+        native.memset(addr, 0x5a, len);
+        native.fallocate(fd, C.FALLOC_FL_PUNCH_HOLE | C.FALLOC_FL_KEEP_SIZE, native.pageSize, 2 * native.pageSize);
+        const out = new Uint8Array(len);
+        native.copyOut(addr, len, out, 0);
+        assert.equal(out[native.pageSize - 1], 0x5a, 'page 0 kept');
+        assert.ok(out.subarray(native.pageSize, 3 * native.pageSize).every((b) => b === 0), 'pages 1-2 punched');
+        assert.equal(out[3 * native.pageSize], 0x5a, 'page 3 kept');
+        assert.equal(native.fstatSize(fd), len);
+        assert.equal(thrown(() => native.fallocate(fd, C.FALLOC_FL_PUNCH_HOLE, 0, native.pageSize)).code, 'EOPNOTSUPP', 'PUNCH_HOLE needs KEEP_SIZE');
+      } finally {
+        native.munmap(addr, len);
+        native.close(fd);
+      }
+    });
   });
 
   describe('errors', () => {
