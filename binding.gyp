@@ -7,6 +7,7 @@
         "native/errors.cc",
         "native/memfd.cc",
         "native/mapping.cc",
+        "native/teardown.cc",
         "native/advise.cc",
         "native/buffer.cc",
         "native/pagemap.cc",

@@ -116,6 +116,14 @@ export interface Native {
   /** Raw /proc/kpageflags entries for [pfn, pfn+count) into out. Throws EACCES/ENOENT if unreadable. */
   kpageflagsRead(pfn: number, count: number, out: BigUint64Array): void;
 
+  // --- teardown (native/teardown.cc) ---
+  /**
+   * What this JS environment (main thread or worker) has mapped and opened through the addon and
+   * not yet released. All of it is unmapped and closed when the environment is torn down, so a
+   * worker that ends (even by terminate()) leaves nothing behind.
+   */
+  trackedResources(): { ranges: number; bytes: number; fds: number };
+
   // --- system (native/sysinfo.cc) ---
   /** getrlimit(RLIMIT_MEMLOCK) -> [soft, hard], -1 for RLIM_INFINITY. */
   memlockLimit(): [number, number];

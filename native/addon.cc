@@ -8,9 +8,12 @@ void InitAdvise(Napi::Env env, Napi::Object exports);
 void InitBuffer(Napi::Env env, Napi::Object exports);
 void InitPagemap(Napi::Env env, Napi::Object exports);
 void InitSysinfo(Napi::Env env, Napi::Object exports);
+void InitTeardown(Napi::Env env, Napi::Object exports);
 }  // namespace dmamem
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // First: the other facilities record what they map and open in this environment's instance data.
+  dmamem::InitTeardown(env, exports);
   dmamem::InitMemfd(env, exports);
   dmamem::InitMapping(env, exports);
   dmamem::InitAdvise(env, exports);

@@ -10,6 +10,11 @@
 #include <string>
 
 #include "errors.h"
+#include "teardown.h"
+
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
 
 namespace dmamem {
 
@@ -18,6 +23,12 @@ namespace {
 std::string MmapCall(uint64_t addr, uint64_t length, int prot, int flags, int fd, uint64_t offset) {
   return "mmap(addr=" + Hex(addr) + ", length=" + std::to_string(length) + ", prot=" + Hex(static_cast<unsigned>(prot)) +
          ", flags=" + Hex(static_cast<unsigned>(flags)) + ", fd=" + std::to_string(fd) + ", offset=" + Hex(offset) + ")";
+}
+
+// Mappings cover whole pages; the record does too.
+uint64_t PageAlign(uint64_t length) {
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return (length + page - 1) & ~(page - 1);
 }
 
 std::string RangeCall(const char* name, uint64_t addr, uint64_t length) {
@@ -37,6 +48,7 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "mmap", MmapCall(addr, length, prot, flags, fd, offset));
     return env.Undefined();
   }
+  TrackRange(env, reinterpret_cast<uint64_t>(p), PageAlign(length));
   return Num(env, p);
 }
 
@@ -85,6 +97,7 @@ Napi::Value Reserve(const Napi::CallbackInfo& info) {
     ThrowErrno(env, err, "munmap", RangeCall("munmap", aligned + length, tail));
     return env.Undefined();
   }
+  TrackRange(env, aligned, length);
   return Num(env, aligned);
 }
 
@@ -95,7 +108,9 @@ Napi::Value ReserveFixed(const Napi::CallbackInfo& info) {
   uint64_t length = U64(info[1]);
   if (MapReservation(reinterpret_cast<void*>(addr), length, MAP_FIXED) == MAP_FAILED) {
     ThrowErrno(env, errno, "mmap", MmapCall(addr, length, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, ReservationFd(), 0));
+    return env.Undefined();
   }
+  TrackRange(env, addr, PageAlign(length));
   return env.Undefined();
 }
 
@@ -119,6 +134,7 @@ Napi::Value MapFixedBatch(const Napi::CallbackInfo& info) {
       e.ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    TrackRange(env, addr, PageAlign(length));
   }
   return env.Undefined();
 }
@@ -138,6 +154,8 @@ Napi::Value Mremap(const Napi::CallbackInfo& info) {
                    ", newAddr=" + Hex(new_addr) + ")");
     return env.Undefined();
   }
+  if (!(flags & MREMAP_DONTUNMAP)) UntrackRange(env, old_addr, PageAlign(old_length));
+  TrackRange(env, reinterpret_cast<uint64_t>(p), PageAlign(new_length));
   return Num(env, p);
 }
 
@@ -147,7 +165,9 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
   uint64_t length = U64(info[1]);
   if (munmap(reinterpret_cast<void*>(addr), length) != 0) {
     ThrowErrno(env, errno, "munmap", RangeCall("munmap", addr, length));
+    return env.Undefined();
   }
+  UntrackRange(env, addr, PageAlign(length));
   return env.Undefined();
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "errors.h"
+#include "teardown.h"
 
 namespace dmamem {
 
@@ -23,6 +24,7 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "memfd_create", "memfd_create(name=\"" + name + "\", flags=" + Hex(flags | MFD_CLOEXEC) + ")");
     return env.Undefined();
   }
+  TrackFd(env, fd);
   return Napi::Number::New(env, fd);
 }
 
@@ -92,6 +94,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "open", "open(path=\"" + path + "\", flags=" + Hex(static_cast<unsigned>(flags | O_CLOEXEC)) + ")");
     return env.Undefined();
   }
+  TrackFd(env, fd);
   return Napi::Number::New(env, fd);
 }
 
@@ -104,12 +107,15 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "dup", "fcntl(fd=" + std::to_string(fd) + ", F_DUPFD_CLOEXEC)");
     return env.Undefined();
   }
+  TrackFd(env, nfd);
   return Napi::Number::New(env, nfd);
 }
 
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = I32(info[0]);
+  // Linux releases the descriptor even when close() reports an error.
+  UntrackFd(env, fd);
   if (close(fd) != 0) {
     ThrowErrno(env, errno, "close", "close(fd=" + std::to_string(fd) + ")");
   }
