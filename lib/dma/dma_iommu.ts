@@ -26,6 +26,9 @@ import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTabl
 const DEFAULT_MAX_SEG_SIZE = 64 * 1024;
 
 /** dma_info_to_prot: IOMMU_* bits for a direction; 0 for DMA_NONE. */
+/** The largest IOVA a JS number holds exactly; made once (BigInt construction on every unmap costs). */
+const MAX_SAFE_DMA_ADDR = BigInt(Number.MAX_SAFE_INTEGER);
+
 export function dma_info_to_prot(dir: DmaDataDirection, coherent: boolean, attrs: number): number {
   let prot = coherent ? IOMMU_CACHE : 0;
   if (attrs & DMA_ATTR_PRIVILEGED) prot |= IOMMU_PRIV;
@@ -94,7 +97,7 @@ export function iommu_dma_map_page(dev: Device, page: Page, offset: number, size
 /** iommu_dma_unmap_page: WARN and do nothing when the handle translates to nothing. */
 export function iommu_dma_unmap_page(dev: Device, dma_handle: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
   const domain = iommu_get_dma_domain(dev);
-  const phys = dma_handle > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : domain.translate(Number(dma_handle));
+  const phys = dma_handle > MAX_SAFE_DMA_ADDR ? -1 : domain.translate(Number(dma_handle));
   if (phys <= 0) {
     dev.machine.warn(`WARNING: drivers/iommu/dma-iommu.c: iommu_dma_unmap_page: ${dev.name}: IOVA 0x${dma_handle.toString(16)} is not mapped`);
     return;
@@ -105,7 +108,7 @@ export function iommu_dma_unmap_page(dev: Device, dma_handle: bigint, size: numb
 
 /** iommu_dma_map_resource: MMIO through the IOMMU (IOMMU_MMIO, never cacheable). */
 export function iommu_dma_map_resource(dev: Device, phys: bigint, size: number, dir: DmaDataDirection, attrs: number): bigint {
-  if (phys < 0n || phys > BigInt(Number.MAX_SAFE_INTEGER)) return DMA_MAPPING_ERROR;
+  if (phys < 0n || phys > MAX_SAFE_DMA_ADDR) return DMA_MAPPING_ERROR;
   return __iommu_dma_map(dev, Number(phys), size, dma_info_to_prot(dir, false, attrs) | IOMMU_MMIO, dma_get_mask(dev));
 }
 
