@@ -7,7 +7,7 @@ import * as vm from 'node:vm';
 import * as v8 from 'node:v8';
 import { native } from '../../lib/native';
 import { hugepagePoolFree } from '../../lib/os/backing';
-import { readPfns } from '../../lib/os/pagemap';
+import { pfnVisible, readPfns } from '../../lib/os/pagemap';
 
 /**
  * Lines of /proc/self/maps other than anonymous private memory. V8 maps and unmaps 256 KiB heap
@@ -118,6 +118,25 @@ export function expectNoLeaks(): void {
 /** 2 MiB huge pages a new mapping can still reserve (free_hugepages - resv_hugepages). */
 export function hugepagesFree(): number {
   return hugepagePoolFree(2048);
+}
+
+/**
+ * Whether host PFNs are readable here (CAP_SYS_ADMIN). Tests check the visible result as root and
+ * the hidden one (null / NaN, never a fake 0) otherwise; under CI, which runs as root, hidden PFNs
+ * are an error rather than the other branch.
+ */
+export function hostPfnsVisible(): boolean {
+  const visible = pfnVisible();
+  if (!visible && process.env.CI === 'true') throw new Error('CI must see host PFNs: run it as root (CAP_SYS_ADMIN)');
+  return visible;
+}
+
+/** Skips the running test, saying why, unless host PFNs are visible (see hostPfnsVisible). */
+export function requirePfnsOrSkip(ctx: Mocha.Context): void {
+  if (hostPfnsVisible()) return;
+  const test = ctx.currentTest ?? ctx.test;
+  if (test) test.title += ' [skipped: host PFNs are hidden without CAP_SYS_ADMIN]';
+  ctx.skip();
 }
 
 /**
