@@ -6,7 +6,7 @@ import { Region } from '../lib/os/region';
 import { readPagemap, readPfns, readKpageflags, pfnVisible, hasKpageflag, KPF_HUGE, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL } from '../lib/os/pagemap';
 import { systemInfo, explainMissing, thpMode } from '../lib/os/sysinfo';
 import { native } from '../lib/native';
-import { expectNoLeaks, requireHugepagesOrSkip } from './helpers/leaks';
+import { expectNoLeaks, requireHugepagesOrSkip, requirePfnsOrSkip } from './helpers/leaks';
 
 const PAGE = native.pageSize;
 
@@ -48,7 +48,7 @@ describe('22 pagemap and system info', () => {
 
     it('kpageflags marks a hugetlb page HUGE, head then tails', function () {
       requireHugepagesOrSkip(this, 1);
-      if (!pfnVisible()) this.skip();
+      requirePfnsOrSkip(this);
       using r = Region.allocate(2 * 1024 * 1024, { hugepages: 'require' });
       const pfn = r.pfns()[0]!;
       const flags = readKpageflags(pfn, 2);
