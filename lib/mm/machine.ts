@@ -3,7 +3,7 @@
 
 import { native } from '../native';
 import { trackExternalMemory } from '../os/views';
-import type { HugepagePolicy } from '../os/backing';
+import { HUGE_2M, type HugepagePolicy } from '../os/backing';
 import { readPfns } from '../os/pagemap';
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
@@ -19,7 +19,8 @@ import { VmArea, type VmaOptions } from './vma';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-const HUGE = 2 * MiB;
+/** One 2 MiB huge page (the granule hugetlb memory is mapped in). */
+const HUGE = HUGE_2M;
 /** Address space kept free above the laid-out memory for CMA areas and pools added later. */
 const LINEAR_HEADROOM = 64 * GiB;
 

@@ -5,8 +5,10 @@ import { native, C } from '../native';
 import { PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import type { Segment } from './segment';
+import { HUGE_2M } from '../os/backing';
 
-const HUGE = 2 * 1024 * 1024;
+/** One 2 MiB huge page (the granule hugetlb memory is mapped in). */
+const HUGE = HUGE_2M;
 
 /** A run of `pages` physically consecutive pages starting at `pfn`, to be mapped at `va`. */
 export interface Run {

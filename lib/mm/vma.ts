@@ -8,6 +8,7 @@ import { PAGE_ALIGN, PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import { PAGE_READONLY, PAGE_SHARED, pgprot_cachemode, type CacheMode } from './pgprot';
 import { mapRuns, type SpillBounds } from './remap';
+import { HUGE_2M } from '../os/backing';
 
 // vm_flags (include/linux/mm.h)
 export const VM_READ = 0x00000001;
@@ -24,7 +25,8 @@ export const VM_IO = 0x00004000;
 export const VM_DONTEXPAND = 0x00040000;
 export const VM_DONTDUMP = 0x04000000;
 
-const HUGE = 2 * 1024 * 1024;
+/** One 2 MiB huge page (the granule hugetlb memory is mapped in). */
+const HUGE = HUGE_2M;
 /** Guard space on each side of a VMA, so hugetlb pages can be mapped whole around it. */
 const GUARD = 2 * HUGE;
 
