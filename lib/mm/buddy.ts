@@ -48,6 +48,17 @@ function firstFitting(list: Set<number>, pages: number, endPfn: number): number 
  */
 export const PCP_HIGH = 64;
 
+/**
+ * What the owner of the memory learns about blocks changing hands (the kernel's
+ * free_pages_prepare / post_alloc_hook): page poisoning, and revoking views over freed pages.
+ */
+export interface BuddyHooks {
+  /** [pfn, pfn+pages) became free: by free() (a block as allocated, before it reaches the pcp list) or addRange(). */
+  freed(pfn: number, pages: number): void;
+  /** [pfn, pfn+pages) was handed out. A throw undoes the allocation (the block is freed again) and propagates. */
+  allocated(pfn: number, pages: number): void;
+}
+
 export class BuddyAllocator {
   private readonly areas = new Map<number, NodeArea>();
   /** Per-node lists of free order-0 pages kept out of the buddy lists (the kernel's pcp lists). */
@@ -57,7 +68,11 @@ export class BuddyAllocator {
   /** PFN ranges handed to addRange, to refuse overlaps. */
   private readonly ranges: { nid: number; start: number; end: number }[] = [];
 
-  constructor(private readonly pfnToPage: (pfn: number) => Page) {}
+  readonly #hooks: BuddyHooks | undefined;
+
+  constructor(private readonly pfnToPage: (pfn: number) => Page, hooks?: BuddyHooks) {
+    this.#hooks = hooks;
+  }
 
   /**
    * Give [startPfn, startPfn + count) of node nid to the allocator. The range is freed as maximal
@@ -82,6 +97,7 @@ export class BuddyAllocator {
     const area = this.area(nid);
     area.totalPages += count;
     let pfn = startPfn;
+    this.#hooks?.freed(startPfn, count);
     while (pfn < end) {
       let order = MAX_PAGE_ORDER;
       while (pfn % (1 << order) !== 0 || pfn + (1 << order) > end) order--;
@@ -105,10 +121,20 @@ export class BuddyAllocator {
     checkInteger(order, 'order', 0);
     if (order > MAX_PAGE_ORDER) return null;
     const candidates = thisNode ? [nid] : this.nodesByDistance(nid);
-    const page = this.tryAlloc(candidates, order, endPfn);
-    if (page !== null || !this.hasPcpPages()) return page;
-    this.drainPcp();
-    return this.tryAlloc(candidates, order, endPfn);
+    let page = this.tryAlloc(candidates, order, endPfn);
+    if (page === null && this.hasPcpPages()) {
+      this.drainPcp();
+      page = this.tryAlloc(candidates, order, endPfn);
+    }
+    if (page !== null && this.#hooks !== undefined) {
+      try {
+        this.#hooks.allocated(page.pfn, 1 << order);
+      } catch (err) {
+        this.free(page, order);
+        throw err;
+      }
+    }
+    return page;
   }
 
   private tryAlloc(candidates: readonly number[], order: number, endPfn: number): Page | null {
@@ -177,11 +203,12 @@ export class BuddyAllocator {
           `[alloc order=${allocOrder}] [free order=${order}]`,
       );
     }
+    const area = this.areas.get(nid);
+    if (area === undefined) throw new Error(`buddy: node ${nid} vanished`);
     page.allocOrder = -1;
     page.refcount = 0;
     page.flags &= ~PG_head;
-    const area = this.areas.get(nid);
-    if (area === undefined) throw new Error(`buddy: node ${nid} vanished`);
+    this.#hooks?.freed(page.pfn, 1 << order);
     if (order === 0) {
       let list = this.pcp.get(nid);
       if (list === undefined) this.pcp.set(nid, (list = []));

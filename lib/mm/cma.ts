@@ -29,6 +29,10 @@ export interface CmaOptions {
   readonly nid: number;
   /** Where allocation failures are reported (the kernel's pr_err_ratelimited). */
   readonly warn?: (message: string) => void;
+  /** Called with each run handed out; a throw undoes the allocation and propagates (page poisoning checks). */
+  readonly allocated?: (pfn: number, count: number) => void;
+  /** Called with each run given back, after it is free again (views are revoked, pages poisoned). */
+  readonly released?: (pfn: number, count: number) => void;
 }
 
 /** struct cma_memrange: one physically contiguous range and its bitmap (one byte per bit). */
@@ -49,6 +53,8 @@ interface CmaState {
   available: number;
   readonly pfnToPage: (pfn: number) => Page;
   readonly warn: (message: string) => void;
+  readonly allocated: ((pfn: number, count: number) => void) | undefined;
+  readonly released: ((pfn: number, count: number) => void) | undefined;
 }
 
 const states = new WeakMap<Cma, CmaState>();
@@ -102,6 +108,8 @@ export class Cma {
       available: this.count,
       pfnToPage: options.pfnToPage,
       warn: options.warn ?? ((message) => process.emitWarning(message)),
+      allocated: options.allocated,
+      released: options.released,
     });
   }
 
@@ -184,6 +192,17 @@ function cmaRangeAlloc(
   // pages of a CMA area, so the run is always free and that step cannot fail.
   const pfn = cmr.basePfn + bitmapNo * 2 ** cma.orderPerBit;
   for (let i = 0; i < count; i++) state.pfnToPage(pfn + i).refcount = 1;
+  if (state.allocated !== undefined) {
+    try {
+      state.allocated(pfn, count);
+    } catch (err) {
+      for (let i = 0; i < count; i++) state.pfnToPage(pfn + i).refcount = 0;
+      cmr.bitmap.fill(0, bitmapNo, bitmapNo + bitmapCount);
+      state.available += count;
+      state.released?.(pfn, count);
+      throw err;
+    }
+  }
   return state.pfnToPage(pfn);
 }
 
@@ -265,6 +284,7 @@ export function cma_release(cma: Cma | null, pages: Page | null, count: number):
   const bitmapNo = Math.floor((pages.pfn - cmr.basePfn) / 2 ** cma.orderPerBit);
   cmr.bitmap.fill(0, bitmapNo, bitmapNo + pagesToBits(cma, count));
   state.available += count;
+  state.released?.(pages.pfn, count);
   return true;
 }
 

@@ -2,20 +2,21 @@
 // linear map of all of it, the page allocator, the vmalloc area and user VMAs, and their teardown.
 
 import { native } from '../native';
-import { trackExternalMemory } from '../os/views';
+import { trackExternalMemory, ViewSet } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
 import { readPfns } from '../os/pagemap';
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
+import { leakReport, pageCorruption, poisonPages } from './page-debug';
 import {
   MAX_PAGE_ORDER, NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, __GFP_DMA, __GFP_DMA32,
   __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
 } from './gfp';
 import type { Page } from './page';
-import { Segment } from './segment';
+import { createSegment, releaseSegment, segmentBytes, type Segment } from './segment';
 import { registerMachine, unregisterMachine } from './registry';
-import { VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
-import { VmArea, type VmaOptions } from './vma';
+import { releaseVmallocSpace, VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
+import { createVmArea, type VmArea, type VmaOptions } from './vma';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -79,13 +80,9 @@ function checkSize(name: string, value: number, multiple: number, allowZero: boo
 
 export class Machine {
   readonly name: string;
-  /** PAGE_OFFSET: the linear-map address of physical address 0 (the kernel's direct map). */
-  readonly pageOffset: number;
   readonly physBase: number;
   readonly nodeCount: number;
   readonly cmaAlignment: number;
-  readonly segments: Segment[] = [];
-  readonly buddy: BuddyAllocator;
   /** dma_contiguous_default_area, or null. */
   dma_contiguous_default_area: Cma | null = null;
   /** numa_cma= areas by node. */
@@ -104,14 +101,27 @@ export class Machine {
   /** The node the "current CPU" is on (numa_mem_id()). */
   currentNode = 0;
 
-  /** The vmalloc address range and its live areas (lib/mm/vmalloc.ts). */
-  readonly vmallocSpace: VmallocSpace;
-
-  private readonly linearLength: number;
+  // What addresses, views and teardown are computed from is private (not writable from outside).
+  readonly #pageOffset: number;
+  readonly #linearLength: number;
+  readonly #vmallocSpace: VmallocSpace;
+  readonly #buddy: BuddyAllocator;
+  readonly #segments: Segment[] = [];
+  #segmentsView: readonly Segment[] = Object.freeze([]);
+  #lastSegment: Segment | null = null;
+  /** The CMA area of each CMA segment (by segment). */
+  readonly #cmaOfSegment = new Map<Segment, Cma>();
+  readonly #vmas = new Set<VmArea>();
+  /**
+   * Views handed out over buddy blocks, by head PFN (a view over several blocks is in each), and
+   * over CMA areas, by segment: revoked when the block or pages are freed.
+   */
+  readonly #blockViews = new Map<number, ViewSet>();
+  readonly #cmaViews = new Map<Segment, ViewSet>();
+  /** page_poisoning (mm/page_poison.c): fixed at boot from dmaDebug; 'strict' throws on corruption. */
+  readonly #poison: boolean | 'strict';
   private nextPfn: number;
-  private readonly vmas = new Set<VmArea>();
   private destroyed = false;
-  private lastSegment: Segment | null = null;
 
   constructor(options: MachineOptions = {}) {
     this.name = options.name ?? 'machine';
@@ -138,17 +148,21 @@ export class Machine {
       ? 'buddy RAM defaults to 4 KiB pages because vmalloc and remap_pfn_range map its pages one by one and Linux maps hugetlb pages only whole'
       : undefined;
 
-    this.buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn));
+    this.#poison = this.dmaDebug;
+    this.#buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn), {
+      freed: (pfn, pages) => this.#pagesFreed(this.segmentOfPfn(pfn), pfn, pages, true),
+      allocated: (pfn, pages) => this.#pagesAllocated(pfn, pages),
+    });
     this.nextPfn = this.physBase / PAGE_SIZE;
 
     // One reservation from physical 0 up, so that virt = PAGE_OFFSET + phys exactly as in the
     // kernel's direct map. PROT_NONE and unreserved: it costs address space only.
-    this.linearLength = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize + LINEAR_HEADROOM;
-    this.pageOffset = native.reserve(this.linearLength, GiB);
+    this.#linearLength = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize + LINEAR_HEADROOM;
+    this.#pageOffset = native.reserve(this.#linearLength, GiB);
     try {
-      this.vmallocSpace = new VmallocSpace(native.reserve(vmallocSize, HUGE), vmallocSize);
+      this.#vmallocSpace = new VmallocSpace(native.reserve(vmallocSize, HUGE), vmallocSize);
     } catch (err) {
-      native.munmap(this.pageOffset, this.linearLength);
+      native.munmap(this.#pageOffset, this.#linearLength);
       throw err;
     }
     registerMachine(this);
@@ -170,22 +184,43 @@ export class Machine {
 
   // ---- layout ----
 
+  /** PAGE_OFFSET: the linear-map address of physical address 0 (the kernel's direct map). */
+  get pageOffset(): number {
+    return this.#pageOffset;
+  }
+
+  /** The segments in PFN order (a frozen list: the machine's own is private). */
+  get segments(): readonly Segment[] {
+    return this.#segmentsView;
+  }
+
+  /** The page allocator. */
+  get buddy(): BuddyAllocator {
+    return this.#buddy;
+  }
+
+  /** The vmalloc address range and its live areas (lib/mm/vmalloc.ts). */
+  get vmallocSpace(): VmallocSpace {
+    return this.#vmallocSpace;
+  }
+
   /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
   private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string): Segment {
     this.assertAlive();
     const startPfn = this.nextPfn;
     const bytes = pages * PAGE_SIZE;
-    if ((startPfn + pages) * PAGE_SIZE > this.linearLength) {
+    if ((startPfn + pages) * PAGE_SIZE > this.#linearLength) {
       throw new RangeError(`${this.name}: no room left in the linear map for ${bytes} more bytes`);
     }
     const spec = policyReason === undefined ? { name, kind, nid, startPfn, pages, hugepages: policy } : { name, kind, nid, startPfn, pages, hugepages: policy, policyReason };
-    const seg = new Segment(spec, this.pageOffset + startPfn * PAGE_SIZE, this);
+    const seg = createSegment(spec, this.#pageOffset + startPfn * PAGE_SIZE, this);
     this.counters.segmentsCreated++;
     this.counters.mmapCalls++;
     trackExternalMemory(bytes);
     // Keep segments 2 MiB aligned so that hugetlb segments can be mapped anywhere after.
     this.nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
-    this.segments.push(seg);
+    this.#segments.push(seg);
+    this.#segmentsView = Object.freeze(this.#segments.slice());
     return seg;
   }
 
@@ -200,7 +235,11 @@ export class Machine {
       name, basePfn: seg.startPfn, count: seg.pages, orderPerBit: 0, nid,
       pfnToPage: (pfn) => seg.page(pfn),
       warn: (message) => this.warn(message),
+      allocated: (pfn, count) => this.#pagesAllocated(pfn, count),
+      released: (pfn, count) => this.#pagesFreed(seg, pfn, count, false),
     });
+    this.#pagesFreed(seg, seg.startPfn, seg.pages, false); // boot: free CMA memory is poisoned too
+    this.#cmaOfSegment.set(seg, cma);
     this.cmaAreas.push(cma);
     return cma;
   }
@@ -215,11 +254,11 @@ export class Machine {
   // ---- pages and addresses (O(1)-ish arithmetic, no native call) ----
 
   segmentOfPfn(pfn: number): Segment | null {
-    const last = this.lastSegment;
+    const last = this.#lastSegment;
     if (last !== null && pfn >= last.startPfn && pfn < last.startPfn + last.pages) return last;
-    for (const seg of this.segments) {
+    for (const seg of this.#segments) {
       if (pfn >= seg.startPfn && pfn < seg.startPfn + seg.pages) {
-        this.lastSegment = seg;
+        this.#lastSegment = seg;
         return seg;
       }
     }
@@ -239,7 +278,7 @@ export class Machine {
 
   /** Is addr inside this machine's linear (direct) map? */
   isLinearAddress(addr: number): boolean {
-    return addr >= this.pageOffset && addr < this.pageOffset + this.linearLength;
+    return addr >= this.#pageOffset && addr < this.#pageOffset + this.#linearLength;
   }
 
   virt_to_phys(addr: number): bigint {
@@ -283,7 +322,7 @@ export class Machine {
       return null;
     }
     const zoneEnd = gfp & __GFP_DMA ? 16 * MiB : gfp & __GFP_DMA32 ? 4 * GiB : Infinity;
-    const page = this.buddy.allocOrder(nid, order, (gfp & __GFP_THISNODE) !== 0, zoneEnd / PAGE_SIZE);
+    const page = this.#buddy.allocOrder(nid, order, (gfp & __GFP_THISNODE) !== 0, zoneEnd / PAGE_SIZE);
     if (page === null) return null;
     if (gfp & __GFP_ZERO) this.memset(this.page_address(page), 0, PAGE_SIZE << order);
     return page;
@@ -291,7 +330,7 @@ export class Machine {
 
   /** drain_all_pages: moves pages from the pcp lists into the buddy lists, where they merge. */
   drain_all_pages(): void {
-    this.buddy.drainPcp();
+    this.#buddy.drainPcp();
   }
 
   alloc_pages(gfp: number, order: number): Page | null {
@@ -300,34 +339,55 @@ export class Machine {
 
   __free_pages(page: Page, order: number): void {
     this.assertAlive();
-    this.buddy.free(page, order);
+    this.#buddy.free(page, order);
   }
 
   // ---- views ----
 
+  /** The segment holding [addr, addr+length) of the linear map, or a RangeError naming `what`. */
+  #linearSegment(addr: number, length: number, what: string): Segment {
+    const seg = this.segmentOfPfn(Math.floor((addr - this.#pageOffset) / PAGE_SIZE));
+    if (seg === null) throw new RangeError(`${this.name}: 0x${addr.toString(16)} is in the linear map but not memory`);
+    const off = addr - seg.address;
+    if (!(off >= 0 && off + length <= seg.byteLength)) {
+      throw new RangeError(`${this.name}: ${what} of ${length} bytes at 0x${addr.toString(16)} leaves segment ${seg.name}`);
+    }
+    return seg;
+  }
+
   /**
    * memset of `length` bytes at a linear-map or vmalloc address. Inside one segment it is a
-   * TypedArray fill through the segment's own view (no native call); elsewhere native memset.
+   * TypedArray fill through the segment's internal bytes (no native call); elsewhere native memset.
    */
   memset(addr: number, byte: number, length: number): void {
     this.assertAlive();
-    if (length <= 0) return;
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || length < 0 || !Number.isInteger(byte)) {
+      throw new RangeError(`Expected integer address, byte and non-negative length but received ${String(addr)}, ${String(byte)}, ${String(length)}`);
+    }
+    if (length === 0) return;
     if (this.isLinearAddress(addr)) {
-      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
-      if (seg === null || addr - seg.address + length > seg.byteLength) {
-        throw new RangeError(`${this.name}: memset of ${length} bytes at 0x${addr.toString(16)} leaves its segment`);
-      }
+      const seg = this.#linearSegment(addr, length, 'memset');
       const off = addr - seg.address;
-      seg.bytes.fill(byte, off, off + length);
+      segmentBytes(seg).fill(byte, off, off + length);
       return;
     }
-    this.view(addr, length); // checks that the range is mapped and writable
+    const area = this.#vmallocSpace.find(addr);
+    if (area !== null) {
+      // The checks area.view() makes, without making a view.
+      if (!area.writable) area.view(addr, length); // throws ERR_DMAMEM_READONLY
+      if (addr + length > area.addr + area.size) throw new RangeError(`${this.name}: memset of ${length} bytes at 0x${addr.toString(16)} leaves its vmalloc area`);
+    } else {
+      this.view(addr, length); // a user VMA: checks that the range is mapped and writable
+    }
     native.memset(addr, byte, length);
   }
 
   /**
-   * A Buffer over `length` bytes at a linear-map, vmalloc or user-VMA address. RangeError when the
-   * range is not mapped or leaves the segment / vmalloc area / VMA that holds its start.
+   * A Buffer over exactly `length` bytes at a linear-map, vmalloc or user-VMA address: its
+   * `.buffer` covers those bytes and nothing more. RangeError when the range is not mapped or
+   * leaves the allocation / vmalloc area / VMA that holds its start. The view reads as length 0
+   * once what it covers is freed (__free_pages, cma_release, vfree/vunmap, VMA unmap) or the
+   * machine is destroyed. Each call makes one external ArrayBuffer (about 2 us).
    */
   view(addr: number, length: number): Buffer {
     this.assertAlive();
@@ -335,18 +395,19 @@ export class Machine {
       throw new RangeError(`Expected integer address and non-negative length but received ${String(addr)}, ${String(length)}`);
     }
     if (this.isLinearAddress(addr)) {
-      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
-      if (seg === null) throw new RangeError(`${this.name}: 0x${addr.toString(16)} is in the linear map but not memory`);
-      const off = addr - seg.address;
-      if (off + length > seg.byteLength) {
-        throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves segment ${seg.name}`);
+      const seg = this.#linearSegment(addr, length, 'view');
+      if (length === 0) return Buffer.alloc(0);
+      if (seg.kind === 'cma') {
+        this.#checkCmaAllocated(seg, addr, length);
+        let set = this.#cmaViews.get(seg);
+        if (set === undefined) this.#cmaViews.set(seg, (set = new ViewSet()));
+        return set.view(addr, length);
       }
-      this.checkAllocated(seg, addr, length);
-      return seg.window.slice(off, length);
+      return this.#buddyView(seg, addr, length);
     }
-    const area = this.findVmallocArea(addr);
+    const area = this.#vmallocSpace.find(addr);
     if (area !== null) return area.view(addr, length);
-    for (const vma of this.vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.view(addr - vma.vm_start, length);
+    for (const vma of this.#vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.view(addr - vma.vm_start, length);
     throw new RangeError(`${this.name}: nothing is mapped at 0x${addr.toString(16)}`);
   }
 
@@ -361,58 +422,110 @@ export class Machine {
       throw new RangeError(`Expected integer address and non-negative length but received ${String(addr)}, ${String(length)}`);
     }
     if (this.isLinearAddress(addr)) {
-      const seg = this.segmentOfPfn(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
-      if (seg === null || addr - seg.address + length > seg.byteLength) {
-        throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its segment`);
-      }
-      return Buffer.from(seg.bytes.subarray(addr - seg.address, addr - seg.address + length));
+      const seg = this.#linearSegment(addr, length, 'read');
+      const off = addr - seg.address;
+      return Buffer.from(segmentBytes(seg).subarray(off, off + length));
     }
     return Buffer.from(this.view(addr, length));
   }
 
   /**
-   * Throws a RangeError unless every page of [addr, addr+length) is handed out: inside blocks the
-   * buddy allocator gave out (RAM) or pages cma_alloc gave out (CMA). A view is a window onto an
-   * allocation, never onto free memory that the allocators may give to someone else.
+   * A view over buddy RAM: every page of [addr, addr+length) must lie in blocks the buddy allocator
+   * handed out (a view is a window onto an allocation, never onto free memory that may go to
+   * someone else). The view is tracked under each block it covers, so freeing any of them revokes it.
    */
-  private checkAllocated(seg: Segment, addr: number, length: number): void {
-    if (length === 0) return;
-    const first = Math.floor((addr - this.pageOffset) / PAGE_SIZE);
-    const end = Math.ceil((addr + length - this.pageOffset) / PAGE_SIZE);
-    if (seg.kind === 'cma') {
-      const cma = this.cmaAreas.find((c) => c.basePfn === seg.startPfn);
-      if (cma !== undefined && cma_pages_allocated(cma, first, end - first)) return;
-      throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pages of CMA area ${cma?.name ?? seg.name} not handed out)`);
+  #buddyView(seg: Segment, addr: number, length: number): Buffer {
+    const first = (addr - seg.address - ((addr - seg.address) % PAGE_SIZE)) / PAGE_SIZE + seg.startPfn;
+    const end = Math.ceil((addr + length - seg.address) / PAGE_SIZE) + seg.startPfn;
+    const head = this.#allocatedBlockHead(seg, first);
+    if (head < 0) throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${first.toString(16)} is free)`);
+    const blockEnd = head + (1 << seg.page(head).allocOrder);
+    let set = this.#blockViews.get(head);
+    if (set === undefined) this.#blockViews.set(head, (set = new ViewSet()));
+    if (end <= blockEnd) return set.view(addr, length);
+    // Several blocks: check them all before making the view, then track it under each.
+    const heads = [head];
+    for (let pfn = blockEnd; pfn < end;) {
+      const h = this.#allocatedBlockHead(seg, pfn);
+      if (h < 0) throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${pfn.toString(16)} is free)`);
+      heads.push(h);
+      pfn = h + (1 << seg.page(h).allocOrder);
     }
-    for (let pfn = first; pfn < end;) {
-      const blockEnd = this.allocatedBlockEnd(seg, pfn);
-      if (blockEnd < 0) {
-        throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${pfn.toString(16)} is free)`);
-      }
-      pfn = blockEnd;
+    const ab = set.arrayBuffer(addr, length);
+    for (let i = 1; i < heads.length; i++) {
+      let other = this.#blockViews.get(heads[i]!);
+      if (other === undefined) this.#blockViews.set(heads[i]!, (other = new ViewSet()));
+      other.adopt(ab, addr, length);
     }
+    return Buffer.from(ab);
   }
 
-  /** The end PFN of the allocated buddy block holding pfn, or -1 if pfn is free (heads are order-aligned). */
-  private allocatedBlockEnd(seg: Segment, pfn: number): number {
+  /** RangeError unless every page of [addr, addr+length) of a CMA segment is handed out by cma_alloc. */
+  #checkCmaAllocated(seg: Segment, addr: number, length: number): void {
+    const first = Math.floor((addr - seg.address) / PAGE_SIZE) + seg.startPfn;
+    const end = Math.ceil((addr + length - seg.address) / PAGE_SIZE) + seg.startPfn;
+    const cma = this.#cmaOfSegment.get(seg);
+    if (cma !== undefined && cma_pages_allocated(cma, first, end - first)) return;
+    throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pages of CMA area ${cma?.name ?? seg.name} not handed out)`);
+  }
+
+  /** The head PFN of the allocated buddy block holding pfn, or -1 if pfn is free (heads are order-aligned). */
+  #allocatedBlockHead(seg: Segment, pfn: number): number {
     for (let order = 0; order <= MAX_PAGE_ORDER; order++) {
       const head = pfn - (pfn % (1 << order));
       if (head < seg.startPfn) break;
       const page = seg.peek(head);
-      if (page !== undefined && page.allocOrder >= order && head + (1 << page.allocOrder) > pfn) return head + (1 << page.allocOrder);
+      if (page !== undefined && page.allocOrder >= order && head + (1 << page.allocOrder) > pfn) return head;
     }
     return -1;
+  }
+
+  /**
+   * Pages [pfn, pfn+count) of `seg` were freed (buddy: a block, `block` true; CMA: a run): the
+   * views over them are revoked, and with page poisoning they are filled with PAGE_POISON.
+   */
+  #pagesFreed(seg: Segment | null, pfn: number, count: number, block: boolean): void {
+    if (seg === null) return;
+    if (block) {
+      const set = this.#blockViews.get(pfn);
+      if (set !== undefined) {
+        set.revoke();
+        this.#blockViews.delete(pfn);
+      }
+    } else {
+      this.#cmaViews.get(seg)?.revoke(seg.addressOf(pfn), seg.addressOf(pfn + count));
+    }
+    if (this.#poison !== false) poisonPages(segmentBytes(seg), (pfn - seg.startPfn) * PAGE_SIZE, count * PAGE_SIZE);
+  }
+
+  /**
+   * Pages [pfn, pfn+count) were handed out: with page poisoning, check they still hold
+   * PAGE_POISON (a write after free shows here). Corruption is a recorded report ("pagealloc:
+   * memory corruption"), thrown in strict mode (the allocator then takes the pages back).
+   */
+  #pagesAllocated(pfn: number, count: number): void {
+    if (this.#poison === false) return;
+    const seg = this.segmentOfPfn(pfn);
+    if (seg === null) return;
+    const report = pageCorruption(segmentBytes(seg), seg.startPfn, pfn, count);
+    if (report === null) return;
+    this.warn(report);
+    if (this.#poison === 'strict') {
+      const err = new Error(report) as Error & { code: string };
+      err.code = 'ERR_DMAMEM_PAGE_CORRUPTION';
+      throw err;
+    }
   }
 
   // ---- vmalloc area (mm/vmalloc.c) ----
 
   is_vmalloc_addr(addr: number): boolean {
-    return this.vmallocSpace.contains(addr);
+    return this.#vmallocSpace.contains(addr);
   }
 
   /** The live vmalloc / vmap area holding addr, or null. */
   findVmallocArea(addr: number): VmallocArea | null {
-    return this.vmallocSpace.find(addr);
+    return this.#vmallocSpace.find(addr);
   }
 
   /** vmalloc on this machine: an address, or null. See lib/mm/vmalloc.ts. */
@@ -437,7 +550,7 @@ export class Machine {
   }
 
   vmalloc_to_page(addr: number): Page | null {
-    return this.vmallocSpace.find(addr)?.pageAt(addr) ?? null;
+    return this.#vmallocSpace.find(addr)?.pageAt(addr) ?? null;
   }
 
   // ---- user mappings ----
@@ -445,14 +558,9 @@ export class Machine {
   /** Reserves a user VMA the way mmap(2) on a device file does before the driver's mmap handler runs. */
   createVma(length: number, options: VmaOptions = {}): VmArea {
     this.assertAlive();
-    const vma = new VmArea(this, length, options);
-    this.vmas.add(vma);
+    const vma = createVmArea(this, length, options, (v) => this.#vmas.delete(v));
+    this.#vmas.add(vma);
     return vma;
-  }
-
-  /** Called by VmArea.unmap(). */
-  forgetVma(vma: VmArea): void {
-    this.vmas.delete(vma);
   }
 
   // ---- host physical addresses ----
@@ -500,17 +608,17 @@ export class Machine {
     vmas: number;
   } {
     return {
-      segments: this.segments.map((s) => ({
+      segments: this.#segments.map((s) => ({
         name: s.name, kind: s.kind, nid: s.nid, startPfn: s.startPfn, pages: s.pages,
         physStart: BigInt(s.startPfn) << BigInt(PAGE_SHIFT), backing: s.backing, reason: s.backingReason,
       })),
       nodes: Array.from({ length: this.nodeCount }, (_, nid) => ({
-        nid, freePages: this.buddy.freePages(nid), totalPages: this.buddy.totalPages(nid),
-        buddyinfo: this.buddy.freeBlocks(nid), pcpPages: this.buddy.pcpPages(nid),
+        nid, freePages: this.#buddy.freePages(nid), totalPages: this.#buddy.totalPages(nid),
+        buddyinfo: this.#buddy.freeBlocks(nid), pcpPages: this.#buddy.pcpPages(nid),
       })),
       cma: this.cmaAreas.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
-      vmallocAreas: this.vmallocSpace.count,
-      vmas: this.vmas.size,
+      vmallocAreas: this.#vmallocSpace.count,
+      vmas: this.#vmas.size,
     };
   }
 
@@ -526,21 +634,38 @@ export class Machine {
     }
   }
 
-  /** Unmaps everything, closes every fd, detaches every view. Idempotent. */
+  /**
+   * Unmaps everything, closes every fd, detaches every view. Idempotent. With dmaDebug on, what is
+   * still allocated or mapped (buddy blocks, CMA pages, vmalloc areas, VMAs) is reported as a WARN
+   * once the teardown is complete; with dmaDebug 'strict' it is then also thrown
+   * (ERR_DMAMEM_LEAK), the machine being fully destroyed either way.
+   */
   destroy(): void {
     if (this.destroyed) return;
+    const leaks = this.dmaDebug === false ? null : leakReport(this.name, this.#segments, this.#vmallocSpace.areas(), [...this.#vmas]);
     this.destroyed = true;
-    for (const vma of [...this.vmas]) vma.unmap();
-    this.vmallocSpace.releaseAll();
+    for (const vma of [...this.#vmas]) vma.unmap();
+    releaseVmallocSpace(this.#vmallocSpace);
+    for (const set of this.#blockViews.values()) set.revoke();
+    for (const set of this.#cmaViews.values()) set.revoke();
+    this.#blockViews.clear();
+    this.#cmaViews.clear();
     let bytes = 0;
-    for (const seg of this.segments) {
-      seg.release();
+    for (const seg of this.#segments) {
+      releaseSegment(seg);
       bytes += seg.byteLength;
     }
-    native.munmap(this.vmallocSpace.base, this.vmallocSpace.length);
-    native.munmap(this.pageOffset, this.linearLength);
+    native.munmap(this.#vmallocSpace.base, this.#vmallocSpace.length);
+    native.munmap(this.#pageOffset, this.#linearLength);
     trackExternalMemory(-bytes);
     unregisterMachine(this);
+    if (leaks === null) return;
+    this.warn(leaks);
+    if (this.dmaDebug === 'strict') {
+      const err = new Error(leaks) as Error & { code: string };
+      err.code = 'ERR_DMAMEM_LEAK';
+      throw err;
+    }
   }
 
   [Symbol.dispose](): void {

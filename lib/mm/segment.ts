@@ -1,9 +1,10 @@
 // A segment of the machine's "physical" memory: one memfd, mapped once into the linear map at the
-// place its PFNs give it, with struct pages created on first use.
+// place its PFNs give it, with struct pages created on first use. Its byte access is internal: a
+// segment is reachable from public objects (machine.segments, page.segment) and gives no views.
 
 import { createBackedMemfd, type Backing, type HugepagePolicy } from '../os/backing';
 import { native } from '../native';
-import { ViewWindow } from '../os/views';
+import { detachInternal, internalArrayBuffer } from '../os/views';
 import { Page, PG_cma, PG_reserved, type PageSegment, type SegmentKind } from './page';
 import { PAGE_SHIFT, PAGE_SIZE } from './gfp';
 
@@ -16,6 +17,37 @@ export interface SegmentSpec {
   readonly hugepages: HugepagePolicy;
   /** Why the policy is what it is, when the machine chose it rather than the user. */
   readonly policyReason?: string;
+}
+
+/** Only this module (through createSegment) may construct a Segment: its constructor maps memory. */
+const token = Symbol('Segment');
+
+/** The whole-segment bytes of a segment, for the machine's internal fast paths (set in the class body). */
+let bytesOf: (seg: Segment) => Uint8Array;
+let releaseOf: (seg: Segment) => void;
+
+/**
+ * Creates a segment's memfd, maps it at `address` (inside the machine's reserved linear map) and
+ * pre-faults it. Internal to lib/mm: the machine is the only caller.
+ */
+export function createSegment(spec: SegmentSpec, address: number, machine: unknown): Segment {
+  return new Segment(token, spec, address, machine);
+}
+
+/**
+ * The whole segment as one Uint8Array, made once and detached at release; never handed out
+ * (memset, zeroing, poisoning and read() copy through it without a native call).
+ */
+export function segmentBytes(seg: Segment): Uint8Array {
+  return bytesOf(seg);
+}
+
+/**
+ * Machine teardown: detaches the internal bytes and closes the memfd (the machine unmaps the linear
+ * map whole). Idempotent. Not a method, so that no public object can release a live segment.
+ */
+export function releaseSegment(seg: Segment): void {
+  releaseOf(seg);
 }
 
 export class Segment implements PageSegment {
@@ -31,13 +63,35 @@ export class Segment implements PageSegment {
   /** Why this backing was chosen (e.g. "hugetlb pool has 0 free 2 MiB pages"). */
   readonly backingReason: string;
   readonly mapGranule: number;
-  /** One window of views over the whole segment: slicing it is cheap and one detach revokes all. */
-  readonly window: ViewWindow;
-  private readonly memMap: (Page | undefined)[];
+  readonly #memMap: (Page | undefined)[];
+  readonly #machine: unknown;
+  #buffer: ArrayBuffer | null = null;
   #bytes: Uint8Array | null = null;
+  #released = false;
 
-  /** Creates the memfd, maps it at `address` (inside the machine's reserved linear map) and pre-faults it. */
-  constructor(spec: SegmentSpec, address: number, private readonly machine: unknown) {
+  static {
+    bytesOf = (seg) => {
+      if (seg.#bytes === null) {
+        if (seg.#released) return new Uint8Array(0);
+        seg.#buffer = internalArrayBuffer(seg.address, seg.byteLength);
+        seg.#bytes = new Uint8Array(seg.#buffer);
+      }
+      return seg.#bytes;
+    };
+    releaseOf = (seg) => {
+      if (seg.#released) return;
+      seg.#released = true;
+      if (seg.#buffer !== null) detachInternal(seg.#buffer);
+      seg.#buffer = null;
+      seg.#bytes = null;
+      native.close(seg.fd);
+    };
+  }
+
+  /** Not constructible from outside lib/mm (see createSegment). */
+  constructor(key: symbol, spec: SegmentSpec, address: number, machine: unknown) {
+    if (key !== token) throw new TypeError('Segment is not constructible: a machine creates its segments');
+    this.#machine = machine;
     this.name = spec.name;
     this.kind = spec.kind;
     this.nid = spec.nid;
@@ -52,8 +106,9 @@ export class Segment implements PageSegment {
     this.backing = mem.backing;
     this.backingReason = spec.policyReason === undefined ? mem.reason : `${spec.policyReason}: ${mem.reason}`;
     this.mapGranule = mem.granule;
-    this.window = new ViewWindow(this.address, this.pages * PAGE_SIZE);
-    this.memMap = new Array<Page | undefined>(spec.pages);
+    this.#memMap = new Array<Page | undefined>(spec.pages);
+    // Every field the machine computes addresses from is fixed from now on.
+    Object.freeze(this);
   }
 
   get endPfn(): number {
@@ -70,25 +125,20 @@ export class Segment implements PageSegment {
 
   /** The struct page of a PFN if it was ever created (no page is made), else undefined. */
   peek(pfn: number): Page | undefined {
-    return this.memMap[pfn - this.startPfn];
+    return this.#memMap[pfn - this.startPfn];
   }
 
   /** The struct page of a PFN inside this segment; the same object every time. */
   page(pfn: number): Page {
     const i = pfn - this.startPfn;
-    let page = this.memMap[i];
+    let page = this.#memMap[i];
     if (page === undefined) {
-      page = new Page(pfn, this, this.machine);
+      if (!(i >= 0 && i < this.pages)) throw new RangeError(`pfn 0x${pfn.toString(16)} is not in segment ${this.name}`);
+      page = new Page(pfn, this, this.#machine);
       if (this.kind === 'cma') page.flags |= PG_cma | PG_reserved;
-      this.memMap[i] = page;
+      this.#memMap[i] = page;
     }
     return page;
-  }
-
-  /** The whole segment as one Uint8Array (made once; empty after release). */
-  get bytes(): Uint8Array {
-    this.#bytes ??= new Uint8Array(this.window.arrayBuffer());
-    return this.#bytes;
   }
 
   /** Linear-map address of a PFN of this segment. */
@@ -96,11 +146,11 @@ export class Segment implements PageSegment {
     return this.address + (pfn - this.startPfn) * PAGE_SIZE;
   }
 
-  /** Unmaps nothing (the machine unmaps the linear map whole); detaches views and closes the memfd. */
-  release(): void {
-    this.window.detach();
-    native.close(this.fd);
+  /** Pages of the segment whose struct page exists, in PFN order (for teardown reports). */
+  *createdPages(): IterableIterator<Page> {
+    for (const page of this.#memMap) if (page !== undefined) yield page;
   }
+
 }
 
 export { PAGE_SHIFT };

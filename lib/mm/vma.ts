@@ -3,7 +3,7 @@
 
 import { native } from '../native';
 import { DmamemError, isErrno } from '../os/errors';
-import { ViewWindow } from '../os/views';
+import { ViewSet } from '../os/views';
 import { PAGE_ALIGN, PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import { PAGE_READONLY, PAGE_SHARED, pgprot_cachemode, type CacheMode } from './pgprot';
@@ -67,154 +67,197 @@ function parseVmaOptions(options: VmaOptions): { pgoff: number; writable: boolea
 }
 
 
-/** struct vm_area_struct, over a real reserved range of this process's address space. */
+/** Only Machine.createVma (through createVmArea) constructs a VMA: its constructor reserves memory. */
+const token = Symbol('VmArea');
+
+/** Module-private operations on a VMA's private state (set in the class body; see remap_pfn_range). */
+let markMapped: (vma: VmArea, addr: number, pages: number) => void;
+let placeFor: (vma: VmArea, addr: number, phys: number) => number;
+let spillBoundsOf: (vma: VmArea) => SpillBounds;
+let mapWritable: (vma: VmArea) => boolean;
+
+/** Creates a VMA for machine.createVma (internal to lib/mm). */
+export function createVmArea(machine: Machine, length: number, options: VmaOptions, forget: (vma: VmArea) => void): VmArea {
+  return new VmArea(token, machine, length, options, forget);
+}
+
+/**
+ * struct vm_area_struct, over a real reserved range of this process's address space. Where it
+ * lies, what is mapped in it and how it was mapped (writable or not) are private: vm_start and
+ * vm_end are read-only, and drivers may change vm_flags / vm_page_prot / vm_pgoff as in the
+ * kernel without making a view reach memory that is not mapped writable.
+ */
 export class VmArea {
-  vm_start: number;
-  vm_end: number;
   vm_pgoff: number;
   vm_flags: number;
   vm_page_prot: number;
   /** Every successful remap_pfn_range, in order: what the PTEs say (pfn, cache mode). */
   readonly remaps: { addr: number; pfn: number; size: number; prot: number; cacheMode: CacheMode }[] = [];
-  private readonly reservation: number;
-  private readonly reservationLength: number;
+  readonly #machine: Machine;
+  #start: number;
+  #end: number;
+  readonly #reservation: number;
+  readonly #reservationLength: number;
+  /** Mapped PROT_WRITE (fixed at mmap time, whatever vm_flags says later). */
+  readonly #writable: boolean;
   /**
    * Mapped page runs [first, end) relative to vm_start, sorted and disjoint. A VMA usually holds
    * one run; a per-page map would cost an off-heap allocation per VMA.
    */
-  private readonly runs: [number, number][] = [];
-  private window: ViewWindow | null = null;
-  private unmapped = false;
+  readonly #runs: [number, number][] = [];
+  /** Views handed out: exact ArrayBuffers, revoked when the VMA moves or is unmapped. */
+  readonly #views = new ViewSet();
+  #unmapped = false;
   /** The bounds hugetlb mappings may spill into, and the real mappings made so far (for remap.ts). */
-  private readonly bounds: SpillBounds;
+  readonly #bounds: SpillBounds;
+  readonly #forget: (vma: VmArea) => void;
 
-  constructor(readonly machine: Machine, length: number, options: VmaOptions) {
+  static {
+    markMapped = (vma, addr, pages) => {
+      const runs = vma.#runs;
+      const a = (addr - vma.#start) / PAGE_SIZE;
+      const b = a + pages;
+      let i = 0;
+      while (i < runs.length && runs[i]![1] < a) i++;
+      runs.splice(i, 0, [a, b]);
+      // Merge with touching neighbours so that view checks stay one comparison per run.
+      for (let j = Math.max(0, i - 1); j + 1 < runs.length;) {
+        const cur = runs[j]!;
+        const next = runs[j + 1]!;
+        if (cur[1] >= next[0]) {
+          cur[1] = Math.max(cur[1], next[1]);
+          runs.splice(j + 1, 1);
+        } else if (j > i) {
+          break;
+        } else {
+          j++;
+        }
+      }
+    };
+    // Moves an empty VMA inside its reservation so that `addr` (an address in it) becomes
+    // congruent to `phys` modulo 2 MiB: what a driver's get_unmapped_area does for memory it can
+    // only map in huge pages. Returns the new address of `addr`. Views handed out before (only
+    // empty ones can exist: nothing is mapped yet) are revoked, so none can keep the old range.
+    placeFor = (vma, addr, phys) => {
+      if (vma.#runs.length !== 0) throw new Error('placeFor: only an empty VMA may move');
+      vma.#views.revoke();
+      const rel = addr - vma.#start;
+      const delta = (((phys - rel) % HUGE) + HUGE) % HUGE;
+      const start = vma.#reservation + GUARD - HUGE + delta;
+      const shift = start - vma.#start;
+      vma.#start += shift;
+      vma.#end += shift;
+      return addr + shift;
+    };
+    spillBoundsOf = (vma) => vma.#bounds;
+    mapWritable = (vma) => vma.#writable;
+  }
+
+  /** Not constructible from outside lib/mm (see Machine.createVma). */
+  constructor(key: symbol, machine: Machine, length: number, options: VmaOptions, forget: (vma: VmArea) => void) {
+    if (key !== token) throw new TypeError('VmArea is not constructible: use machine.createVma()');
     if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0) {
       throw new RangeError(`Expected a positive multiple of ${PAGE_SIZE} for length but received ${String(length)}`);
     }
     const { pgoff, writable, shared } = parseVmaOptions(options);
+    this.#machine = machine;
+    this.#forget = forget;
+    this.#writable = writable;
     // Reserve guard space on both sides; the VMA itself starts 2 MiB aligned, as Linux aligns
     // large mappings for huge pages.
-    this.reservationLength = length + 2 * GUARD;
-    this.reservation = native.reserve(this.reservationLength, HUGE);
-    this.vm_start = this.reservation + GUARD;
-    this.vm_end = this.vm_start + length;
+    this.#reservationLength = length + 2 * GUARD;
+    this.#reservation = native.reserve(this.#reservationLength, HUGE);
+    this.#start = this.#reservation + GUARD;
+    this.#end = this.#start + length;
     this.vm_pgoff = pgoff;
     this.vm_flags = VM_READ | VM_MAYREAD | VM_MAYWRITE | (writable ? VM_WRITE : 0) | (shared ? VM_SHARED | VM_MAYSHARE : 0);
     this.vm_page_prot = writable && shared ? PAGE_SHARED : PAGE_READONLY;
-    this.bounds = { lo: this.reservation, hi: this.reservation + this.reservationLength, extents: [] };
+    this.#bounds = { lo: this.#reservation, hi: this.#reservation + this.#reservationLength, extents: [] };
+  }
+
+  /** The machine the VMA belongs to. */
+  get machine(): Machine {
+    return this.#machine;
+  }
+
+  get vm_start(): number {
+    return this.#start;
+  }
+
+  get vm_end(): number {
+    return this.#end;
   }
 
   get length(): number {
-    return this.vm_end - this.vm_start;
+    return this.#end - this.#start;
   }
 
   /** Whether nothing has been mapped into the VMA yet. */
   get isEmpty(): boolean {
-    return this.runs.length === 0;
+    return this.#runs.length === 0;
   }
 
   get isUnmapped(): boolean {
-    return this.unmapped;
+    return this.#unmapped;
   }
 
   /** Pages of the VMA that are mapped. */
   mappedPages(): number {
     let n = 0;
-    for (const [a, b] of this.runs) n += b - a;
+    for (const [a, b] of this.#runs) n += b - a;
     return n;
   }
 
   /**
-   * Moves an empty VMA inside its reservation so that `addr` (an address in it) becomes congruent
-   * to `phys` modulo 2 MiB: what a driver's get_unmapped_area does for memory it can only map in
-   * huge pages. Returns the new address of `addr`.
+   * A Buffer over exactly [offset, offset+length) of the VMA's mapped, writable bytes (offset from
+   * vm_start); its `.buffer` covers nothing more. It reads as length 0 once the VMA is unmapped.
    */
-  placeFor(addr: number, phys: number): number {
-    const rel = addr - this.vm_start;
-    const delta = (((phys - rel) % HUGE) + HUGE) % HUGE;
-    const start = this.reservation + GUARD - HUGE + delta;
-    const shift = start - this.vm_start;
-    this.vm_start += shift;
-    this.vm_end += shift;
-    return addr + shift;
-  }
-
-  /** A Buffer over mapped, writable bytes of the VMA (offset from vm_start). */
   view(offset = 0, length = this.length - offset): Buffer {
-    this.checkRange(offset, length);
-    if (!(this.vm_flags & VM_WRITE)) throw new DmamemError('ERR_DMAMEM_READONLY', 'this VMA is not writable: a Buffer over it could fault; use read() for a copy');
-    this.window ??= new ViewWindow(this.vm_start, this.length);
-    return this.window.slice(offset, length);
+    this.#checkRange(offset, length);
+    if (!this.#writable) throw new DmamemError('ERR_DMAMEM_READONLY', 'this VMA is not writable: a Buffer over it could fault; use read() for a copy');
+    return this.#views.view(this.#start + offset, length);
   }
 
   /** A copy of mapped bytes of the VMA (works for read-only VMAs). */
   read(offset = 0, length = this.length - offset): Buffer {
-    this.checkRange(offset, length);
+    this.#checkRange(offset, length);
     const out = Buffer.alloc(length);
-    native.copyOut(this.vm_start + offset, length, out, 0);
+    if (length > 0) native.copyOut(this.#start + offset, length, out, 0);
     return out;
   }
 
-  private checkRange(offset: number, length: number): void {
-    if (this.unmapped) throw new RangeError('this VMA has been unmapped');
+  #checkRange(offset: number, length: number): void {
+    if (this.#unmapped) throw new RangeError('this VMA has been unmapped');
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.length) {
       throw new RangeError(`Expected a range inside the VMA's ${this.length} bytes but received offset ${String(offset)}, length ${String(length)}`);
     }
     let page = Math.floor(offset / PAGE_SIZE);
     const last = Math.ceil((offset + length) / PAGE_SIZE);
     // Walk the sorted runs, requiring them to cover [page, last) without a gap.
-    for (const [a, b] of this.runs) {
+    for (const [a, b] of this.#runs) {
       if (page >= last) break;
       if (b <= page) continue;
       if (a > page) break;
       page = b;
     }
-    if (page < last) throw new RangeError(`page ${page} of the VMA at 0x${this.vm_start.toString(16)} is not mapped`);
+    if (page < last) throw new RangeError(`page ${page} of the VMA at 0x${this.#start.toString(16)} is not mapped`);
   }
 
-  /** Records pages as mapped (used by remap_pfn_range, after checking isMapped). */
-  markMapped(addr: number, pages: number): void {
-    const a = (addr - this.vm_start) / PAGE_SIZE;
-    const b = a + pages;
-    let i = 0;
-    while (i < this.runs.length && this.runs[i]![1] < a) i++;
-    this.runs.splice(i, 0, [a, b]);
-    // Merge with touching neighbours so that view checks stay one comparison per run.
-    for (let j = Math.max(0, i - 1); j + 1 < this.runs.length;) {
-      const cur = this.runs[j]!;
-      const next = this.runs[j + 1]!;
-      if (cur[1] >= next[0]) {
-        cur[1] = Math.max(cur[1], next[1]);
-        this.runs.splice(j + 1, 1);
-      } else if (j > i) {
-        break;
-      } else {
-        j++;
-      }
-    }
-  }
-
+  /** Whether any page of [addr, addr + pages * PAGE_SIZE) is mapped. */
   isMapped(addr: number, pages: number): boolean {
-    const from = (addr - this.vm_start) / PAGE_SIZE;
+    const from = (addr - this.#start) / PAGE_SIZE;
     const to = from + pages;
-    for (const [a, b] of this.runs) if (a < to && from < b) return true;
+    for (const [a, b] of this.#runs) if (a < to && from < b) return true;
     return false;
-  }
-
-  /** The reservation around the VMA, within which hugetlb pages may be mapped whole, and what is mapped there. */
-  get spillBounds(): SpillBounds {
-    return this.bounds;
   }
 
   /** munmap: detaches every view and releases the range. Idempotent. */
   unmap(): void {
-    if (this.unmapped) return;
-    this.unmapped = true;
-    this.window?.detach();
-    this.window = null;
-    native.munmap(this.reservation, this.reservationLength);
-    this.machine.forgetVma(this);
+    if (this.#unmapped) return;
+    this.#unmapped = true;
+    this.#views.revoke();
+    native.munmap(this.#reservation, this.#reservationLength);
+    this.#forget(this);
   }
 
   [Symbol.dispose](): void {
@@ -243,8 +286,12 @@ function is_cow_mapping(flags: number): boolean {
  * On success the VMA gets VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP.
  */
 export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: number, prot: number): number {
+  if (!(vma instanceof VmArea)) throw new TypeError('remap_pfn_range: Expected a VmArea from machine.createVma()');
   const m = vma.machine;
   m.assertAlive();
+  if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(size) || size < 0) {
+    throw new RangeError(`remap_pfn_range: Expected integer addr, pfn and size but received ${String(addr)}, ${String(pfn)}, ${String(size)}`);
+  }
   if (vma.isUnmapped) throw new RangeError('remap_pfn_range: the VMA has been unmapped');
   const end = addr + PAGE_ALIGN(size);
   if (addr % PAGE_SIZE !== 0) {
@@ -263,21 +310,21 @@ export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: nu
 
   const seg = m.segmentOfPfn(pfn);
   if (seg !== null && seg.mapGranule > PAGE_SIZE && vma.isEmpty && (addr % seg.mapGranule) !== ((pfn * PAGE_SIZE) % seg.mapGranule)) {
-    addr = vma.placeFor(addr, pfn * PAGE_SIZE);
+    addr = placeFor(vma, addr, pfn * PAGE_SIZE);
   }
   const runs = [{ va: addr, pfn, pages }];
-  const writable = (vma.vm_flags & VM_WRITE) !== 0;
+  const writable = mapWritable(vma);
   const mprot = (native.constants.PROT_READ) | (writable ? native.constants.PROT_WRITE : 0);
   let ret: number;
   try {
-    ret = mapRuns(m, runs, mprot, (vma.vm_flags & VM_SHARED) !== 0, vma.spillBounds);
+    ret = mapRuns(m, runs, mprot, (vma.vm_flags & VM_SHARED) !== 0, spillBoundsOf(vma));
   } catch (err) {
     if (!isErrno(err, 'ENOMEM')) throw err;
     m.warn(`remap_pfn_range: ${err.message}`);
     return -12;
   }
   if (ret !== 0) return ret;
-  vma.markMapped(addr, pages);
+  markMapped(vma, addr, pages);
   vma.remaps.push({ addr, pfn, size: pages * PAGE_SIZE, prot, cacheMode: pgprot_cachemode(prot) });
   return 0;
 }

@@ -3,29 +3,62 @@
 
 import { native, C } from '../native';
 import { DmamemError, isErrno } from '../os/errors';
-import { ViewWindow } from '../os/views';
+import { ViewSet } from '../os/views';
 import { GFP_KERNEL, NUMA_NO_NODE, PAGE_ALIGN, PAGE_SIZE } from './gfp';
 import type { Machine } from './machine';
 import type { Page } from './page';
 import { buildRuns, mapRuns, zapRange } from './remap';
 
-/** A vm_struct: the pages behind [addr, addr+size), live until vfree / vunmap / machine teardown. */
-export class VmallocArea {
-  private window: ViewWindow | null = null;
-  private released = false;
+/** Only this module constructs areas and spaces: an area's range is mapped memory of its machine. */
+const token = Symbol('VmallocArea');
 
-  constructor(
-    readonly machine: Machine,
-    readonly addr: number,
-    readonly size: number,
-    readonly pages: readonly Page[],
-    /** vmalloc areas own their pages (vfree frees them); vmap areas do not. */
-    readonly ownsPages: boolean,
-    /** How many mmap calls mapping it took (one per physically consecutive run). */
-    readonly mmapCalls: number,
-    /** Mapped PROT_READ | PROT_WRITE; a read-only vmap() gives no views (writes would fault). */
-    readonly writable: boolean,
-  ) {}
+let releaseArea: (area: VmallocArea) => void;
+/** First fit for `size` bytes plus a guard page: the address and the index to insert at, or null. */
+let allocRange: (space: VmallocSpace, size: number) => { addr: number; index: number } | null;
+let insertArea: (space: VmallocSpace, area: VmallocArea, index: number) => void;
+let removeArea: (space: VmallocSpace, area: VmallocArea) => void;
+let releaseAllAreas: (space: VmallocSpace) => void;
+
+
+/**
+ * A vm_struct: the pages behind [addr, addr+size), live until vfree / vunmap / machine teardown.
+ * Reachable through machine.findVmallocArea(); only vmalloc()/vmap() create one (the constructor
+ * refuses other callers), and its fields are frozen, so it never wraps an address it did not map.
+ */
+export class VmallocArea {
+  readonly machine: Machine;
+  readonly addr: number;
+  readonly size: number;
+  readonly pages: readonly Page[];
+  /** vmalloc areas own their pages (vfree frees them); vmap areas do not. */
+  readonly ownsPages: boolean;
+  /** How many mmap calls mapping it took (one per physically consecutive run). */
+  readonly mmapCalls: number;
+  /** Mapped PROT_READ | PROT_WRITE; a read-only vmap() gives no views (writes would fault). */
+  readonly writable: boolean;
+  /** Views handed out over the area: exact ArrayBuffers, revoked when it is freed or unmapped. */
+  readonly #views = new ViewSet();
+  #released = false;
+
+  static {
+    releaseArea = (area) => {
+      area.#released = true;
+      area.#views.revoke();
+    };
+  }
+
+  /** Not constructible from outside lib/mm/vmalloc.ts (see vmalloc, vmap). */
+  constructor(key: symbol, machine: Machine, addr: number, size: number, pages: readonly Page[], ownsPages: boolean, mmapCalls: number, writable: boolean) {
+    if (key !== token) throw new TypeError('VmallocArea is not constructible: vmalloc() and vmap() create areas');
+    this.machine = machine;
+    this.addr = addr;
+    this.size = size;
+    this.pages = Object.freeze(pages.slice());
+    this.ownsPages = ownsPages;
+    this.mmapCalls = mmapCalls;
+    this.writable = writable;
+    Object.freeze(this);
+  }
 
   get nr_pages(): number {
     return this.pages.length;
@@ -33,52 +66,53 @@ export class VmallocArea {
 
   /** True once the area was freed or unmapped (or its machine destroyed): it then gives no views. */
   get isReleased(): boolean {
-    return this.released;
+    return this.#released;
   }
 
   /** The page mapped at addr, or null outside the area or once it was released. */
   pageAt(addr: number): Page | null {
-    if (this.released || addr < this.addr) return null;
+    if (this.#released || !(addr >= this.addr)) return null;
     return this.pages[Math.floor((addr - this.addr) / PAGE_SIZE)] ?? null;
   }
 
   /**
-   * A Buffer over [addr, addr+length) of the area. RangeError once the area was released (its
-   * range is no longer memory) or when the range leaves the area; ERR_DMAMEM_READONLY for a
-   * read-only vmap() (a write would fault).
+   * A Buffer over exactly [addr, addr+length) of the area (its `.buffer` covers nothing more).
+   * RangeError once the area was released (its range is no longer memory) or when the range
+   * leaves the area; ERR_DMAMEM_READONLY for a read-only vmap() (a write would fault). The view
+   * reads as length 0 once the area is freed or unmapped.
    */
   view(addr: number, length: number): Buffer {
-    if (this.released) throw new RangeError(`the vmalloc area at 0x${this.addr.toString(16)} has been freed`);
+    if (this.#released) throw new RangeError(`the vmalloc area at 0x${this.addr.toString(16)} has been freed`);
     if (!this.writable) {
       throw new DmamemError('ERR_DMAMEM_READONLY', `the vmap() area at 0x${this.addr.toString(16)} is read-only: a Buffer over it could fault on write`);
     }
     const off = addr - this.addr;
     if (!Number.isSafeInteger(off) || !Number.isSafeInteger(length) || off < 0 || length < 0 || off + length > this.size) {
-      throw new RangeError(`view of ${String(length)} bytes at 0x${addr.toString(16)} leaves the vmalloc area at 0x${this.addr.toString(16)} (${this.size} bytes)`);
+      throw new RangeError(`view of ${String(length)} bytes at 0x${Number(addr).toString(16)} leaves the vmalloc area at 0x${this.addr.toString(16)} (${this.size} bytes)`);
     }
-    this.window ??= new ViewWindow(this.addr, this.size);
-    return this.window.slice(off, length);
-  }
-
-  /** Detaches every view and refuses new ones: called before the range stops being this memory. Idempotent. */
-  release(): void {
-    this.released = true;
-    this.window?.detach();
-    this.window = null;
+    return this.#views.view(addr, length);
   }
 }
 
 /**
  * The vmalloc address range of a machine (VMALLOC_START..VMALLOC_END) and the live areas in it,
- * sorted by address, each followed by one guard page as in mm/vmalloc.c.
+ * sorted by address, each followed by one guard page as in mm/vmalloc.c. Reachable as
+ * machine.vmallocSpace for reading; what changes it is module-private.
  */
 export class VmallocSpace {
-  private readonly areas: VmallocArea[] = [];
+  readonly #areas: VmallocArea[] = [];
 
-  constructor(readonly base: number, readonly length: number) {}
+  constructor(readonly base: number, readonly length: number) {
+    Object.freeze(this);
+  }
 
   get count(): number {
-    return this.areas.length;
+    return this.#areas.length;
+  }
+
+  /** The live areas, in address order (a copy). */
+  areas(): VmallocArea[] {
+    return this.#areas.slice();
   }
 
   contains(addr: number): boolean {
@@ -88,11 +122,12 @@ export class VmallocSpace {
   /** The live area holding addr (binary search), or null. */
   find(addr: number): VmallocArea | null {
     if (!this.contains(addr)) return null;
+    const areas = this.#areas;
     let lo = 0;
-    let hi = this.areas.length - 1;
+    let hi = areas.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      const a = this.areas[mid]!;
+      const a = areas[mid]!;
       if (addr < a.addr) hi = mid - 1;
       else if (addr >= a.addr + a.size) lo = mid + 1;
       else return a;
@@ -100,37 +135,38 @@ export class VmallocSpace {
     return null;
   }
 
-  /** First fit for `size` bytes plus a guard page: the address and the index to insert at, or null. */
-  allocRange(size: number): { addr: number; index: number } | null {
-    const need = size + PAGE_SIZE;
-    let cursor = this.base;
-    let index = 0;
-    for (const a of this.areas) {
-      if (a.addr - cursor >= need) break;
-      cursor = a.addr + a.size + PAGE_SIZE;
-      index++;
-    }
-    if (cursor + need > this.base + this.length) return null;
-    return { addr: cursor, index };
-  }
-
-  insert(area: VmallocArea, index: number): void {
-    this.areas.splice(index, 0, area);
-  }
-
-  remove(area: VmallocArea): void {
-    const i = this.areas.indexOf(area);
-    if (i >= 0) this.areas.splice(i, 1);
-  }
-
-  /** Machine teardown: releases every area (the caller unmaps the whole range after). */
-  releaseAll(): void {
-    for (const area of this.areas) area.release();
-    this.areas.length = 0;
+  static {
+    allocRange = (space, size) => {
+      const need = size + PAGE_SIZE;
+      let cursor = space.base;
+      let index = 0;
+      for (const a of space.#areas) {
+        if (a.addr - cursor >= need) break;
+        cursor = a.addr + a.size + PAGE_SIZE;
+        index++;
+      }
+      if (cursor + need > space.base + space.length) return null;
+      return { addr: cursor, index };
+    };
+    insertArea = (space, area, index) => {
+      space.#areas.splice(index, 0, area);
+    };
+    removeArea = (space, area) => {
+      const i = space.#areas.indexOf(area);
+      if (i >= 0) space.#areas.splice(i, 1);
+    };
+    releaseAllAreas = (space) => {
+      for (const area of space.#areas) releaseArea(area);
+      space.#areas.length = 0;
+    };
   }
 }
 
-/** Maps `pages` back to back into fresh vmalloc address space. Returns the area, or null. */
+/** Machine teardown: releases every area, detaching its views (the caller unmaps the whole range after). */
+export function releaseVmallocSpace(space: VmallocSpace): void {
+  releaseAllAreas(space);
+}
+
 /**
  * Maps `pages` back to back into fresh vmalloc address space. Returns the area, or null when the
  * space is full, a page is not memory of the machine, or the OS refuses the mapping with ENOMEM
@@ -138,7 +174,7 @@ export class VmallocSpace {
  */
 function mapArea(m: Machine, pages: readonly Page[], ownsPages: boolean, prot: number): VmallocArea | null {
   const size = pages.length * PAGE_SIZE;
-  const range = m.vmallocSpace.allocRange(size);
+  const range = allocRange(m.vmallocSpace, size);
   if (range === null) return null;
   const runs = buildRuns(range.addr, pages.map((p) => p.pfn));
   const before = m.counters.mmapCalls;
@@ -148,8 +184,8 @@ function mapArea(m: Machine, pages: readonly Page[], ownsPages: boolean, prot: n
     if (isErrno(err, 'ENOMEM')) return null;
     throw err;
   }
-  const area = new VmallocArea(m, range.addr, size, pages, ownsPages, m.counters.mmapCalls - before, (prot & C.PROT_WRITE) !== 0);
-  m.vmallocSpace.insert(area, range.index);
+  const area = new VmallocArea(token, m, range.addr, size, pages, ownsPages, m.counters.mmapCalls - before, (prot & C.PROT_WRITE) !== 0);
+  insertArea(m.vmallocSpace, area, range.index);
   return area;
 }
 
@@ -205,9 +241,9 @@ function takeArea(m: Machine, addr: number, fn: string): VmallocArea | null {
     m.warn(`Trying to ${fn}() nonexistent vm area (0x${addr.toString(16)})`);
     return null;
   }
-  area.release();
+  releaseArea(area);
   zapRange(area.addr, area.size);
-  m.vmallocSpace.remove(area);
+  removeArea(m.vmallocSpace, area);
   return area;
 }
 

@@ -10,7 +10,7 @@ import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type Allo
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
 import { mapSharedFd, readMapOptions, type SharedMapping } from './region-share';
 import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingState } from './region-state';
-import { trackExternalMemory, ViewWindow } from './views';
+import { trackExternalMemory, ViewSet } from './views';
 import * as v from './validate';
 
 /**
@@ -24,7 +24,8 @@ export class Region {
   readonly #s: MappingState;
   #length: number;
   #prot: Protection;
-  #window: ViewWindow | null = null;
+  /** Every view handed out: exact ArrayBuffers, revoked together. */
+  readonly #views = new ViewSet(this);
   readonly #fileWritable: boolean;
   readonly #ownsFile: boolean;
   readonly #offset: number;
@@ -162,7 +163,7 @@ export class Region {
     return [off, len];
   }
 
-  #writableWindow(): ViewWindow {
+  #assertWritable(): void {
     if (!this.#fileWritable) {
       throw new DmamemError('ERR_DMAMEM_READONLY', 'the region is a read-only mapping, so it gives no writable views; use read(offset, length) to copy its bytes');
     }
@@ -170,19 +171,19 @@ export class Region {
       const code = this.#prot === 'none' ? 'ERR_DMAMEM_PROT_NONE' : 'ERR_DMAMEM_READONLY';
       throw new DmamemError(code, `the region is protected '${this.#prot}', so it gives no views; ${this.#prot === 'read' ? 'use read(offset, length) to copy, or ' : ''}protect('readwrite') first`);
     }
-    if (this.#window === null || this.#window.detached) this.#window = new ViewWindow(this.address, this.#length, this);
-    return this.#window;
   }
 
   /**
-   * A Buffer over [offset, offset+length) of the real memory (no copy). It reads as length 0 once
-   * the region is closed, resized, or loses write permission.
+   * A Buffer over [offset, offset+length) of the real memory (no copy); its `.buffer` covers exactly
+   * those bytes. It reads as length 0 once the region is closed, resized, or loses write permission.
+   * Each call makes one ArrayBuffer (the same one again for the same range as the last call).
    * @example const b = r.view(0, 64); b.writeUInt32LE(1, 0);
    */
   view(offset?: number, length?: number): Buffer {
     const [off, len] = this.#range(offset, length);
     this.#live();
-    return this.#writableWindow().slice(off, len);
+    this.#assertWritable();
+    return this.#views.view(this.address + off, len);
   }
 
   /**
@@ -206,7 +207,10 @@ export class Region {
     v.assertUint8Array('source', source);
     const [off] = this.#range(offset, source.length);
     this.#live();
-    this.#writableWindow().slice(off, source.length).set(source);
+    this.#assertWritable();
+    if (source.length === 0) return;
+    // Through the whole-region ArrayBuffer (made once, never handed out): no native call per write.
+    new Uint8Array(this.#views.arrayBuffer(this.address, this.#length), off, source.length).set(source);
   }
 
   /**
@@ -236,7 +240,7 @@ export class Region {
   protect(prot: Protection): void {
     v.assertOneOf('prot', prot, PROTECTIONS);
     this.#live();
-    if (prot !== 'readwrite') this.#window?.detach();
+    if (prot !== 'readwrite') this.#views.revoke();
     native.mprotect(this.address, this.mappedLength, protBits(prot));
     this.#prot = prot;
   }
@@ -275,7 +279,7 @@ export class Region {
     const newMapped = roundUp(newLength, this.granule);
     if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
     else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
-    else this.#window?.detach(); // same pages, but the old views had the old length
+    else this.#views.revoke(); // same pages, but the old views had the old length
     this.#length = newLength;
     // Hugetlb growth was pre-faulted before the switch. A shmem shortage here is an OOM, not a
     // SIGBUS: the region is already resized, just not pre-faulted.
@@ -285,7 +289,7 @@ export class Region {
   }
 
   #resizable(): Resizable {
-    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, prot: this.#prot, detachViews: () => this.#window?.detach() };
+    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, prot: this.#prot, detachViews: () => this.#views.revoke() };
   }
 
   /**
@@ -393,8 +397,7 @@ export class Region {
   close(): void {
     if (this.#s.closed) return;
     backstop.unregister(this);
-    this.#window?.detach();
-    this.#window = null;
+    this.#views.revoke();
     releaseMapping(this.#s);
   }
 

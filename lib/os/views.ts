@@ -1,7 +1,6 @@
-// JS access to mapped bytes: one lazily created external ArrayBuffer per mapped range, handed out as
-// Buffer slices, and detached (every slice then has length 0) before the range is unmapped,
-// moved, shrunk or loses write permission. One ArrayBuffer per mapping, because wrapping the same
-// pages twice and re-using addresses is what tripped V8's backing-store registry in the past.
+// JS access to mapped bytes: every view is an external ArrayBuffer over exactly the bytes asked for,
+// tracked by the object that owns the memory, so that one revoke() detaches all of them (every view
+// then has length 0) before the memory is unmapped, moved, shrunk, loses write permission or is freed.
 
 import { native } from '../native';
 import { assertInteger } from './validate';
@@ -30,74 +29,118 @@ export function trackedExternalMemory(): number {
   return trackedBytes;
 }
 
+/** One handed-out ArrayBuffer: held weakly (a view JS dropped needs no detach) with its range. */
+interface Entry {
+  readonly ref: WeakRef<ArrayBuffer>;
+  readonly lo: number;
+  readonly hi: number;
+}
+
 /**
- * A window onto [address, address+length) of mapped memory. The external ArrayBuffer is made on
- * first use; `slice()` hands out Buffers over it; `detach()` revokes all of them at once.
+ * The views handed out over one owner's memory. Each is an external ArrayBuffer over exactly
+ * [address, address+length), so a Buffer's `.buffer` never reaches a byte it was not given.
+ * revoke() detaches the ones over a range (or all). Entries are weak: a program that makes a view
+ * per message and drops it does not grow the set (collected entries are pruned as it grows).
  * @example
- * const w = new ViewWindow(addr, 4096);
- * const b = w.slice(0, 16); b[0] = 1;
- * w.detach(); b.length === 0;
+ * const set = new ViewSet(owner);
+ * const b = set.view(addr, 16); b[0] = 1;
+ * set.revoke(); b.length === 0;
  */
-export class ViewWindow {
-  #buffer: ArrayBuffer | null = null;
-  #detached = false;
+export class ViewSet {
+  #entries: Entry[] = [];
+  #pruneAt = 32;
+  /** The last range wrapped: asking for the same range again reuses its ArrayBuffer. */
+  #last: Entry | null = null;
+  readonly #owner: object | undefined;
 
-  /**
-   * @param address first byte (mapped readable and writable for as long as the window is live)
-   * @param length bytes in the window (0 allowed: slices are then empty)
-   * @param owner object kept alive while any ArrayBuffer of this window is reachable
-   */
-  constructor(
-    readonly address: number,
-    readonly length: number,
-    private readonly owner?: object,
-  ) {
-    assertInteger('address', address);
-    assertInteger('length', length);
+  /** @param owner object kept alive while any ArrayBuffer of this set is reachable */
+  constructor(owner?: object) {
+    this.#owner = owner;
   }
 
-  /** True once detach() ran; the window then gives no more slices. */
-  get detached(): boolean {
-    return this.#detached;
+  /** Handed-out ArrayBuffers still tracked (some may have been collected since the last prune). */
+  get size(): number {
+    return this.#entries.length;
   }
 
   /**
-   * The window's ArrayBuffer (created on first call).
-   * @example new Uint32Array(window.arrayBuffer())
+   * An ArrayBuffer over exactly [address, address+length) (a plain empty one for length 0).
+   * The caller guarantees the range is mapped readable and writable until it calls revoke().
    */
-  arrayBuffer(): ArrayBuffer {
-    if (this.#detached) throw new RangeError(`the view window at 0x${this.address.toString(16)} was detached`);
-    if (this.#buffer === null) {
-      // A zero-length external buffer is pointless and some V8 builds reject it: use a plain one.
-      this.#buffer = this.length === 0 ? new ArrayBuffer(0) : native.externalArrayBuffer(this.address, this.length);
-      if (this.owner !== undefined) owners.set(this.#buffer, this.owner);
+  arrayBuffer(address: number, length: number): ArrayBuffer {
+    if (length === 0) return new ArrayBuffer(0);
+    const last = this.#last;
+    if (last !== null && last.lo === address && last.hi === address + length) {
+      const ab = last.ref.deref();
+      if (ab !== undefined && ab.byteLength === length) return ab;
     }
-    return this.#buffer;
+    const ab = native.externalArrayBuffer(address, length);
+    if (this.#owner !== undefined) owners.set(ab, this.#owner);
+    if (this.#entries.length >= this.#pruneAt) this.#prune();
+    const entry: Entry = { ref: new WeakRef(ab), lo: address, hi: address + length };
+    this.#entries.push(entry);
+    this.#last = entry;
+    return ab;
   }
 
   /**
-   * A Buffer over [offset, offset+length) of the window; no copy.
-   * @example window.slice(4096, 4096).fill(0)
+   * Tracks an ArrayBuffer another set made over [address, address+length) here too, so that
+   * revoking either set detaches it (a view over memory two owners free separately).
    */
-  slice(offset: number, length: number): Buffer {
-    if (this.#detached) throw new RangeError(`the view window at 0x${this.address.toString(16)} was detached`);
-    // Checked inline: slices are cut on hot paths (one per DMA buffer).
-    if (!(Number.isSafeInteger(offset) && offset >= 0 && offset <= this.length)) assertInteger('offset', offset, 0, this.length);
-    if (!(Number.isSafeInteger(length) && length >= 0 && length <= this.length - offset)) assertInteger('length', length, 0, this.length - offset);
-    return Buffer.from(this.arrayBuffer(), offset, length);
+  adopt(buffer: ArrayBuffer, address: number, length: number): void {
+    if (length === 0) return;
+    if (this.#entries.length >= this.#pruneAt) this.#prune();
+    this.#entries.push({ ref: new WeakRef(buffer), lo: address, hi: address + length });
+  }
+
+  /** A Buffer over exactly [address, address+length), tracked. See arrayBuffer(). */
+  view(address: number, length: number): Buffer {
+    return Buffer.from(this.arrayBuffer(address, length));
   }
 
   /**
-   * Detaches the ArrayBuffer (if one was made): it and every view over it report length 0 and
-   * read as undefined from now on. Idempotent. Call before the range stops being writable memory.
+   * Detaches every tracked ArrayBuffer overlapping [lo, hi) (default: all) and forgets it: those
+   * views read as length 0 from now on. Others stay. Cheap when nothing was handed out.
    */
-  detach(): void {
-    if (this.#detached) return;
-    this.#detached = true;
-    const buffer = this.#buffer;
-    this.#buffer = null;
-    if (buffer !== null && buffer.byteLength > 0) native.detach(buffer);
+  revoke(lo = -Infinity, hi = Infinity): void {
+    const entries = this.#entries;
+    if (entries.length === 0) return;
+    const kept: Entry[] = [];
+    for (const e of entries) {
+      if (e.lo < hi && lo < e.hi) {
+        const ab = e.ref.deref();
+        if (ab !== undefined && ab.byteLength > 0) native.detach(ab);
+      } else {
+        kept.push(e);
+      }
+    }
+    this.#entries = kept;
+    if (this.#last !== null && this.#last.lo < hi && lo < this.#last.hi) this.#last = null;
   }
+
+  /** Drops entries whose ArrayBuffer was collected or detached; the next prune waits for twice as many. */
+  #prune(): void {
+    this.#entries = this.#entries.filter((e) => {
+      const ab = e.ref.deref();
+      return ab !== undefined && ab.byteLength > 0;
+    });
+    this.#pruneAt = Math.max(32, 2 * this.#entries.length);
+  }
+}
+
+/**
+ * An untracked ArrayBuffer over [address, address+length), for internal fast paths (memset, read)
+ * that never hand it out; the caller detaches it with detachInternal() before the range goes.
+ */
+export function internalArrayBuffer(address: number, length: number): ArrayBuffer {
+  assertInteger('address', address);
+  assertInteger('length', length);
+  return length === 0 ? new ArrayBuffer(0) : native.externalArrayBuffer(address, length);
+}
+
+/** Detaches an ArrayBuffer from internalArrayBuffer() (idempotent). */
+export function detachInternal(buffer: ArrayBuffer): void {
+  if (buffer.byteLength > 0) native.detach(buffer);
 }
 
 /**
