@@ -4,7 +4,7 @@
 
 import { C, native } from '../native';
 import { HUGE_2M } from './backing';
-import { DmamemError, errnoError } from './errors';
+import { DmamemError, isErrno } from './errors';
 import { mappingsOfFile } from './procmaps';
 import type { Protection } from './region-options';
 import { protBits, reserveFor, type MappingState } from './region-state';
@@ -20,6 +20,8 @@ export interface Resizable {
   /** True for the Region that created the memfd: only it changes the file's size. */
   readonly ownsFile: boolean;
   readonly prot: Protection;
+  /** True once the fd was handed out (Region.fd, shareReadOnly): the file's size may only grow. */
+  readonly shared: boolean;
   /** Detaches every view of this Region. */
   detachViews(): void;
 }
@@ -42,19 +44,36 @@ function assertNoMappingPast(t: Resizable, newSize: number): void {
   }
 }
 
+function sealedError(newSize: number): DmamemError {
+  return new DmamemError(
+    'ERR_DMAMEM_SEALED',
+    `cannot shrink to ${newSize} bytes: the memfd is sealed against shrinking (F_SEAL_SHRINK), as it is once shared (Region.fd, shareReadOnly, fromFd) or after seal(['shrink']), so no mapping of it can lose pages under it; its size may only grow`,
+  );
+}
+
 /** Shrinks the mapping in place to `newMapped` bytes (a multiple of the granule). */
 export function shrinkMapping(t: Resizable, newMapped: number): void {
   const s = t.s;
   if (t.ownsFile) {
-    if ((native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) {
-      throw errnoError('EPERM', 'ftruncate', 'the memfd is sealed against shrinking (F_SEAL_SHRINK)');
+    if ((native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) throw sealedError(newMapped);
+    if (t.shared) {
+      throw new DmamemError(
+        'ERR_DMAMEM_SEALED',
+        `cannot shrink to ${newMapped} bytes: the fd was handed out, and this memfd (created with sealing: false) cannot be sealed, so a receiver's mapping past the new end would fault (SIGBUS); its size may only grow`,
+      );
     }
     assertNoMappingPast(t, newMapped);
   }
   t.detachViews();
   // Truncate first: if it fails (a receiver sealed the fd meanwhile) nothing has changed yet. Our
   // own tail is past the new end for a moment, but no view can reach it any more.
-  if (t.ownsFile) native.ftruncate(s.fd, newMapped);
+  if (t.ownsFile) {
+    try {
+      native.ftruncate(s.fd, newMapped);
+    } catch (err) {
+      throw isErrno(err, 'EPERM') ? sealedError(newMapped) : err;
+    }
+  }
   native.mremap(s.address, s.mappedLength, newMapped, 0, 0); // shrinking in place never moves
   trackExternalMemory(newMapped - s.mappedLength);
   s.mappedLength = newMapped;
@@ -89,7 +108,14 @@ export function growMapping(t: Resizable, newMapped: number): void {
   } catch (err) {
     // The old mapping is intact: mmap, populate or mremap failed before anything moved.
     if (target !== -1) native.munmap(target, newMapped);
-    if (fileEnd > oldSize) native.ftruncate(s.fd, oldSize);
+    if (fileEnd > oldSize) {
+      try {
+        native.ftruncate(s.fd, oldSize);
+      } catch (undo) {
+        // Sealed against shrinking meanwhile (shared): the file stays larger, which harms no one.
+        if (!isErrno(undo, 'EPERM')) throw undo;
+      }
+    }
     throw err;
   }
   t.detachViews();
