@@ -30,6 +30,8 @@ export class Region {
   readonly #offset: number;
   /** The fd was handed out (fd getter, shareReadOnly): the file's size may only grow from now on. */
   #shared = false;
+  /** mlock2 flags of the last lock(), null when unlocked (a resize that maps afresh locks again). */
+  #lockFlags: number | null = null;
 
   private constructor(
     s: MappingState, length: number, prot: Protection, fileWritable: boolean, ownsFile: boolean, offset: number,
@@ -233,13 +235,16 @@ export class Region {
     const onFault = o.onFault ?? false;
     v.assertBoolean('onFault', onFault);
     this.#live();
-    native.mlock(this.address, this.mappedLength, onFault ? C.MLOCK_ONFAULT : 0);
+    const flags = onFault ? C.MLOCK_ONFAULT : 0;
+    native.mlock(this.address, this.mappedLength, flags);
+    this.#lockFlags = flags;
   }
 
   /** munlock the whole mapping. @example r.unlock() */
   unlock(): void {
     this.#live();
     native.munlock(this.address, this.mappedLength);
+    this.#lockFlags = null;
   }
 
   /**
@@ -300,7 +305,7 @@ export class Region {
   }
 
   #resizable(): Resizable {
-    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, shared: this.#shared, prot: this.#prot, detachViews: () => this.#window?.detach() };
+    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, shared: this.#shared, prot: this.#prot, lockFlags: this.#lockFlags, detachViews: () => this.#window?.detach() };
   }
 
   /**
