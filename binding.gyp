@@ -19,6 +19,7 @@
       "defines": [
         "NAPI_VERSION=9",
         "NAPI_DISABLE_CPP_EXCEPTIONS",
+        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
         "_GNU_SOURCE"
       ],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],

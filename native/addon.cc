@@ -2,24 +2,22 @@
 #include <napi.h>
 
 namespace dmamem {
-void InitMemfd(Napi::Env env, Napi::Object exports);
-void InitMapping(Napi::Env env, Napi::Object exports);
-void InitAdvise(Napi::Env env, Napi::Object exports);
-void InitBuffer(Napi::Env env, Napi::Object exports);
-void InitPagemap(Napi::Env env, Napi::Object exports);
-void InitSysinfo(Napi::Env env, Napi::Object exports);
-void InitTeardown(Napi::Env env, Napi::Object exports);
+bool InitMemfd(Napi::Env env, Napi::Object exports);
+bool InitMapping(Napi::Env env, Napi::Object exports);
+bool InitAdvise(Napi::Env env, Napi::Object exports);
+bool InitBuffer(Napi::Env env, Napi::Object exports);
+bool InitPagemap(Napi::Env env, Napi::Object exports);
+bool InitSysinfo(Napi::Env env, Napi::Object exports);
+bool InitTeardown(Napi::Env env, Napi::Object exports);
 }  // namespace dmamem
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // First: the other facilities record what they map and open in this environment's instance data.
-  dmamem::InitTeardown(env, exports);
-  dmamem::InitMemfd(env, exports);
-  dmamem::InitMapping(env, exports);
-  dmamem::InitAdvise(env, exports);
-  dmamem::InitBuffer(env, exports);
-  dmamem::InitPagemap(env, exports);
-  dmamem::InitSysinfo(env, exports);
+  // Each step returns false only when the environment is being torn down while the addon loads (a
+  // worker terminated during require): no JS will see the exports, so init just stops, quietly.
+  (void)(dmamem::InitTeardown(env, exports) && dmamem::InitMemfd(env, exports) && dmamem::InitMapping(env, exports) &&
+         dmamem::InitAdvise(env, exports) && dmamem::InitBuffer(env, exports) && dmamem::InitPagemap(env, exports) &&
+         dmamem::InitSysinfo(env, exports));
   return exports;
 }
 

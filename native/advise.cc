@@ -71,6 +71,7 @@ Napi::Value Mincore(const Napi::CallbackInfo& info) {
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   size_t pages = static_cast<size_t>((length + page - 1) / page);
   Napi::Uint8Array vec = Napi::Uint8Array::New(env, pages);
+  if (vec.IsEmpty() || env.IsExceptionPending()) return env.Undefined();  // a terminating worker
   if (mincore(reinterpret_cast<void*>(addr), length, vec.Data()) != 0) {
     ThrowErrno(env, errno, "mincore", Call("mincore", addr, length, nullptr, 0));
     return env.Undefined();
@@ -80,12 +81,13 @@ Napi::Value Mincore(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitAdvise(Napi::Env env, Napi::Object exports) {
-  exports.Set("madvise", Napi::Function::New(env, Madvise, "madvise"));
-  exports.Set("mlock", Napi::Function::New(env, Mlock, "mlock"));
-  exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
-  exports.Set("msync", Napi::Function::New(env, Msync, "msync"));
-  exports.Set("mincore", Napi::Function::New(env, Mincore, "mincore"));
+bool InitAdvise(Napi::Env env, Napi::Object exports) {
+  if (!Export(env, exports, "madvise", Madvise)) return false;
+  if (!Export(env, exports, "mlock", Mlock)) return false;
+  if (!Export(env, exports, "munlock", Munlock)) return false;
+  if (!Export(env, exports, "msync", Msync)) return false;
+  if (!Export(env, exports, "mincore", Mincore)) return false;
+  return true;
 }
 
 }  // namespace dmamem

@@ -21,15 +21,14 @@ Napi::Value ExternalArrayBuffer(const Napi::CallbackInfo& info) {
   // The C API, not Napi::ArrayBuffer::New, so the sandbox refusal is visible as a status.
   napi_status status = napi_create_external_arraybuffer(env, addr, length, NoopFinalize, nullptr, &result);
   if (status == napi_no_external_buffers_allowed) {
-    Napi::Error e = Napi::Error::New(
-        env,
-        "This JavaScript runtime forbids external ArrayBuffers (the V8 sandbox is enabled, e.g. Electron), "
-        "so zero-copy views over mapped memory are impossible; use copyOut/memcpy instead.");
-    e.Value().Set("code", Napi::String::New(env, "ERR_DMAMEM_NO_EXTERNAL_BUFFERS"));
-    e.ThrowAsJavaScriptException();
+    ThrowError(env,
+               "This JavaScript runtime forbids external ArrayBuffers (the V8 sandbox is enabled, e.g. Electron), "
+               "so zero-copy views over mapped memory are impossible; use copyOut/memcpy instead.",
+               "ERR_DMAMEM_NO_EXTERNAL_BUFFERS");
     return env.Undefined();
   }
-  NAPI_THROW_IF_FAILED(env, status, env.Undefined());
+  // A terminating worker fails here (napi_pending_exception): Failed() then throws nothing.
+  if (Failed(env, status)) return env.Undefined();
   return Napi::Value(env, result);
 }
 
@@ -37,12 +36,10 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   napi_value buffer = info[0];
   bool detached = false;
-  napi_status status = napi_is_detached_arraybuffer(env, buffer, &detached);
-  NAPI_THROW_IF_FAILED(env, status, env.Undefined());
+  if (Failed(env, napi_is_detached_arraybuffer(env, buffer, &detached))) return env.Undefined();
   // Detaching twice is harmless: an unmap path may run after a view was already revoked.
   if (detached) return env.Undefined();
-  status = napi_detach_arraybuffer(env, buffer);
-  NAPI_THROW_IF_FAILED(env, status, env.Undefined());
+  Failed(env, napi_detach_arraybuffer(env, buffer));
   return env.Undefined();
 }
 
@@ -70,10 +67,8 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
   uint64_t offset = U64(info[3]);
   // The last guard before a raw memcpy into the JS heap, so it stays even though TS validates.
   if (offset > target.ByteLength() || length > target.ByteLength() - offset) {
-    Napi::RangeError::New(env, "copyOut: targetOffset " + std::to_string(offset) + " + length " +
-                                   std::to_string(length) + " exceeds the target's " +
-                                   std::to_string(target.ByteLength()) + " bytes")
-        .ThrowAsJavaScriptException();
+    ThrowRangeError(env, "copyOut: targetOffset " + std::to_string(offset) + " + length " + std::to_string(length) +
+                             " exceeds the target's " + std::to_string(target.ByteLength()) + " bytes");
     return env.Undefined();
   }
   if (length == 0) return env.Undefined();
@@ -91,9 +86,11 @@ Napi::Value AddressOf(const Napi::CallbackInfo& info) {
     return Num(env, ab.Data());
   }
   // Node-API (v20) has no SharedArrayBuffer accessor, but a typed array over one reports its data.
-  Napi::Function ctor = env.Global().Get("Uint8Array").As<Napi::Function>();
-  Napi::Value view = ctor.New({value});
-  if (env.IsExceptionPending()) return env.Undefined();
+  // Both steps may run JS and so fail in a terminating worker: stop at the first empty result.
+  Napi::Value ctor = env.Global().Get("Uint8Array");
+  if (ctor.IsEmpty() || env.IsExceptionPending()) return env.Undefined();
+  Napi::Value view = ctor.As<Napi::Function>().New({value});
+  if (view.IsEmpty() || env.IsExceptionPending()) return env.Undefined();
   Napi::Uint8Array u8 = view.As<Napi::Uint8Array>();
   if (u8.ByteLength() == 0) return Napi::Number::New(env, 0);
   return Num(env, u8.Data());
@@ -101,14 +98,15 @@ Napi::Value AddressOf(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitBuffer(Napi::Env env, Napi::Object exports) {
-  exports.Set("externalArrayBuffer", Napi::Function::New(env, ExternalArrayBuffer, "externalArrayBuffer"));
-  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
-  exports.Set("adjustExternalMemory", Napi::Function::New(env, AdjustExternalMemory, "adjustExternalMemory"));
-  exports.Set("memset", Napi::Function::New(env, Memset, "memset"));
-  exports.Set("memcpy", Napi::Function::New(env, Memcpy, "memcpy"));
-  exports.Set("copyOut", Napi::Function::New(env, CopyOut, "copyOut"));
-  exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
+bool InitBuffer(Napi::Env env, Napi::Object exports) {
+  if (!Export(env, exports, "externalArrayBuffer", ExternalArrayBuffer)) return false;
+  if (!Export(env, exports, "detach", Detach)) return false;
+  if (!Export(env, exports, "adjustExternalMemory", AdjustExternalMemory)) return false;
+  if (!Export(env, exports, "memset", Memset)) return false;
+  if (!Export(env, exports, "memcpy", Memcpy)) return false;
+  if (!Export(env, exports, "copyOut", CopyOut)) return false;
+  if (!Export(env, exports, "addressOf", AddressOf)) return false;
+  return true;
 }
 
 }  // namespace dmamem

@@ -1,4 +1,5 @@
-// Turns an errno from a failed syscall into a Node-fs-style JS Error.
+// Turns an errno from a failed syscall into a Node-fs-style JS Error, and throws without ever
+// turning a terminating environment into a fatal error.
 #include "errors.h"
 
 #include <cerrno>
@@ -41,6 +42,20 @@ const char* ErrnoName(int err) {
   }
 }
 
+napi_value String(napi_env env, const std::string& s) {
+  napi_value v = nullptr;
+  if (napi_create_string_utf8(env, s.data(), s.size(), &v) != napi_ok) return nullptr;
+  return v;
+}
+
+napi_value MakeError(napi_env env, const std::string& message, bool range) {
+  napi_value msg = String(env, message);
+  napi_value error = nullptr;
+  if (msg == nullptr) return nullptr;
+  napi_status status = range ? napi_create_range_error(env, nullptr, msg, &error) : napi_create_error(env, nullptr, msg, &error);
+  return status == napi_ok ? error : nullptr;
+}
+
 }  // namespace
 
 std::string Hex(uint64_t v) {
@@ -49,22 +64,59 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& call) {
+void Throw(napi_env env, napi_value error) {
+  bool pending = false;
+  if (error == nullptr || napi_is_exception_pending(env, &pending) != napi_ok || pending) return;
+  // Fails only when JS cannot run any more (a terminating worker): there is no one to tell.
+  (void)napi_throw(env, error);
+}
+
+void SetQuiet(napi_env env, napi_value obj, const char* key, napi_value value) {
+  if (obj != nullptr && value != nullptr) (void)napi_set_named_property(env, obj, key, value);
+}
+
+napi_value ErrnoError(napi_env env, int err, const char* syscall, const std::string& call) {
   const char* name = ErrnoName(err);
   std::string code = name != nullptr ? name : "E" + std::to_string(err);
   // GNU strerror_r: thread-safe (workers load the addon too) and returns the message pointer.
   char buf[128];
   const char* text = strerror_r(err, buf, sizeof buf);
-  Napi::Error e = Napi::Error::New(env, code + ": " + text + ", " + call);
-  Napi::Object o = e.Value();
-  o.Set("code", Napi::String::New(env, code));
-  o.Set("errno", Napi::Number::New(env, -err));
-  o.Set("syscall", Napi::String::New(env, syscall));
+  napi_value e = MakeError(env, code + ": " + text + ", " + call, false);
+  napi_value errnoValue = nullptr;
+  if (e == nullptr || napi_create_double(env, -err, &errnoValue) != napi_ok) return e;
+  SetQuiet(env, e, "code", String(env, code));
+  SetQuiet(env, e, "errno", errnoValue);
+  SetQuiet(env, e, "syscall", String(env, syscall));
   return e;
 }
 
-void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& call) {
-  ErrnoError(env, err, syscall, call).ThrowAsJavaScriptException();
+void ThrowErrno(napi_env env, int err, const char* syscall, const std::string& call) {
+  Throw(env, ErrnoError(env, err, syscall, call));
+}
+
+void ThrowError(napi_env env, const std::string& message, const char* code) {
+  napi_value e = MakeError(env, message, false);
+  if (code != nullptr) SetQuiet(env, e, "code", String(env, code));
+  Throw(env, e);
+}
+
+void ThrowRangeError(napi_env env, const std::string& message) { Throw(env, MakeError(env, message, true)); }
+
+bool Failed(napi_env env, napi_status status) {
+  if (status == napi_ok) return false;
+  const napi_extended_error_info* info = nullptr;
+  std::string message = "Node-API call failed";
+  if (napi_get_last_error_info(env, &info) == napi_ok && info != nullptr && info->error_message != nullptr) message = info->error_message;
+  ThrowError(env, message);
+  return true;
+}
+
+bool Export(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn) {
+  // Function::New reports its own failure through node-addon-api's throw, made quiet for a
+  // terminating environment by NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (binding.gyp).
+  Napi::Function f = Napi::Function::New(env, fn, name);
+  if (f.IsEmpty()) return false;
+  return napi_set_named_property(env, exports, name, f) == napi_ok;
 }
 
 }  // namespace dmamem

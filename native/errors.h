@@ -1,4 +1,5 @@
-// Error reporting and argument conversion shared by every facility of the addon.
+// Error reporting and argument conversion shared by every facility of the addon, and the one way
+// the addon throws: quietly giving up when the JS environment can no longer run JS (terminating).
 #pragma once
 
 #include <napi.h>
@@ -8,13 +9,37 @@
 
 namespace dmamem {
 
+// Throws `error` as the pending JS exception. While a worker is being terminated (or any
+// environment torn down) Node-API refuses to throw (napi_pending_exception with no exception
+// pending), and node-addon-api's ThrowAsJavaScriptException answers that with napi_fatal_error:
+// SIGABRT for the whole process. Nobody is left to catch the error then, so it is dropped. An
+// exception already pending is kept (the first failure is the one to report). Every throw in the
+// addon goes through here; never call ThrowAsJavaScriptException directly.
+void Throw(napi_env env, napi_value error);
+
+// Sets obj[key] = value; a failure can only mean the environment is terminating, so it is ignored.
+void SetQuiet(napi_env env, napi_value obj, const char* key, napi_value value);
+
 // Builds an Error shaped like Node's fs errors: code ('ENOMEM'), errno (negative, as Node does),
 // syscall ('mmap') and message "ENOMEM: Cannot allocate memory, mmap(addr=0x0, ...)".
-// Returned unthrown so a caller can attach extra properties (mapFixedBatch adds `index`).
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& call);
+// Returned unthrown so a caller can attach extra properties (mapFixedBatch adds `index`); nullptr
+// when the environment is terminating and no object can be made.
+napi_value ErrnoError(napi_env env, int err, const char* syscall, const std::string& call);
 
 // ErrnoError, thrown as a pending JS exception (C++ exceptions are disabled: the caller returns next).
-void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& call);
+void ThrowErrno(napi_env env, int err, const char* syscall, const std::string& call);
+
+// Plain Error / RangeError with an optional code property, thrown through Throw().
+void ThrowError(napi_env env, const std::string& message, const char* code = nullptr);
+void ThrowRangeError(napi_env env, const std::string& message);
+
+// Throws for a failed Node-API call (its last error message), through Throw(). Returns true if
+// status is not napi_ok, so a caller writes `if (Failed(env, status)) return env.Undefined();`.
+bool Failed(napi_env env, napi_status status);
+
+// exports[name] = a function running `fn`. False when the environment is being torn down while
+// the addon loads (a worker terminated during require): module init then stops quietly.
+bool Export(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn);
 
 // "0x1f": addresses, flags and offsets read best in hex in error messages.
 std::string Hex(uint64_t v);

@@ -129,9 +129,9 @@ Napi::Value MapFixedBatch(const Napi::CallbackInfo& info) {
     uint64_t offset = static_cast<uint64_t>(t[3 * i + 2]);
     void* p = mmap(reinterpret_cast<void*>(addr), length, prot, flags, fd, static_cast<off_t>(offset));
     if (p == MAP_FAILED) {
-      Napi::Error e = ErrnoError(env, errno, "mmap", MmapCall(addr, length, prot, flags, fd, offset));
-      e.Value().Set("index", Napi::Number::New(env, static_cast<double>(i)));
-      e.ThrowAsJavaScriptException();
+      napi_value e = ErrnoError(env, errno, "mmap", MmapCall(addr, length, prot, flags, fd, offset));
+      SetQuiet(env, e, "index", Napi::Number::New(env, static_cast<double>(i)));
+      Throw(env, e);
       return env.Undefined();
     }
     TrackRange(env, addr, PageAlign(length));
@@ -186,14 +186,15 @@ Napi::Value Mprotect(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitMapping(Napi::Env env, Napi::Object exports) {
-  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
-  exports.Set("reserve", Napi::Function::New(env, Reserve, "reserve"));
-  exports.Set("reserveFixed", Napi::Function::New(env, ReserveFixed, "reserveFixed"));
-  exports.Set("mapFixedBatch", Napi::Function::New(env, MapFixedBatch, "mapFixedBatch"));
-  exports.Set("mremap", Napi::Function::New(env, Mremap, "mremap"));
-  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
-  exports.Set("mprotect", Napi::Function::New(env, Mprotect, "mprotect"));
+bool InitMapping(Napi::Env env, Napi::Object exports) {
+  if (!Export(env, exports, "mmap", Mmap)) return false;
+  if (!Export(env, exports, "reserve", Reserve)) return false;
+  if (!Export(env, exports, "reserveFixed", ReserveFixed)) return false;
+  if (!Export(env, exports, "mapFixedBatch", MapFixedBatch)) return false;
+  if (!Export(env, exports, "mremap", Mremap)) return false;
+  if (!Export(env, exports, "munmap", Munmap)) return false;
+  if (!Export(env, exports, "mprotect", Mprotect)) return false;
+  return true;
 }
 
 }  // namespace dmamem

@@ -124,16 +124,17 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitMemfd(Napi::Env env, Napi::Object exports) {
-  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
-  exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
-  exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
-  exports.Set("addSeals", Napi::Function::New(env, AddSeals, "addSeals"));
-  exports.Set("getSeals", Napi::Function::New(env, GetSeals, "getSeals"));
-  exports.Set("fstatSize", Napi::Function::New(env, FstatSize, "fstatSize"));
-  exports.Set("open", Napi::Function::New(env, Open, "open"));
-  exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
-  exports.Set("close", Napi::Function::New(env, Close, "close"));
+bool InitMemfd(Napi::Env env, Napi::Object exports) {
+  if (!Export(env, exports, "memfdCreate", MemfdCreate)) return false;
+  if (!Export(env, exports, "ftruncate", Ftruncate)) return false;
+  if (!Export(env, exports, "fallocate", Fallocate)) return false;
+  if (!Export(env, exports, "addSeals", AddSeals)) return false;
+  if (!Export(env, exports, "getSeals", GetSeals)) return false;
+  if (!Export(env, exports, "fstatSize", FstatSize)) return false;
+  if (!Export(env, exports, "open", Open)) return false;
+  if (!Export(env, exports, "dup", Dup)) return false;
+  if (!Export(env, exports, "close", Close)) return false;
+  return true;
 }
 
 }  // namespace dmamem

@@ -36,9 +36,8 @@ bool ReadEntries(int fd, uint64_t first, size_t count, uint64_t* out) {
 
 bool CheckOut(Napi::Env env, const Napi::BigUint64Array& out, uint64_t count, const char* fn) {
   if (out.ElementLength() < count) {
-    Napi::RangeError::New(env, std::string(fn) + ": out holds " + std::to_string(out.ElementLength()) +
-                                   " entries, " + std::to_string(count) + " needed")
-        .ThrowAsJavaScriptException();
+    ThrowRangeError(env, std::string(fn) + ": out holds " + std::to_string(out.ElementLength()) + " entries, " +
+                             std::to_string(count) + " needed");
     return false;
   }
   return true;
@@ -96,9 +95,10 @@ Napi::Value KpageflagsRead(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitPagemap(Napi::Env env, Napi::Object exports) {
-  exports.Set("pagemapRead", Napi::Function::New(env, PagemapRead, "pagemapRead"));
-  exports.Set("kpageflagsRead", Napi::Function::New(env, KpageflagsRead, "kpageflagsRead"));
+bool InitPagemap(Napi::Env env, Napi::Object exports) {
+  if (!Export(env, exports, "pagemapRead", PagemapRead)) return false;
+  if (!Export(env, exports, "kpageflagsRead", KpageflagsRead)) return false;
+  return true;
 }
 
 }  // namespace dmamem

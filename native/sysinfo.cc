@@ -53,8 +53,8 @@ Napi::Value MemlockLimit(const Napi::CallbackInfo& info) {
   }
   auto value = [](rlim_t v) { return v == RLIM_INFINITY ? -1.0 : static_cast<double>(v); };
   Napi::Array result = Napi::Array::New(env, 2);
-  result.Set(0u, Napi::Number::New(env, value(rl.rlim_cur)));
-  result.Set(1u, Napi::Number::New(env, value(rl.rlim_max)));
+  (void)napi_set_element(env, result, 0, Napi::Number::New(env, value(rl.rlim_cur)));
+  (void)napi_set_element(env, result, 1, Napi::Number::New(env, value(rl.rlim_max)));
   return result;
 }
 
@@ -62,9 +62,17 @@ Napi::Value Gettid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
 }
 
-Napi::Object Constants(Napi::Env env) {
-  Napi::Object c = Napi::Object::New(env);
-#define DMAMEM_CONSTANT(name) c.Set(#name, Napi::Number::New(env, static_cast<double>(name)))
+// Built with plain Node-API calls whose failures (a worker terminated while it loads the addon)
+// only make Constants return nullptr: module init then stops quietly.
+napi_value Constants(napi_env env) {
+  napi_value c = nullptr;
+  if (napi_create_object(env, &c) != napi_ok) return nullptr;
+  bool ok = true;
+  auto set = [&](const char* key, double value) {
+    napi_value v = nullptr;
+    ok = ok && napi_create_double(env, value, &v) == napi_ok && napi_set_named_property(env, c, key, v) == napi_ok;
+  };
+#define DMAMEM_CONSTANT(name) set(#name, static_cast<double>(name))
   DMAMEM_CONSTANT(PROT_NONE);
   DMAMEM_CONSTANT(PROT_READ);
   DMAMEM_CONSTANT(PROT_WRITE);
@@ -116,17 +124,21 @@ Napi::Object Constants(Napi::Env env) {
   DMAMEM_CONSTANT(O_RDONLY);
   DMAMEM_CONSTANT(O_RDWR);
 #undef DMAMEM_CONSTANT
-  c.Freeze();
+  if (!ok || napi_object_freeze(env, c) != napi_ok) return nullptr;
   return c;
 }
 
 }  // namespace
 
-void InitSysinfo(Napi::Env env, Napi::Object exports) {
-  exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE))));
-  exports.Set("constants", Constants(env));
-  exports.Set("memlockLimit", Napi::Function::New(env, MemlockLimit, "memlockLimit"));
-  exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
+bool InitSysinfo(Napi::Env env, Napi::Object exports) {
+  napi_value pageSize = nullptr;
+  if (napi_create_double(env, static_cast<double>(sysconf(_SC_PAGESIZE)), &pageSize) != napi_ok) return false;
+  if (napi_set_named_property(env, exports, "pageSize", pageSize) != napi_ok) return false;
+  napi_value constants = Constants(env);
+  if (constants == nullptr || napi_set_named_property(env, exports, "constants", constants) != napi_ok) return false;
+  if (!Export(env, exports, "memlockLimit", MemlockLimit)) return false;
+  if (!Export(env, exports, "gettid", Gettid)) return false;
+  return true;
 }
 
 }  // namespace dmamem

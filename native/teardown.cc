@@ -6,6 +6,8 @@
 // environment made itself.
 #include "teardown.h"
 
+#include "errors.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -80,9 +82,9 @@ Napi::Value TrackedResources(const Napi::CallbackInfo& info) {
   if (r != nullptr) {
     for (const auto& [start, end] : r->ranges) bytes += static_cast<double>(end - start);
   }
-  out.Set("ranges", Napi::Number::New(env, r == nullptr ? 0 : static_cast<double>(r->ranges.size())));
-  out.Set("bytes", Napi::Number::New(env, bytes));
-  out.Set("fds", Napi::Number::New(env, r == nullptr ? 0 : static_cast<double>(r->fds.size())));
+  SetQuiet(env, out, "ranges", Napi::Number::New(env, r == nullptr ? 0 : static_cast<double>(r->ranges.size())));
+  SetQuiet(env, out, "bytes", Napi::Number::New(env, bytes));
+  SetQuiet(env, out, "fds", Napi::Number::New(env, r == nullptr ? 0 : static_cast<double>(r->fds.size())));
   return out;
 }
 
@@ -104,9 +106,15 @@ void UntrackFd(napi_env env, int fd) {
   if (EnvResources* r = Resources(env); r != nullptr) r->fds.erase(fd);
 }
 
-void InitTeardown(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData<EnvResources>(new EnvResources());
-  exports.Set("trackedResources", Napi::Function::New(env, TrackedResources, "trackedResources"));
+bool InitTeardown(Napi::Env env, Napi::Object exports) {
+  auto* resources = new EnvResources();
+  auto finalize = [](napi_env, void* data, void*) { delete static_cast<EnvResources*>(data); };
+  if (napi_set_instance_data(env, resources, finalize, nullptr) != napi_ok) {
+    delete resources;
+    return false;
+  }
+  if (!Export(env, exports, "trackedResources", TrackedResources)) return false;
+  return true;
 }
 
 }  // namespace dmamem

@@ -13,6 +13,7 @@ void UntrackRange(napi_env env, uint64_t addr, uint64_t length);
 void TrackFd(napi_env env, int fd);
 void UntrackFd(napi_env env, int fd);
 
-void InitTeardown(Napi::Env env, Napi::Object exports);
+// False when the environment is torn down while the addon loads (see addon.cc).
+bool InitTeardown(Napi::Env env, Napi::Object exports);
 
 }  // namespace dmamem

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { C, native } from '../native';
 import { errnoError, isErrno, type ErrnoError } from './errors';
 import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
+import { isReservedRange } from './procmaps';
 import { thpMode } from './sysinfo';
 import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
 
@@ -21,7 +22,11 @@ export const HUGEPAGE_POLICIES: readonly HugepagePolicy[] = ['auto', 'require', 
 
 /** Options of createBackedMemfd. */
 export interface BackingOptions {
-  /** Map at this (page-, or for hugetlb 2 MiB-) aligned address with MAP_FIXED; the caller reserved the range. */
+  /**
+   * Map at this (page-, or for hugetlb 2 MiB-) aligned address with MAP_FIXED. The whole range must
+   * be a dmamem reservation (native.reserve): anything else is refused with a RangeError before any
+   * side effect, because MAP_FIXED replaces whatever is mapped there (even node's own code).
+   */
   fixedAddress?: number;
   /** Pre-fault with MADV_POPULATE_WRITE (default true). */
   populate?: boolean;
@@ -126,7 +131,15 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   assertPageAligned('length', length);
   assertPositiveInteger('length', length);
   assertOneOf('policy', policy, HUGEPAGE_POLICIES);
-  if (opts.fixedAddress !== undefined) assertPageAligned('fixedAddress', opts.fixedAddress);
+  if (opts.fixedAddress !== undefined) {
+    assertPageAligned('fixedAddress', opts.fixedAddress);
+    if (!isReservedRange(opts.fixedAddress, length)) {
+      throw new RangeError(
+        `Expected fixedAddress to start ${length} bytes of address space reserved by dmamem but received 0x${opts.fixedAddress.toString(16)}: ` +
+          'mapping there with MAP_FIXED would replace memory that is not dmamem\'s own',
+      );
+    }
+  }
   if (opts.populate !== undefined) assertBoolean('populate', opts.populate);
   if (opts.sealing !== undefined) assertBoolean('sealing', opts.sealing);
   const o = { ...opts, populate: opts.populate ?? true, sealing: opts.sealing ?? true };

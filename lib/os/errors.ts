@@ -40,6 +40,7 @@ export type DmamemErrorCode =
   | 'ERR_DMAMEM_PROT_NONE'
   | 'ERR_DMAMEM_CLOSED'
   | 'ERR_DMAMEM_BUSY'
+  | 'ERR_DMAMEM_SEALED'
   | 'ERR_DMAMEM_UNSUPPORTED';
 
 /** An Error with a literal name and a typed code, for states (not arguments) that forbid a call. */

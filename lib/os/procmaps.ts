@@ -1,6 +1,7 @@
-// Who else maps a file in this process: /proc/self/maps lines matched by device and inode. Used
-// before truncating a memfd, because any mapping past the new end (an alias, a Region.fromFd of
-// the same fd, a worker thread's mapping) would raise SIGBUS on its next touch.
+// What /proc/self/maps says about our own address space: who else maps a file (matched by device
+// and inode; before truncating a memfd, any mapping past the new end -- an alias, a Region.fromFd of
+// the same fd, a worker's mapping -- would raise SIGBUS), and whether a range is dmamem's own
+// PROT_NONE reservation (before mapping over it with MAP_FIXED, which would replace anything).
 
 import * as fs from 'node:fs';
 
@@ -32,4 +33,31 @@ export function mappingsOfFile(fd: number): FileMapping[] {
     out.push({ start: start!, end: end!, offset: Number.parseInt(f[2], 16) });
   }
   return out;
+}
+
+/** How native.reserve's reservations appear in /proc/self/maps (native/mapping.cc names the memfd). */
+const RESERVATION = '/memfd:dmamem:reserved';
+
+/**
+ * True when every page of [address, address+length) is a dmamem reservation: a PROT_NONE private
+ * mapping of the addon's "dmamem:reserved" memfd (native.reserve / reserveFixed). Nothing else in
+ * the process maps that memfd, so a MAP_FIXED over such a range cannot replace anyone's memory.
+ * @example isReservedRange(native.reserve(4096, 4096), 4096) // true
+ */
+export function isReservedRange(address: number, length: number): boolean {
+  const end = address + length;
+  let covered = address;
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const f = line.split(/\s+/, 6);
+    if (f[0] === undefined || f[5] === undefined) continue;
+    const dash = f[0].indexOf('-');
+    const start = Number.parseInt(f[0].slice(0, dash), 16);
+    const stop = Number.parseInt(f[0].slice(dash + 1), 16);
+    if (stop <= covered) continue;
+    if (start > covered) return false; // a gap (unmapped) or the lines passed our start
+    if (f[1] !== '---p' || !f[5].startsWith(RESERVATION)) return false;
+    covered = stop;
+    if (covered >= end) return true;
+  }
+  return false;
 }

@@ -1,10 +1,11 @@
 // Resizing a Region's mapping: shrink in place (and truncate the memfd it owns), grow with mremap
-// (4 KiB pages) or a fresh mapping (hugetlb). Views are detached before the memory under them
+// (4 KiB pages in one piece) or a fresh mapping of the memfd (hugetlb, or a mapping that advice or
+// locking on part of it split into several VMAs, which mremap cannot move). Views are detached before the memory under them
 // moves or goes, and a failed step leaves the old mapping, file size and accounting as they were.
 
 import { C, native } from '../native';
 import { HUGE_2M } from './backing';
-import { DmamemError, errnoError } from './errors';
+import { DmamemError, isErrno } from './errors';
 import { mappingsOfFile } from './procmaps';
 import type { Protection } from './region-options';
 import { protBits, reserveFor, type MappingState } from './region-state';
@@ -20,6 +21,10 @@ export interface Resizable {
   /** True for the Region that created the memfd: only it changes the file's size. */
   readonly ownsFile: boolean;
   readonly prot: Protection;
+  /** mlock2 flags of the last lock() (0 or MLOCK_ONFAULT), null when not locked: a fresh mapping is locked again. */
+  readonly lockFlags: number | null;
+  /** True once the fd was handed out (Region.fd, shareReadOnly): the file's size may only grow. */
+  readonly shared: boolean;
   /** Detaches every view of this Region. */
   detachViews(): void;
 }
@@ -42,19 +47,36 @@ function assertNoMappingPast(t: Resizable, newSize: number): void {
   }
 }
 
+function sealedError(newSize: number): DmamemError {
+  return new DmamemError(
+    'ERR_DMAMEM_SEALED',
+    `cannot shrink to ${newSize} bytes: the memfd is sealed against shrinking (F_SEAL_SHRINK), as it is once shared (Region.fd, shareReadOnly, fromFd) or after seal(['shrink']), so no mapping of it can lose pages under it; its size may only grow`,
+  );
+}
+
 /** Shrinks the mapping in place to `newMapped` bytes (a multiple of the granule). */
 export function shrinkMapping(t: Resizable, newMapped: number): void {
   const s = t.s;
   if (t.ownsFile) {
-    if ((native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) {
-      throw errnoError('EPERM', 'ftruncate', 'the memfd is sealed against shrinking (F_SEAL_SHRINK)');
+    if ((native.getSeals(s.fd) & C.F_SEAL_SHRINK) !== 0) throw sealedError(newMapped);
+    if (t.shared) {
+      throw new DmamemError(
+        'ERR_DMAMEM_SEALED',
+        `cannot shrink to ${newMapped} bytes: the fd was handed out, and this memfd (created with sealing: false) cannot be sealed, so a receiver's mapping past the new end would fault (SIGBUS); its size may only grow`,
+      );
     }
     assertNoMappingPast(t, newMapped);
   }
   t.detachViews();
   // Truncate first: if it fails (a receiver sealed the fd meanwhile) nothing has changed yet. Our
   // own tail is past the new end for a moment, but no view can reach it any more.
-  if (t.ownsFile) native.ftruncate(s.fd, newMapped);
+  if (t.ownsFile) {
+    try {
+      native.ftruncate(s.fd, newMapped);
+    } catch (err) {
+      throw isErrno(err, 'EPERM') ? sealedError(newMapped) : err;
+    }
+  }
   native.mremap(s.address, s.mappedLength, newMapped, 0, 0); // shrinking in place never moves
   trackExternalMemory(newMapped - s.mappedLength);
   s.mappedLength = newMapped;
@@ -74,26 +96,45 @@ export function growMapping(t: Resizable, newMapped: number): void {
     native.ftruncate(s.fd, fileEnd);
   }
   let target = -1;
+  let fresh = huge;
   try {
     target = reserveFor(newMapped);
-    if (huge) {
-      // mremap cannot grow hugetlb mappings: map the memfd afresh (this reserves the new pool
-      // pages, ENOMEM if short) and drop the old mapping only once the new one stands.
-      native.mmap(target, newMapped, protBits(t.prot), C.MAP_SHARED | C.MAP_FIXED, s.fd, t.fileOffset);
-      if (t.prot === 'readwrite') native.madvise(target + s.mappedLength, newMapped - s.mappedLength, C.MADV_POPULATE_WRITE);
-    } else {
+    if (!huge) {
       // Detach before the move: after mremap the old views would point at unmapped memory.
       t.detachViews();
-      native.mremap(s.address, s.mappedLength, newMapped, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, target);
+      try {
+        native.mremap(s.address, s.mappedLength, newMapped, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, target);
+      } catch (err) {
+        // EFAULT: the old range is several VMAs (advise() or lock() on part of it split it) and
+        // mremap moves one VMA only. Nothing moved; map the memfd afresh instead.
+        if (!isErrno(err, 'EFAULT')) throw err;
+        fresh = true;
+      }
+    }
+    if (fresh) {
+      // A fresh MAP_SHARED mapping of the same memfd shows the same pages (hugetlb cannot be grown
+      // by mremap at all; its new pool pages are reserved here, ENOMEM if short). The old mapping
+      // is dropped only once the new one stands. Advice on part of the old mapping is not carried
+      // over; a lock is.
+      native.mmap(target, newMapped, protBits(t.prot), C.MAP_SHARED | C.MAP_FIXED, s.fd, t.fileOffset);
+      if (huge && t.prot === 'readwrite') native.madvise(target + s.mappedLength, newMapped - s.mappedLength, C.MADV_POPULATE_WRITE);
+      if (t.lockFlags !== null) native.mlock(target, newMapped, t.lockFlags);
     }
   } catch (err) {
     // The old mapping is intact: mmap, populate or mremap failed before anything moved.
     if (target !== -1) native.munmap(target, newMapped);
-    if (fileEnd > oldSize) native.ftruncate(s.fd, oldSize);
+    if (fileEnd > oldSize) {
+      try {
+        native.ftruncate(s.fd, oldSize);
+      } catch (undo) {
+        // Sealed against shrinking meanwhile (shared): the file stays larger, which harms no one.
+        if (!isErrno(undo, 'EPERM')) throw undo;
+      }
+    }
     throw err;
   }
   t.detachViews();
-  if (huge) native.munmap(s.address, s.mappedLength);
+  if (fresh) native.munmap(s.address, s.mappedLength);
   trackExternalMemory(newMapped - s.mappedLength);
   s.address = target;
   s.mappedLength = newMapped;

@@ -1,13 +1,42 @@
-// Mapping a memfd that came from elsewhere (another process's fd, /proc/PID/fd/N, a worker's
-// fd number): option checks done before any native call, a size check that refuses pages past
-// the end of the file (touching them would be SIGBUS), and everything undone on failure.
+// Sharing a memfd safely: sealing it against shrinking once it is shared (so no receiver, and no
+// owner, can cut pages from under another's mapping: SIGBUS), and mapping a memfd that came from
+// elsewhere (another process's fd, /proc/PID/fd/N, a worker's fd number): option checks done before
+// any native call, the seal taken before the size is read, a size check that refuses pages past the
+// end of the file, and everything undone on failure.
 
 import * as fs from 'node:fs';
 import { C, native } from '../native';
 import { HUGE_2M, type Backing } from './backing';
+import { isErrno } from './errors';
 import type { FromFdOptions, Protection } from './region-options';
 import { protBits, reserveFor, roundUp, type MappingState } from './region-state';
 import * as v from './validate';
+
+/**
+ * Seals the memfd behind `fd` against shrinking (F_SEAL_SHRINK, as udmabuf requires of memory it
+ * shares) unless it already is. True when the seal is in force afterwards; false when it cannot be
+ * had: not a memfd (EINVAL), a memfd created without MFD_ALLOW_SEALING or sealed with F_SEAL_SEAL,
+ * or a descriptor opened read-only (EPERM). Growing stays possible.
+ * @example if (!sealAgainstShrinking(fd)) console.warn('the other side could still truncate it');
+ */
+export function sealAgainstShrinking(fd: number): boolean {
+  let seals: number;
+  try {
+    seals = native.getSeals(fd);
+  } catch (err) {
+    if (isErrno(err, 'EINVAL')) return false; // not a file that takes seals
+    throw err;
+  }
+  if ((seals & C.F_SEAL_SHRINK) !== 0) return true;
+  if ((seals & C.F_SEAL_SEAL) !== 0) return false;
+  try {
+    native.addSeals(fd, C.F_SEAL_SHRINK);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'EPERM')) return false; // F_ADD_SEALS needs a descriptor open for writing
+    throw err;
+  }
+}
 
 /** FromFdOptions with defaults applied, checked. */
 export type MapOptions = Required<FromFdOptions>;
@@ -39,6 +68,10 @@ export interface SharedMapping {
  * @example const m = mapSharedFd(native.dup(3), 4096, readMapOptions(undefined));
  */
 export function mapSharedFd(fd: number, length: number, o: MapOptions): SharedMapping {
+  // Seal first, then read the size: once sealed, the size checked below can only grow, so no one
+  // (the owner included, in another thread or process) can shrink the file under this mapping.
+  // A memfd that cannot be sealed is still mapped: its owner must keep its size (dmamem's do).
+  sealAgainstShrinking(fd);
   const st = fs.fstatSync(fd); // st_blksize is the huge page size on hugetlbfs
   const huge = st.blksize === HUGE_2M;
   const granule = huge ? HUGE_2M : native.pageSize;

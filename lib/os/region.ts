@@ -8,7 +8,7 @@ import { DmamemError } from './errors';
 import { pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
-import { mapSharedFd, readMapOptions, type SharedMapping } from './region-share';
+import { mapSharedFd, readMapOptions, sealAgainstShrinking, type SharedMapping } from './region-share';
 import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingState } from './region-state';
 import { trackExternalMemory, ViewSet } from './views';
 import * as v from './validate';
@@ -29,6 +29,10 @@ export class Region {
   readonly #fileWritable: boolean;
   readonly #ownsFile: boolean;
   readonly #offset: number;
+  /** The fd was handed out (fd getter, shareReadOnly): the file's size may only grow from now on. */
+  #shared = false;
+  /** mlock2 flags of the last lock(), null when unlocked (a resize that maps afresh locks again). */
+  #lockFlags: number | null = null;
 
   private constructor(
     s: MappingState, length: number, prot: Protection, fileWritable: boolean, ownsFile: boolean, offset: number,
@@ -134,9 +138,21 @@ export class Region {
   get mappedLength(): number {
     return this.#s.mappedLength;
   }
-  /** The memfd (owned by the Region; dup it to keep it past close()). @example spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit', r.fd] }) */
+  /**
+   * The memfd (owned by the Region; dup it to keep it past close()). Taking it shares the memory:
+   * the memfd is sealed against shrinking (F_SEAL_SHRINK) first, so whoever receives the fd cannot
+   * truncate the pages under this mapping (SIGBUS), and resize() may then only grow it.
+   * @example spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit', r.fd] })
+   */
   get fd(): number {
+    if (!this.#s.closed) this.#markShared();
     return this.#s.fd;
+  }
+
+  /** Seals against shrinking where the memfd allows it; resize() refuses shrinking either way. */
+  #markShared(): boolean {
+    this.#shared = true;
+    return sealAgainstShrinking(this.#s.fd);
   }
   /** True once close() ran (or the GC backstop released it). @example if (!r.closed) r.close() */
   get closed(): boolean {
@@ -223,13 +239,16 @@ export class Region {
     const onFault = o.onFault ?? false;
     v.assertBoolean('onFault', onFault);
     this.#live();
-    native.mlock(this.address, this.mappedLength, onFault ? C.MLOCK_ONFAULT : 0);
+    const flags = onFault ? C.MLOCK_ONFAULT : 0;
+    native.mlock(this.address, this.mappedLength, flags);
+    this.#lockFlags = flags;
   }
 
   /** munlock the whole mapping. @example r.unlock() */
   unlock(): void {
     this.#live();
     native.munlock(this.address, this.mappedLength);
+    this.#lockFlags = null;
   }
 
   /**
@@ -267,8 +286,9 @@ export class Region {
   /**
    * Changes the length, keeping the contents (it is the same memfd). The mapping may move: every
    * old view is detached; call view() again. Hugetlb regions resize in 2 MiB multiples.
-   * Shrinking the memfd this Region created is refused (ERR_DMAMEM_BUSY) while another mapping of it
-   * in this process (an alias, a fromFd Region, a worker's) reaches the part that would go.
+   * Shrinking the memfd this Region created is refused with ERR_DMAMEM_SEALED once the memory was
+   * shared (fd taken, shareReadOnly, seal(['shrink'])), and with ERR_DMAMEM_BUSY while an alias
+   * reaches the part that would go.
    * @example r.resize(r.length * 2); r.view().length === r.length;
    */
   resize(newLength: number): void {
@@ -289,7 +309,7 @@ export class Region {
   }
 
   #resizable(): Resizable {
-    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, prot: this.#prot, detachViews: () => this.#views.revoke() };
+    return { s: this.#s, granule: this.granule, fileOffset: this.#offset, ownsFile: this.#ownsFile, shared: this.#shared, prot: this.#prot, lockFlags: this.#lockFlags, detachViews: () => this.#views.revoke() };
   }
 
   /**
@@ -356,13 +376,13 @@ export class Region {
       bits |= C[SEALS[name]];
     }
     this.#live();
-    native.addSeals(this.fd, bits);
+    native.addSeals(this.#s.fd, bits);
   }
 
   /** The seals in force. @example r.seals() // ['shrink'] */
   seals(): Seal[] {
     this.#live();
-    const bits = native.getSeals(this.fd);
+    const bits = native.getSeals(this.#s.fd);
     return SEAL_NAMES.filter((n) => (bits & C[SEALS[n]]) !== 0);
   }
 
@@ -371,6 +391,9 @@ export class Region {
    * writable gets EACCES. By itself this only stops honest receivers: anyone may reopen
    * /proc/PID/fd/N read-write. With `enforce` the memfd is also sealed F_SEAL_FUTURE_WRITE, so no
    * one can map it writable or write(2) to it any more, while this Region's views keep working.
+   * Either way the memfd is first sealed against shrinking (F_SEAL_SHRINK), so even a receiver that
+   * reopens it read-write cannot truncate it under this mapping; a Region created with
+   * `sealing: false` cannot be sealed and is refused (ERR_DMAMEM_UNSUPPORTED).
    * @example const { fd } = r.shareReadOnly({ enforce: true }); spawn('node', ['child.js'], { stdio: ['pipe', 'pipe', 'inherit', fd] });
    */
   shareReadOnly(options?: { enforce?: boolean }): ReadOnlyShare {
@@ -378,9 +401,12 @@ export class Region {
     const enforce = o.enforce ?? false;
     v.assertBoolean('enforce', enforce);
     this.#live();
-    const fd = native.open(`/proc/self/fd/${this.fd}`, C.O_RDONLY);
+    if (!this.#markShared()) {
+      throw new DmamemError('ERR_DMAMEM_UNSUPPORTED', 'cannot share read-only: this memfd cannot be sealed against shrinking (it was created with sealing: false, or was received without the right to seal), so a receiver could reopen it read-write and truncate it under this mapping (SIGBUS)');
+    }
+    const fd = native.open(`/proc/self/fd/${this.#s.fd}`, C.O_RDONLY);
     try {
-      if (enforce) native.addSeals(this.fd, C.F_SEAL_FUTURE_WRITE);
+      if (enforce) native.addSeals(this.#s.fd, C.F_SEAL_FUTURE_WRITE);
     } catch (err) {
       native.close(fd);
       throw err;
