@@ -1,27 +1,125 @@
-// dmamem's public API: wiring only. Real buffers (Region), the kernel memory model (Machine and
-// kernel-named functions) and the DMA layer (kernel/dma) all export from here.
+// dmamem's public API: wiring only, one explicit list grouped as README.md ("API index") documents
+// it. Nothing internal is exported: no class whose constructor maps or wraps memory, no helper of
+// the routing, no test hook. test/44.public-surface.test.ts checks this list against the README.
 
-export * from './os/index';
+// ---- Real buffers (lib/os) ----
+export { Region } from './os/region';
+export { PROTECTIONS } from './os/region-options';
+export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './os/region-options';
+export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
+export type { Backing, HugepagePolicy } from './os/backing';
+export { trackedExternalMemory, viewAddress } from './os/views';
+export {
+  readPagemap, readPfns, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
+  KPF_LOCKED, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,
+  KPF_HUGE, KPF_UNEVICTABLE, KPF_NOPAGE, KPF_THP, KPF_ZERO_PAGE,
+} from './os/pagemap';
+export type { PageInfo } from './os/pagemap';
+export { systemInfo, explainMissing, thpMode } from './os/sysinfo';
+export type { SystemInfo, HugepagePool, NumaNode, MissingCapability } from './os/sysinfo';
+export { isErrno, errnoError, DmamemError } from './os/errors';
+export type { ErrnoError, DmamemErrorCode } from './os/errors';
 
+// ---- The machine (lib/mm) ----
 export { Machine } from './mm/machine';
 export type { MachineOptions, KernelWarning, SegmentStats } from './mm/machine';
 export { defaultMachine, destroyDefaultMachine, DEFAULT_MACHINE_OPTIONS } from './mm/default';
-export { Page, PG_buddy, PG_cma, PG_head, PG_reserved } from './mm/page';
-export * from './mm/gfp';
-export * from './mm/kernel';
-export { Cma, cma_alloc_aligned, cma_pages_valid, CMA_MAX_RANGES, CONFIG_CMA_ALIGNMENT } from './mm/cma';
-export { VmallocArea } from './mm/vmalloc';
-export * from './mm/vma';
-export * from './mm/pgprot';
+export { PG_buddy, PG_cma, PG_head, PG_reserved } from './mm/page';
+export type { Page } from './mm/page';
 
-export * from './dma/constants';
-export * from './dma/ops';
-export * from './dma/device';
-export * from './dma/scatterlist';
-export * from './dma/debug';
-export * from './dma/contiguous';
-export * from './dma/coherent';
-export * from './dma/ops_helpers';
-export * from './dma/mapping';
-export * from './dma/direct';
-export * from './dma/iommu';
+// ---- gfp flags and page arithmetic (include/linux/gfp*.h) ----
+export {
+  __GFP_DMA, __GFP_HIGHMEM, __GFP_DMA32, __GFP_MOVABLE, __GFP_RECLAIMABLE, __GFP_HIGH, __GFP_IO, __GFP_FS,
+  __GFP_ZERO, __GFP_DIRECT_RECLAIM, __GFP_KSWAPD_RECLAIM, __GFP_WRITE, __GFP_NOWARN, __GFP_RETRY_MAYFAIL,
+  __GFP_NOFAIL, __GFP_NORETRY, __GFP_MEMALLOC, __GFP_COMP, __GFP_NOMEMALLOC, __GFP_HARDWALL, __GFP_THISNODE,
+  __GFP_ACCOUNT, __GFP_ZEROTAGS, __GFP_RECLAIM,
+  GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, GFP_NOIO, GFP_NOFS, GFP_DMA, GFP_DMA32,
+  PAGE_SHIFT, PAGE_SIZE, MAX_PAGE_ORDER, NUMA_NO_NODE,
+  gfpflags_allow_blocking, PAGE_ALIGN, fls64, get_order,
+} from './mm/gfp';
+export type { gfp_t } from './mm/gfp';
+
+// ---- Kernel-named memory functions (pages, addresses, the page allocator, vmalloc) ----
+export {
+  page_to_pfn, page_to_phys, page_to_nid, page_address, virt_to_page, virt_to_phys, is_vmalloc_addr,
+  vmalloc_to_page, __free_pages, pfn_to_page, phys_to_virt, alloc_pages_node, alloc_pages,
+  vmalloc, vzalloc, vfree, vmap, vunmap,
+} from './mm/kernel';
+export type { VmallocArea } from './mm/vmalloc';
+
+// ---- CMA (mm/cma.c) ----
+export { cma_alloc, cma_release, cma_alloc_aligned, cma_pages_valid, CMA_MAX_RANGES, CONFIG_CMA_ALIGNMENT } from './mm/cma';
+export type { Cma } from './mm/cma';
+
+// ---- User mappings (mm/memory.c) and page protections ----
+export {
+  VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE, VM_PFNMAP,
+  VM_LOCKED, VM_IO, VM_DONTEXPAND, VM_DONTDUMP, vma_pages, remap_pfn_range,
+} from './mm/vma';
+export type { VmArea, VmaOptions } from './mm/vma';
+export {
+  _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_PWT, _PAGE_PCD, _PAGE_ACCESSED, PAGE_SHARED, PAGE_READONLY,
+  pgprot_noncached, pgprot_writecombine, pgprot_dmacoherent, pgprot_cachemode,
+} from './mm/pgprot';
+export type { CacheMode } from './mm/pgprot';
+
+// ---- DMA constants (dma-direction.h, dma-mapping.h, errno) ----
+export {
+  DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_NONE,
+  DMA_ATTR_WEAK_ORDERING, DMA_ATTR_WRITE_COMBINE, DMA_ATTR_NO_KERNEL_MAPPING, DMA_ATTR_SKIP_CPU_SYNC,
+  DMA_ATTR_FORCE_CONTIGUOUS, DMA_ATTR_ALLOC_SINGLE_PAGES, DMA_ATTR_NO_WARN, DMA_ATTR_PRIVILEGED, DMA_ATTR_MMIO,
+  DMA_MAPPING_ERROR, DMA_BIT_MASK, valid_dma_direction, dma_direction_name, SIZE_MAX,
+  EIO, ENXIO, ENOMEM, EACCES, EBUSY, ENODEV, EINVAL, ENOSYS, EOPNOTSUPP, EREMOTEIO,
+} from './dma/constants';
+export type { DmaDataDirection } from './dma/constants';
+
+// ---- Devices and dma_map_ops ----
+export { dev_to_node, get_dma_ops, set_dma_ops, use_dma_iommu } from './dma/device';
+export type { Device, DeviceOptions } from './dma/device';
+export type { Box, DmaMapOps } from './dma/ops';
+export { dma_common_ops, dma_dummy_ops } from './dma/ops_helpers';
+
+// ---- The driver API (kernel/dma/mapping.c) ----
+export {
+  dma_pgprot,
+  dma_map_page_attrs, dma_map_page, dma_unmap_page_attrs, dma_unmap_page,
+  dma_map_single_attrs, dma_map_single, dma_unmap_single_attrs, dma_unmap_single,
+  dma_map_resource, dma_unmap_resource,
+  dma_map_sg_attrs, dma_map_sg, dma_map_sgtable, dma_unmap_sg_attrs, dma_unmap_sg, dma_unmap_sgtable,
+  dma_mapping_error,
+  dma_alloc_pages, dma_free_pages, dma_mmap_pages, dma_alloc_noncoherent, dma_free_noncoherent,
+  dma_alloc_attrs, dma_alloc_coherent, dma_free_attrs, dma_free_coherent,
+  dma_get_sgtable_attrs, dma_get_sgtable, dma_mmap_attrs, dma_mmap_coherent, dma_mmap_wc,
+  dma_sync_single_for_cpu, dma_sync_single_for_device, dma_sync_sg_for_cpu, dma_sync_sg_for_device,
+  dma_sync_sgtable_for_cpu, dma_sync_sgtable_for_device,
+  dma_supported, dma_set_mask, dma_set_coherent_mask, dma_set_mask_and_coherent, dma_get_mask,
+  dma_max_mapping_size,
+} from './dma/mapping';
+
+// ---- Generic helpers (kernel/dma/ops_helpers.c), CMA and coherent pools for DMA ----
+export {
+  dma_common_vaddr_to_page, dma_common_get_sgtable, dma_common_mmap, dma_common_alloc_pages, dma_common_free_pages,
+} from './dma/ops_helpers';
+export { dma_alloc_contiguous, dma_free_contiguous } from './dma/contiguous';
+export { dma_declare_coherent_memory, dma_release_coherent_memory } from './dma/coherent';
+export type { CoherentPool } from './dma/coherent';
+
+// ---- Scatter-gather tables (lib/scatterlist.c) ----
+export {
+  Scatterlist, SgTable, SG_MAX_SINGLE_ALLOC, SG_CHAIN, SG_END,
+  sg_is_chain, sg_is_last, sg_page, sg_set_page, sg_mark_end, sg_unmark_end, sg_dma_address, sg_dma_len,
+  sg_phys, sg_next, for_each_sg, sgIterate, for_each_sgtable_sg, for_each_sgtable_dma_sg, sg_nents,
+  sg_init_table, sg_chain, sg_alloc_table, sg_free_table, sg_alloc_table_from_pages,
+  sg_alloc_table_from_pages_segment,
+} from './dma/scatterlist';
+
+// ---- DMA-API debug (kernel/dma/debug.c) ----
+export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';
+export type { DmaDebug, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
+
+// ---- IOMMU (drivers/iommu) ----
+export {
+  IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, IOVA_FQ_SIZE,
+  iommu_get_dma_domain, iommu_iova_to_phys, iommu_iova_to_prot, iommu_map, iommu_unmap,
+} from './dma/iommu';
+export type { IommuDomain, IommuOptions, IommuStats } from './dma/iommu';

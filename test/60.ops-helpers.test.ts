@@ -558,8 +558,15 @@ describe('60 ops_helpers: dma_common_* over real memory', () => {
         cdev.destroy();
       });
 
-      it('case 32: dir is passed to map_page unchanged and never checked', () => {
-        const dirs: DmaDataDirection[] = [DMA_NONE, 7 as DmaDataDirection, DMA_BIDIRECTIONAL];
+      it('case 32: a valid dir is passed to map_page unchanged; an invalid one is the kernel BUG before anything runs (issue 8)', () => {
+        for (const dir of [DMA_NONE, 7] as DmaDataDirection[]) {
+          calls.length = 0;
+          const before = m.stats();
+          assert.throws(() => dma_common_alloc_pages(dev, PAGE_SIZE, { value: 0n }, dir, GFP_KERNEL), /^Error: kernel BUG/);
+          assert.equal(calls.length, 0);
+          assert.deepEqual(m.stats(), before);
+        }
+        const dirs: DmaDataDirection[] = [DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE];
         for (const dir of dirs) {
           calls.length = 0;
           const h = { value: 0n };

@@ -6,6 +6,7 @@ import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { EBUSY, EINVAL, ENODEV, ENXIO } from './constants';
 import type { Device } from './device';
 import type { Box } from './ops';
+import { checkBigint, checkDevice, checkLiveDevice, checkSize } from './validate';
 
 /** struct dma_coherent_mem. */
 export class CoherentPool {
@@ -56,6 +57,11 @@ function dev_get_coherent_memory(dev: Device | null): CoherentPool | null {
  * @example dma_declare_coherent_memory(dev, page_to_phys(page), 0x8000_0000n, 16 * 4096) // 0
  */
 export function dma_declare_coherent_memory(dev: Device | null, phys_addr: bigint, device_addr: bigint, size: number): number {
+  const fn = 'dma_declare_coherent_memory';
+  if (dev !== null) checkLiveDevice(fn, dev);
+  checkBigint(fn, 'phys_addr', phys_addr);
+  checkBigint(fn, 'device_addr', device_addr);
+  checkSize(fn, 'size', size);
   if (size === 0) return -EINVAL;
   if (dev === null) return -ENODEV;
   const m = dev.machine;
@@ -74,6 +80,7 @@ export function dma_declare_coherent_memory(dev: Device | null, phys_addr: bigin
 
 /** dma_release_coherent_memory: drop the device's pool (allocations from it become invalid). */
 export function dma_release_coherent_memory(dev: Device | null): void {
+  if (dev !== null) checkDevice('dma_release_coherent_memory', dev);
   if (dev !== null) dev.dma_mem = null;
 }
 

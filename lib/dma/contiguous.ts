@@ -8,6 +8,7 @@ import {
 } from '../mm/gfp';
 import type { Page } from '../mm/page';
 import { dev_to_node, type Device } from './device';
+import { checkDevice, checkGfp, checkLiveDevice, checkPage, checkSize } from './validate';
 
 
 /**
@@ -20,6 +21,9 @@ import { dev_to_node, type Device } from './device';
  * @example dma_alloc_contiguous(dev, 3 * 4096, GFP_KERNEL) // 3 pages aligned to 4 pages, or null
  */
 export function dma_alloc_contiguous(dev: Device, size: number, gfp: gfp_t): Page | null {
+  checkLiveDevice('dma_alloc_contiguous', dev);
+  checkSize('dma_alloc_contiguous', 'size', size);
+  checkGfp('dma_alloc_contiguous', gfp);
   if (!gfpflags_allow_blocking(gfp)) return null;
   const m = dev.machine;
   if (dev.cma_area !== null) return cma_alloc_aligned(dev.cma_area, size, gfp, m.cmaAlignment);
@@ -50,6 +54,9 @@ export function dma_alloc_contiguous(dev: Device, size: number, gfp: gfp_t): Pag
  * whatever no area takes goes to __free_pages(page, get_order(size)).
  */
 export function dma_free_contiguous(dev: Device, page: Page, size: number): void {
+  checkDevice('dma_free_contiguous', dev);
+  checkPage('dma_free_contiguous', 'page', page, dev.machine);
+  checkSize('dma_free_contiguous', 'size', size);
   // An unsigned int in C, hence the truncation.
   const count = (PAGE_ALIGN(size) / PAGE_SIZE) >>> 0;
   const m = dev.machine;

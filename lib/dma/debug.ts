@@ -1,6 +1,7 @@
 // DMA-API debugging: kernel/dma/debug.c. Tracks every mapping and allocation per device and reports
 // misuse at unmap, free, sync and driver-unbind time with the kernel's wording and bracketed context.
 
+import { inspect } from 'node:util';
 import type { Page } from '../mm/page';
 import {
   DMA_BIDIRECTIONAL,
@@ -41,12 +42,53 @@ export interface DmaDebugOptions {
   maxPrinted?: number;
 }
 
-/** Thrown in strict mode. The hook finishes its bookkeeping before throwing. */
+/** One line for an entry: what it is, never the device and machine objects it refers to. */
+function describeEntry(e: DmaDebugEntry): string {
+  const paddr = e.paddr === null ? '' : ` paddr=0x${e.paddr.toString(16)}`;
+  return `${TYPE_NAMES[e.type]} entry of ${e.dev.name}: dev_addr=${hex16(e.dev_addr)} size=${e.size}${paddr} ${dma_direction_name(e.direction)}`;
+}
+
+/** [util.inspect.custom] of reports: one line, so that logging one does not dump the object graph. */
+function inspectReport(this: DmaDebugReport): string {
+  const entry = this.entry === undefined ? '' : ` (${describeEntry(this.entry)})`;
+  return `DmaDebugReport { check ${this.check}: ${this.message}${entry} }`;
+}
+
+/** [util.inspect.custom] of entries. */
+function inspectEntry(this: DmaDebugEntry): string {
+  return `DmaDebugEntry { ${describeEntry(this)} }`;
+}
+
+/**
+ * A report: check, device name and message enumerable; the entry (which refers to the device, and
+ * through it to the machine) non-enumerable, and a one-line inspect.
+ */
+function makeReport(check: number, device: string, message: string, entry: DmaDebugEntry | undefined): DmaDebugReport {
+  const report = { check, device, message } as DmaDebugReport;
+  if (entry !== undefined) Object.defineProperty(report, 'entry', { value: entry, enumerable: false });
+  Object.defineProperty(report, inspect.custom, { value: inspectReport, enumerable: false });
+  return report;
+}
+
+/**
+ * Thrown in strict mode. The hook finishes its bookkeeping before throwing. `report` is
+ * non-enumerable and the error inspects as its stack plus one line: an uncaught DmaDebugError
+ * prints a few lines, not the device and machine it came from.
+ */
 export class DmaDebugError extends Error {
-  override readonly name = 'DmaDebugError';
+  declare readonly report: DmaDebugReport;
   readonly code = 'ERR_DMA_API_DEBUG';
-  constructor(readonly report: DmaDebugReport) {
+  constructor(report: DmaDebugReport) {
     super(report.message);
+    Object.defineProperty(this, 'name', { value: 'DmaDebugError', enumerable: false, configurable: true, writable: true });
+    Object.defineProperty(this, 'report', { value: report, enumerable: false });
+    // Recompute the stack's first line now that the name is set.
+    if (typeof this.stack === 'string') this.stack = this.stack.replace(/^Error/, 'DmaDebugError');
+  }
+
+  [inspect.custom](): string {
+    return `${this.stack ?? `${this.name}: ${this.message}`}
+    [check ${this.report.check}] [device ${this.report.device}] { code: '${this.code}' }`;
   }
 }
 
@@ -306,7 +348,8 @@ export class DmaDebug {
     // One literal shape for every entry, whatever the hook supplied.
     this.entries.add({
       paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
-    });
+      [inspect.custom]: inspectEntry,
+    } as DmaDebugEntry);
   }
 
   private singleRef(dev: DmaDebugDevice, dev_addr: bigint, size: number, direction: number): DmaDebugRef {
@@ -417,9 +460,7 @@ export class DmaDebug {
   /** err_printk: count, record, then warn (first maxPrinted) or, in strict mode, queue a throw. */
   private err(check: number, dev: DmaDebugDevice, entry: DmaDebugEntry | undefined, text: string): void {
     const message = `DMA-API: ${dev.name}: ${text}`;
-    const report: DmaDebugReport = entry === undefined
-      ? { check, device: dev.name, message }
-      : { check, device: dev.name, message, entry };
+    const report = makeReport(check, dev.name, message, entry);
     this.errorCount++;
     this.reports.push(report);
     if (this.strict) {

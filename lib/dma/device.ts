@@ -5,7 +5,9 @@ import type { Cma } from '../mm/cma';
 import { Machine } from '../mm/machine';
 import { NUMA_NO_NODE } from '../mm/gfp';
 import type { HugepagePolicy } from '../os/backing';
-import { dma_release_coherent_memory, type CoherentPool } from './coherent';
+import { HUGEPAGE_POLICIES } from '../os/backing';
+import { checkBigint, checkBool, checkInt, checkOptions, checkSize, checkString, describeValue } from '../mm/validate';
+import type { CoherentPool } from './coherent';
 import { DMA_BIT_MASK } from './constants';
 import { DmaDebug } from './debug';
 import type { IommuDomain, IommuOptions } from './iommu';
@@ -36,10 +38,51 @@ export interface DeviceOptions {
   debug?: boolean | 'strict';
 }
 
-function toMask(v: number | bigint): bigint {
+function toMask(name: string, v: unknown): bigint {
   if (typeof v === 'bigint') return BigInt.asUintN(64, v);
-  if (!Number.isInteger(v) || v < 0 || v > 64) throw new RangeError(`Expected a number of bits from 0 to 64 or a bigint mask but received ${String(v)}`);
+  if (typeof v !== 'number') throw new TypeError(`createDevice: Expected a number of bits from 0 to 64 or a bigint mask for ${name} but received ${describeValue(v)}`);
+  checkInt('createDevice', name, v, 0, 64);
   return DMA_BIT_MASK(v);
+}
+
+const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug'] as const;
+const CMA_OPTION_KEYS = ['size', 'hugepages'] as const;
+const IOMMU_OPTION_KEYS = ['apertureBits', 'strict'] as const;
+
+/**
+ * Checks every DeviceOptions field before anything is created (a per-device CMA area is a memfd
+ * segment): unknown keys name the closest valid one; numaNode is NUMA_NO_NODE or a node of the machine.
+ */
+function checkDeviceOptions(machine: Machine, options: DeviceOptions | undefined): DeviceOptions {
+  const o = checkOptions<DeviceOptions>('DeviceOptions', options, DEVICE_OPTION_KEYS);
+  const fn = 'createDevice';
+  if (o.name !== undefined) checkString(fn, 'name', o.name);
+  if (o.numaNode !== undefined && o.numaNode !== NUMA_NO_NODE) checkInt(fn, 'numaNode', o.numaNode, 0, machine.nodeCount - 1);
+  if (o.coherent !== undefined) checkBool(fn, 'coherent', o.coherent);
+  if (o.ops !== undefined && o.ops !== null && (typeof o.ops !== 'object' || Array.isArray(o.ops))) {
+    throw new TypeError(`createDevice: Expected a dma_map_ops object or null for ops but received ${describeValue(o.ops)}`);
+  }
+  if (o.busOffset !== undefined) checkBigint(fn, 'busOffset', o.busOffset);
+  if (o.busDmaLimit !== undefined) checkBigint(fn, 'busDmaLimit', o.busDmaLimit);
+  if (o.cma !== undefined) {
+    if (typeof o.cma === 'number') checkSize(fn, 'cma', o.cma);
+    else {
+      const c = checkOptions<{ size: number; hugepages?: HugepagePolicy }>('DeviceOptions.cma', o.cma, CMA_OPTION_KEYS);
+      checkSize(fn, 'cma.size', c.size);
+      if (c.hugepages !== undefined && !HUGEPAGE_POLICIES.includes(c.hugepages)) {
+        throw new TypeError(`createDevice: Expected one of 'auto', 'require', 'off' for cma.hugepages but received ${describeValue(c.hugepages)}`);
+      }
+    }
+  }
+  if (o.iommu !== undefined && typeof o.iommu !== 'boolean') {
+    const io = checkOptions<IommuOptions>('DeviceOptions.iommu', o.iommu, IOMMU_OPTION_KEYS);
+    if (io.apertureBits !== undefined) checkInt(fn, 'iommu.apertureBits', io.apertureBits, 13, 52);
+    if (io.strict !== undefined) checkBool(fn, 'iommu.strict', io.strict);
+  }
+  if (o.debug !== undefined && typeof o.debug !== 'boolean' && o.debug !== 'strict') {
+    throw new TypeError(`createDevice: Expected true, false or 'strict' for debug but received ${describeValue(o.debug)}`);
+  }
+  return o;
 }
 
 /** Devices made per machine, for default names (dev0, dev1, ...). */
@@ -70,13 +113,17 @@ export class Device {
   readonly debug: DmaDebug;
   private destroyed = false;
 
-  constructor(machine: Machine, options: DeviceOptions = {}) {
+  constructor(machine: Machine, opts?: DeviceOptions) {
+    if (!(machine instanceof Machine)) throw new TypeError(`createDevice: Expected a Machine but received ${describeValue(machine)}`);
     machine.assertAlive();
+    const options = checkDeviceOptions(machine, opts);
+    const dmaMask = options.dmaMask === null ? null : toMask('dmaMask', options.dmaMask ?? 32);
+    const coherentMask = toMask('coherentDmaMask', options.coherentDmaMask ?? 32);
     this.machine = machine;
     this.name = options.name ?? `dev${nextDeviceNumber(machine)}`;
     this.numa_node = options.numaNode ?? NUMA_NO_NODE;
-    this.dma_mask = options.dmaMask === null ? null : toMask(options.dmaMask ?? 32);
-    this.coherent_dma_mask = toMask(options.coherentDmaMask ?? 32);
+    this.dma_mask = dmaMask;
+    this.coherent_dma_mask = coherentMask;
     this.bus_dma_limit = options.busDmaLimit ?? 0n;
     this.dma_coherent = options.coherent ?? true;
     this.dma_ops = options.ops ?? null;
@@ -108,8 +155,9 @@ export class Device {
     if (this.destroyed) return;
     this.destroyed = true;
     this.debug.dma_debug_device_teardown(this);
-    // The pool's memory belongs to the machine; the device lets go of it.
-    dma_release_coherent_memory(this);
+    // The pool's memory belongs to the machine; the device lets go of it
+    // (dma_release_coherent_memory, inlined so that device.ts needs nothing of coherent.ts).
+    this.dma_mem = null;
   }
 }
 
@@ -126,6 +174,7 @@ Machine.prototype.createDevice = function createDevice(this: Machine, options?: 
 
 /** dev_to_node: dev->numa_node. */
 export function dev_to_node(dev: Device): number {
+  if (!(dev instanceof Device)) throw new TypeError(`dev_to_node: Expected a Device for dev but received ${describeValue(dev)}`);
   return dev.numa_node;
 }
 
@@ -135,6 +184,8 @@ export function get_dma_ops(dev: Device): DmaMapOps | null {
 }
 
 export function set_dma_ops(dev: Device, ops: DmaMapOps | null): void {
+  if (!(dev instanceof Device)) throw new TypeError(`set_dma_ops: Expected a Device for dev but received ${describeValue(dev)}`);
+  if (ops !== null && (typeof ops !== 'object' || Array.isArray(ops))) throw new TypeError(`set_dma_ops: Expected a dma_map_ops object or null for ops but received ${describeValue(ops)}`);
   dev.dma_ops = ops;
 }
 

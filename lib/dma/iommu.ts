@@ -12,6 +12,23 @@ import { mask_bits, min_not_zero } from './direct';
 import { IoPageTable } from './io_pgtable';
 import { IovaDomain } from './iova';
 import { dma_get_mask } from './mask';
+import { checkBigint, checkDevice, checkInt, checkSize } from './validate';
+import { describeValue } from '../mm/validate';
+
+/** A device behind an IOMMU or its domain (the core API takes either). */
+function domainOf(fn: string, dev: unknown): IommuDomain {
+  if (dev instanceof IommuDomain) {
+    dev.dev.machine.assertAlive();
+    return dev;
+  }
+  checkDevice(fn, dev);
+  return iommu_get_dma_domain(dev);
+}
+
+function checkDomain(fn: string, domain: unknown): asserts domain is IommuDomain {
+  if (!(domain instanceof IommuDomain)) throw new TypeError(`${fn}: Expected an IommuDomain (dev.iommu) for domain but received ${describeValue(domain)}`);
+  domain.dev.machine.assertAlive();
+}
 
 /** IOMMU_* protection bits (include/linux/iommu.h). */
 export const IOMMU_READ = 1 << 0;
@@ -190,6 +207,7 @@ export class IommuDomain {
  * @throws TypeError when the device is not behind an IOMMU (callers check use_dma_iommu first).
  */
 export function iommu_get_dma_domain(dev: Device): IommuDomain {
+  checkDevice('iommu_get_dma_domain', dev);
   const d = dev.iommu;
   if (d === null) throw new TypeError(`${dev.name} is not behind an IOMMU (use_dma_iommu is false)`);
   return d;
@@ -200,7 +218,8 @@ export function iommu_get_dma_domain(dev: Device): IommuDomain {
  * there. Takes the device or its domain.
  */
 export function iommu_iova_to_phys(dev: Device | IommuDomain, iova: bigint): bigint {
-  const domain = dev instanceof IommuDomain ? dev : iommu_get_dma_domain(dev);
+  const domain = domainOf('iommu_iova_to_phys', dev);
+  checkBigint('iommu_iova_to_phys', 'iova', iova);
   if (iova < 0n || iova > BigInt(Number.MAX_SAFE_INTEGER)) return 0n;
   const phys = domain.translate(Number(iova));
   return phys < 0 ? 0n : BigInt(phys);
@@ -208,7 +227,8 @@ export function iommu_iova_to_phys(dev: Device | IommuDomain, iova: bigint): big
 
 /** The IOMMU_* prot of the PTE behind an IOVA, or null when nothing is mapped there. */
 export function iommu_iova_to_prot(dev: Device | IommuDomain, iova: bigint): number | null {
-  const domain = dev instanceof IommuDomain ? dev : iommu_get_dma_domain(dev);
+  const domain = domainOf('iommu_iova_to_prot', dev);
+  checkBigint('iommu_iova_to_prot', 'iova', iova);
   if (iova < 0n || iova > BigInt(Number.MAX_SAFE_INTEGER)) return null;
   return domain.lookupPfn(Math.floor(Number(iova) / PAGE_SIZE))?.prot ?? null;
 }
@@ -220,6 +240,11 @@ export function iommu_iova_to_prot(dev: Device | IommuDomain, iova: bigint): num
  * The IOTLB needs no flush for new mappings.
  */
 export function iommu_map(domain: IommuDomain, iova: bigint, paddr: bigint, size: number, prot: number): number {
+  checkDomain('iommu_map', domain);
+  checkBigint('iommu_map', 'iova', iova);
+  checkBigint('iommu_map', 'paddr', paddr);
+  checkSize('iommu_map', 'size', size);
+  checkInt('iommu_map', 'prot', prot, 0, 0xffffffff);
   if ((iova | paddr) & BigInt(PAGE_MASK_LOW) || size % PAGE_SIZE !== 0 || iova < 0n || paddr < 0n) return -EINVAL;
   if (!(prot & (IOMMU_READ | IOMMU_WRITE))) return -EINVAL;
   if (size === 0) return 0;
@@ -234,6 +259,9 @@ export function iommu_map(domain: IommuDomain, iova: bigint, paddr: bigint, size
  * mapped, with a WARN. @returns the bytes unmapped (0 for an unaligned request).
  */
 export function iommu_unmap(domain: IommuDomain, iova: bigint, size: number): number {
+  checkDomain('iommu_unmap', domain);
+  checkBigint('iommu_unmap', 'iova', iova);
+  checkSize('iommu_unmap', 'size', size);
   if (iova & BigInt(PAGE_MASK_LOW) || size % PAGE_SIZE !== 0 || iova < 0n) return 0;
   if (size === 0) return 0;
   const unmapped = domain.unmapPages(Number(iova >> 12n), size / PAGE_SIZE);

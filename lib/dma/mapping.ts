@@ -19,8 +19,30 @@ import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
 import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
 import type { Box } from './ops';
-import { WARN_ON_ONCE, checkDirection, dma_alloc_direct, dma_map_direct } from './route';
+import { WARN_ON_ONCE, dma_alloc_direct, dma_map_direct } from './route';
 import type { Scatterlist, SgTable } from './scatterlist';
+import {
+  checkAttrs, checkBigint, checkBox, checkCpuAddr, checkDevice, checkDirection, checkGfp, checkInt, checkLiveDevice,
+  checkPage, checkSg, checkSgTable, checkSize, checkVma,
+} from './validate';
+
+/** The checks of a streaming map call, before anything is mapped or tracked. */
+function checkMapArgs(fn: string, dev: Device, page: Page, offset: number, size: number, dir: number, attrs: number): void {
+  checkLiveDevice(fn, dev);
+  checkPage(fn, 'page', page, dev.machine);
+  checkSize(fn, 'offset', offset);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
+  checkDirection(dir, fn);
+}
+
+/** The checks of an unmap / sync by handle. */
+function checkHandleArgs(fn: string, dev: Device, addr: bigint, size: number, dir: number): void {
+  checkDevice(fn, dev);
+  checkBigint(fn, 'addr', addr);
+  checkSize(fn, 'size', size);
+  checkDirection(dir, fn);
+}
 
 // ---- page protection -----------------------------------------------------------------------
 
@@ -31,6 +53,9 @@ import type { Scatterlist, SgTable } from './scatterlist';
  * @example dma_pgprot(noncoherentDev, PAGE_SHARED, DMA_ATTR_WRITE_COMBINE) // WC bits set
  */
 export function dma_pgprot(dev: Device, prot: number, attrs: number): number {
+  checkDevice('dma_pgprot', dev);
+  checkInt('dma_pgprot', 'prot', prot, 0);
+  checkAttrs('dma_pgprot', attrs);
   if (dev.dma_coherent) return prot;
   if (attrs & DMA_ATTR_WRITE_COMBINE) return pgprot_writecombine(prot);
   return pgprot_dmacoherent(prot);
@@ -38,9 +63,8 @@ export function dma_pgprot(dev: Device, prot: number, attrs: number): number {
 
 // ---- map / unmap of pages and single buffers --------------------------------------------------
 
-function __dma_map_page(dev: Device, page: Page, offset: number, size: number, dir: number, attrs: number, isSingle: boolean): bigint {
+function __dma_map_page(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number, isSingle: boolean): bigint {
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_map_page_attrs');
   if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_page_attrs: !dev->dma_mask')) return DMA_MAPPING_ERROR;
   let addr: bigint;
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_page(dev, page, offset, size, dir, attrs);
@@ -58,6 +82,7 @@ function __dma_map_page(dev: Device, page: Page, offset: number, size: number, d
  * @throws Error "kernel BUG ..." for an invalid direction.
  */
 export function dma_map_page_attrs(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  checkMapArgs('dma_map_page_attrs', dev, page, offset, size, dir, attrs);
   return __dma_map_page(dev, page, offset, size, dir, attrs, false);
 }
 
@@ -72,8 +97,9 @@ export function dma_map_page(dev: Device, page: Page, offset: number, size: numb
  * @throws Error "kernel BUG ..." for an invalid direction.
  */
 export function dma_unmap_page_attrs(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  checkHandleArgs('dma_unmap_page_attrs', dev, addr, size, dir);
+  checkAttrs('dma_unmap_page_attrs', attrs);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_unmap_page_attrs');
   if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_page(dev, addr, size, dir, attrs);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
   else ops?.unmap_page?.(dev, addr, size, dir, attrs);
@@ -94,7 +120,13 @@ export function dma_unmap_page(dev: Device, addr: bigint, size: number, dir: Dma
  *   map a wild page); Error "kernel BUG ..." for an invalid direction.
  */
 export function dma_map_single_attrs(dev: Device, ptr: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const fn = 'dma_map_single_attrs';
+  checkLiveDevice(fn, dev);
   const m = dev.machine;
+  checkCpuAddr(fn, 'ptr', ptr, m);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
+  checkDirection(dir, fn);
   // DMA must never operate on areas that might be remapped (dev_WARN_ONCE).
   if (m.is_vmalloc_addr(ptr)) {
     WARN_ONCE(m, 'dma_map_single_attrs: vmalloc',
@@ -124,8 +156,13 @@ export function dma_unmap_single(dev: Device, addr: bigint, size: number, dir: D
  * @returns the bus address, or DMA_MAPPING_ERROR (no dma_mask, a table without map_resource, ...).
  */
 export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const fn = 'dma_map_resource';
+  checkLiveDevice(fn, dev);
+  checkBigint(fn, 'phys_addr', phys_addr);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_map_resource');
   if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_resource: !dev->dma_mask')) return DMA_MAPPING_ERROR;
   let addr = DMA_MAPPING_ERROR;
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_resource(dev, phys_addr, size, dir, attrs);
@@ -137,8 +174,9 @@ export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, d
 
 /** dma_unmap_resource: dma-direct has nothing to undo (no cache maintenance, no bounce). */
 export function dma_unmap_resource(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
+  checkHandleArgs('dma_unmap_resource', dev, addr, size, dir);
+  checkAttrs('dma_unmap_resource', attrs);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_unmap_resource');
   if (dma_map_direct(dev, ops)) {
     // Nothing to do.
   } else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_resource(dev, addr, size, dir, attrs);
@@ -149,9 +187,13 @@ export function dma_unmap_resource(dev: Device, addr: bigint, size: number, dir:
 // ---- scatter-gather ---------------------------------------------------------------------------
 
 /** __dma_map_sg_attrs: the count of mapped entries, or a negative errno from the allowed set. */
-function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: number, attrs: number): number {
+function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection, attrs: number, fn: string): number {
+  checkLiveDevice(fn, dev);
+  checkSg(fn, sg, dev.machine, true);
+  checkInt(fn, 'nents', nents, 0, 0x7fffffff);
+  checkAttrs(fn, attrs);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_map_sg_attrs');
   if (WARN_ON_ONCE(dev, dev.dma_mask === null, 'dma_map_sg_attrs: !dev->dma_mask')) return 0;
   let ents: number;
   if (sg === null) ents = -EINVAL; // the kernel would dereference NULL
@@ -173,7 +215,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
  * @returns the number of mapped (possibly merged) entries, or 0 on any error.
  */
 export function dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection, attrs: number): number {
-  const ret = __dma_map_sg_attrs(dev, sg, nents, dir, attrs);
+  const ret = __dma_map_sg_attrs(dev, sg, nents, dir, attrs, 'dma_map_sg_attrs');
   return ret < 0 ? 0 : ret;
 }
 
@@ -189,7 +231,8 @@ export function dma_map_sg(dev: Device, sg: Scatterlist | null, nents: number, d
  *   Note: with no dma_mask the kernel's helper returns 0 (after a WARN), so nents becomes 0.
  */
 export function dma_map_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirection, attrs: number): number {
-  const nents = __dma_map_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs);
+  checkSgTable('dma_map_sgtable', sgt);
+  const nents = __dma_map_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs, 'dma_map_sgtable');
   if (nents < 0) return nents;
   sgt.nents = nents;
   return 0;
@@ -200,8 +243,13 @@ export function dma_map_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirection
  * returned. The debug check runs first, as in the kernel; the unmap happens even if it throws.
  */
 export function dma_unmap_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, dir: DmaDataDirection, attrs: number): void {
+  const fn = 'dma_unmap_sg_attrs';
+  checkDevice(fn, dev);
+  checkSg(fn, sg, dev.machine, true);
+  checkInt(fn, 'nents', nents, 0, 0x7fffffff);
+  checkAttrs(fn, attrs);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_unmap_sg_attrs');
   try {
     dev.debug.debug_dma_unmap_sg(dev, sg, nents, dir);
   } finally {
@@ -220,6 +268,7 @@ export function dma_unmap_sg(dev: Device, sg: Scatterlist | null, nents: number,
 
 /** dma_unmap_sgtable: unmap the table's orig_nents entries. */
 export function dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirection, attrs: number): void {
+  checkSgTable('dma_unmap_sgtable', sgt);
   dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs);
 }
 
@@ -230,11 +279,22 @@ export function dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirecti
  * @returns -ENOMEM for DMA_MAPPING_ERROR, else 0.
  */
 export function dma_mapping_error(dev: Device, dma_addr: bigint): number {
+  checkDevice('dma_mapping_error', dev);
+  checkBigint('dma_mapping_error', 'dma_addr', dma_addr);
   dev.debug.debug_dma_mapping_error(dev, dma_addr);
   return dma_addr === DMA_MAPPING_ERROR ? -ENOMEM : 0;
 }
 
 // ---- allocations ------------------------------------------------------------------------------
+
+/** The checks of dma_alloc_pages and dma_alloc_noncoherent: all before anything is allocated. */
+function checkAllocPagesArgs(fn: string, dev: Device, size: number, dma_handle: Box<bigint>, dir: number, gfp: gfp_t): void {
+  checkLiveDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  checkBox(fn, 'dma_handle', dma_handle);
+  checkGfp(fn, gfp);
+  checkDirection(dir, fn);
+}
 
 function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
   const ops = get_dma_ops(dev);
@@ -255,6 +315,7 @@ function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, d
  *   modifier or __GFP_COMP (each WARNs once), no memory, or a table without alloc_pages_op.
  */
 export function dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
+  checkAllocPagesArgs('dma_alloc_pages', dev, size, dma_handle, dir, gfp);
   const page = __dma_alloc_pages(dev, size, dma_handle, dir, gfp);
   if (page !== null) dev.debug.debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
   return page;
@@ -262,6 +323,12 @@ export function dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigin
 
 /** dma_free_pages: free what dma_alloc_pages returned (same size, handle and direction). */
 export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection): void {
+  const fn = 'dma_free_pages';
+  checkDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  checkPage(fn, 'page', page, dev.machine);
+  checkBigint(fn, 'dma_handle', dma_handle);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
   try {
     dev.debug.debug_dma_free_pages(dev, page, size, dir, dma_handle);
@@ -279,6 +346,11 @@ export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle
  * @returns 0; -ENXIO when vm_pgoff / the VMA length fall outside the pages; else remap_pfn_range's result.
  */
 export function dma_mmap_pages(dev: Device, vma: VmArea, size: number, page: Page): number {
+  const fn = 'dma_mmap_pages';
+  checkDevice(fn, dev);
+  checkVma(fn, vma, dev.machine);
+  checkSize(fn, 'size', size);
+  checkPage(fn, 'page', page, dev.machine);
   const count = PAGE_ALIGN(size) / PAGE_SIZE;
   if (!dma_mmap_range_ok(vma.vm_pgoff, count, vma_pages(vma))) return -ENXIO;
   return remap_pfn_range(vma, vma.vm_start, page.pfn + vma.vm_pgoff, vma_pages(vma) * PAGE_SIZE, vma.vm_page_prot);
@@ -286,12 +358,15 @@ export function dma_mmap_pages(dev: Device, vma: VmArea, size: number, page: Pag
 
 /** dma_alloc_noncoherent: page_address(dma_alloc_pages(...)), or null. */
 export function dma_alloc_noncoherent(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): number | null {
+  checkAllocPagesArgs('dma_alloc_noncoherent', dev, size, dma_handle, dir, gfp);
   const page = dma_alloc_pages(dev, size, dma_handle, dir, gfp);
   return page === null ? null : page_address(page);
 }
 
 /** dma_free_noncoherent: dma_free_pages(virt_to_page(vaddr)). */
 export function dma_free_noncoherent(dev: Device, size: number, vaddr: number, dma_handle: bigint, dir: DmaDataDirection): void {
+  checkDevice('dma_free_noncoherent', dev);
+  checkCpuAddr('dma_free_noncoherent', 'vaddr', vaddr, dev.machine);
   dma_free_pages(dev, size, dev.machine.virt_to_page(vaddr), dma_handle, dir);
 }
 
@@ -302,6 +377,12 @@ export function dma_free_noncoherent(dev: Device, size: number, vaddr: number, d
  *   no memory, a table without alloc, or (with ops) no coherent_dma_mask.
  */
 export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
+  const fn = 'dma_alloc_attrs';
+  checkLiveDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  checkBox(fn, 'dma_handle', dma_handle);
+  checkGfp(fn, gfp);
+  checkAttrs(fn, attrs);
   const ops = get_dma_ops(dev);
   WARN_ON_ONCE(dev, dev.coherent_dma_mask === 0n, 'dma_alloc_attrs: !dev->coherent_dma_mask');
   if (WARN_ON_ONCE(dev, (gfp & __GFP_COMP) !== 0, 'dma_alloc_attrs: __GFP_COMP')) return null;
@@ -323,6 +404,7 @@ export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigin
 
 /** dma_alloc_coherent: dma_alloc_attrs, with DMA_ATTR_NO_WARN when gfp has __GFP_NOWARN. */
 export function dma_alloc_coherent(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t): number | null {
+  checkGfp('dma_alloc_coherent', gfp);
   return dma_alloc_attrs(dev, size, dma_handle, gfp, gfp & __GFP_NOWARN ? DMA_ATTR_NO_WARN : 0);
 }
 
@@ -331,6 +413,12 @@ export function dma_alloc_coherent(dev: Device, size: number, dma_handle: Box<bi
  * pages) and nothing else runs; a null cpu_addr is a no-op.
  */
 export function dma_free_attrs(dev: Device, size: number, cpu_addr: number | null, dma_handle: bigint, attrs: number): void {
+  const fn = 'dma_free_attrs';
+  checkDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  if (cpu_addr !== null) checkCpuAddr(fn, 'cpu_addr', cpu_addr, dev.machine);
+  checkBigint(fn, 'dma_handle', dma_handle);
+  checkAttrs(fn, attrs);
   const ops = get_dma_ops(dev);
   if (dma_release_from_dev_coherent(dev, get_order(size), cpu_addr)) return;
   if (cpu_addr === null) return;
@@ -350,11 +438,22 @@ export function dma_free_coherent(dev: Device, size: number, cpu_addr: number | 
 
 // ---- sg tables and user mappings of coherent memory -------------------------------------------
 
+/** The checks shared by the get_sgtable and mmap calls on coherent memory. */
+function checkCoherentArgs(fn: string, dev: Device, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): void {
+  checkDevice(fn, dev);
+  checkCpuAddr(fn, 'cpu_addr', cpu_addr, dev.machine);
+  checkBigint(fn, 'dma_addr', dma_addr);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
+}
+
 /**
  * dma_get_sgtable_attrs: describe coherent memory as an sg table.
  * @returns 0; -ENXIO for a table without get_sgtable; else the implementation's errno (-ENOMEM ...).
  */
 export function dma_get_sgtable_attrs(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  checkCoherentArgs('dma_get_sgtable_attrs', dev, cpu_addr, dma_addr, size, attrs);
+  checkSgTable('dma_get_sgtable_attrs', sgt);
   const ops = get_dma_ops(dev);
   if (dma_alloc_direct(dev, ops)) return direct.dma_direct_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
   if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_get_sgtable(dev, sgt, cpu_addr, dma_addr, size, attrs);
@@ -373,6 +472,8 @@ export function dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: number, dma
  *   implementation's errno.
  */
 export function dma_mmap_attrs(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
+  checkCoherentArgs('dma_mmap_attrs', dev, cpu_addr, dma_addr, size, attrs);
+  checkVma('dma_mmap_attrs', vma, dev.machine);
   const ops = get_dma_ops(dev);
   if (dma_alloc_direct(dev, ops)) return direct.dma_direct_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);
   if (use_dma_iommu(dev)) return dma_iommu.iommu_dma_mmap(dev, vma, cpu_addr, dma_addr, size, attrs);

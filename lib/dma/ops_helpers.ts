@@ -17,12 +17,17 @@ import { iommu_dma_map_page, iommu_dma_unmap_page } from './dma_iommu';
 import { dma_pgprot } from './mapping';
 import type { Box, DmaMapOps } from './ops';
 import { sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
+import {
+  checkAttrs, checkBigint, checkBox, checkCpuAddr, checkDevice, checkDirection, checkGfp, checkInt, checkLiveDevice,
+  checkPage, checkSgTable, checkSize, checkVma,
+} from './validate';
 
 /**
  * dma_common_vaddr_to_page: vmalloc_to_page for a vmalloc address (null where nothing is mapped,
  * unchecked as in the kernel), else virt_to_page. The machine is found from the address.
  */
 export function dma_common_vaddr_to_page(cpu_addr: number): Page | null {
+  checkInt('dma_common_vaddr_to_page', 'cpu_addr', cpu_addr, 0);
   if (is_vmalloc_addr(cpu_addr)) return vmalloc_to_page(cpu_addr);
   return virt_to_page(cpu_addr);
 }
@@ -36,6 +41,13 @@ export function dma_common_vaddr_to_page(cpu_addr: number): Page | null {
 export function dma_common_get_sgtable(
   dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number,
 ): number {
+  const fn = 'dma_common_get_sgtable';
+  checkDevice(fn, dev);
+  checkSgTable(fn, sgt);
+  checkCpuAddr(fn, 'cpu_addr', cpu_addr, dev.machine);
+  checkBigint(fn, 'dma_addr', dma_addr);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
   const page = dma_common_vaddr_to_page(cpu_addr);
   const ret = sg_alloc_table(sgt, 1, GFP_KERNEL);
   if (ret === 0) sg_set_page(sgt.sgl as Scatterlist, page, PAGE_ALIGN(size), 0);
@@ -58,6 +70,13 @@ export function dma_common_get_sgtable(
 export function dma_common_mmap(
   dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number,
 ): number {
+  const fn = 'dma_common_mmap';
+  checkDevice(fn, dev);
+  checkVma(fn, vma, dev.machine);
+  checkCpuAddr(fn, 'cpu_addr', cpu_addr, dev.machine);
+  checkBigint(fn, 'dma_addr', dma_addr);
+  checkSize(fn, 'size', size);
+  checkAttrs(fn, attrs);
   const user_count = vma_pages(vma);
   const count = PAGE_ALIGN(size) / PAGE_SIZE;
   const off = vma.vm_pgoff;
@@ -86,6 +105,12 @@ export function dma_common_mmap(
 export function dma_common_alloc_pages(
   dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t,
 ): Page | null {
+  const fn = 'dma_common_alloc_pages';
+  checkLiveDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  checkBox(fn, 'dma_handle', dma_handle);
+  checkGfp(fn, gfp);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
   let page = dma_alloc_contiguous(dev, size, gfp);
   if (page === null) page = dev.machine.alloc_pages_node(dev_to_node(dev), gfp, get_order(size));
@@ -114,6 +139,12 @@ export function dma_common_alloc_pages(
 export function dma_common_free_pages(
   dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection,
 ): void {
+  const fn = 'dma_common_free_pages';
+  checkDevice(fn, dev);
+  checkSize(fn, 'size', size);
+  checkPage(fn, 'page', page, dev.machine);
+  checkBigint(fn, 'dma_handle', dma_handle);
+  checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
   if (use_dma_iommu(dev)) {
     iommu_dma_unmap_page(dev, dma_handle, size, dir, DMA_ATTR_SKIP_CPU_SYNC);

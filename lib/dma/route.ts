@@ -1,8 +1,8 @@
 // How kernel/dma/mapping.c picks an implementation for a device (kernel-semantics.md §0): dma-direct,
-// the IOMMU layer or the device's dma_map_ops; and the BUG/WARN checks its entry points start with.
+// the IOMMU layer or the device's dma_map_ops; and the WARN checks its entry points start with
+// (the argument checks and the direction BUG are in validate.ts).
 
 import { WARN_ONCE } from './bug';
-import { dma_direction_name, valid_dma_direction, type DmaDataDirection } from './constants';
 import { use_dma_iommu, type Device } from './device';
 import type { DmaMapOps } from './ops';
 
@@ -23,13 +23,6 @@ export function dma_alloc_direct(dev: Device, ops: DmaMapOps | null): boolean {
 /** dma_map_direct: routing of mappings and syncs (tests *dma_mask). */
 export function dma_map_direct(dev: Device, ops: DmaMapOps | null): boolean {
   return dma_go_direct(dev, dev.dma_mask ?? 0n, ops);
-}
-
-/** BUG_ON(!valid_dma_direction(dir)) (include/linux/dma-direction.h): a kernel BUG, thrown. */
-export function checkDirection(dir: number, fn: string): asserts dir is DmaDataDirection {
-  if (!valid_dma_direction(dir)) {
-    throw new Error(`kernel BUG at kernel/dma/mapping.c: ${fn}: invalid DMA direction ${dir} (${dma_direction_name(dir)})`);
-  }
 }
 
 /** WARN_ON_ONCE at a mapping.c call site: warns once per machine and site; returns `cond`, like the macro. */

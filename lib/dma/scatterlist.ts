@@ -3,6 +3,10 @@
 
 import type { Page } from '../mm/page';
 import { PAGE_SIZE, type gfp_t } from '../mm/gfp';
+import { getHeapStatistics } from 'node:v8';
+import { freemem } from 'node:os';
+import { Page as PageClass } from '../mm/page';
+import { checkGfp, checkInt, checkSameMachine, checkSize, describeValue } from '../mm/validate';
 import { EINVAL, ENOMEM } from './constants';
 
 /** PAGE_SIZE / sizeof(struct scatterlist) on x86-64. */
@@ -136,11 +140,42 @@ export function sg_page(sg: Scatterlist): Page | null {
   return sg.page_link;
 }
 
+function checkSgEntry(fn: string, sg: unknown): asserts sg is Scatterlist {
+  if (!(sg instanceof Scatterlist)) throw new TypeError(`${fn}: Expected a Scatterlist for sg but received ${describeValue(sg)}`);
+}
+
+function checkTable(fn: string, table: unknown): asserts table is SgTable {
+  if (!(table instanceof SgTable)) throw new TypeError(`${fn}: Expected an SgTable (new SgTable()) for table but received ${describeValue(table)}`);
+}
+
+/** sizeof(struct scatterlist) on x86-64 (page_link, offset, length, dma_address, dma_length, padded). */
+export const SG_ENTRY_BYTES = 32;
+/** Below this many entries a table is always small enough; the memory figures are only read above it. */
+const SG_CHEAP_ENTRIES = 1 << 20;
+
+/**
+ * Whether a table of `nents` entries can be backed. The kernel kmallocs its chunks and returns
+ * -ENOMEM when that fails; here a table lives in this process (a page array on the JS heap, typed
+ * arrays beside it), so the bound is what the process could hold: `nents` entries of
+ * SG_ENTRY_BYTES must fit both in what the JS heap has left and in the host's free memory.
+ * Asking for more returns -ENOMEM at once instead of running V8 out of heap (a fatal abort).
+ */
+export function sg_table_fits(nents: number): boolean {
+  if (nents <= SG_CHEAP_ENTRIES) return true;
+  const heap = getHeapStatistics();
+  const bytes = nents * SG_ENTRY_BYTES;
+  return bytes <= heap.heap_size_limit - heap.used_heap_size && bytes <= freemem();
+}
+
 /**
  * sg_set_page: store page, length and offset, keeping the chain/end marks. `len` is truncated to
  * an unsigned int exactly as C does (so 4 GiB becomes 0).
  */
 export function sg_set_page(sg: Scatterlist, page: Page | null, len: number, offset: number): void {
+  checkSgEntry('sg_set_page', sg);
+  if (page !== null && !(page instanceof PageClass)) throw new TypeError(`sg_set_page: Expected a struct page (Page) or null for page but received ${describeValue(page)}`);
+  checkSize('sg_set_page', 'len', len);
+  checkSize('sg_set_page', 'offset', offset);
   sg.page_link = page;
   sg.offset = offset >>> 0;
   sg.length = len >>> 0;
@@ -230,6 +265,9 @@ export function sg_nents(sgl: Scatterlist | null): number {
  * last (the kernel zeroes an array the caller allocated; here the array receives the handles).
  */
 export function sg_init_table(sgl: Scatterlist[], nents: number): void {
+  if (!Array.isArray(sgl)) throw new TypeError(`sg_init_table: Expected an array for sgl but received ${describeValue(sgl)}`);
+  checkInt('sg_init_table', 'nents', nents, 0, UINT_MAX);
+  if (!sg_table_fits(nents)) throw new RangeError(`sg_init_table: ${nents} entries of ${SG_ENTRY_BYTES} bytes do not fit in this process's memory`);
   const store = new SgStore(nents);
   for (let i = 0; i < nents; i++) sgl[i] = new Scatterlist(store, i);
   if (nents > 0) store.flags[nents - 1] = SG_END;
@@ -283,13 +321,14 @@ function __sg_alloc_table(table: SgTable, nents: number): number {
  * @example sg_alloc_table(t, 200, GFP_KERNEL) // 0: 127 entries + link, then 73
  */
 export function sg_alloc_table(table: SgTable, nents: number, gfp: gfp_t): number {
+  checkTable('sg_alloc_table', table);
+  checkInt('sg_alloc_table', 'nents', nents, 0, UINT_MAX);
+  checkGfp('sg_alloc_table', gfp);
   table.sgl = null;
   table.nents = 0;
   table.orig_nents = 0;
   if (nents === 0) return -EINVAL;
-  if (!Number.isInteger(nents) || nents < 0 || nents > UINT_MAX) {
-    throw new RangeError(`Expected an unsigned int for nents but received ${String(nents)}`);
-  }
+  if (!sg_table_fits(nents)) return -ENOMEM;
   const ret = __sg_alloc_table(table, nents);
   // The kernel's sg_free_table leaves a stale nents behind after a failure past the first
   // chunk; we clear it so the table is plainly empty.
@@ -299,6 +338,7 @@ export function sg_alloc_table(table: SgTable, nents: number, gfp: gfp_t): numbe
 
 /** sg_free_table: drop every entry. Safe to call twice. */
 export function sg_free_table(table: SgTable): void {
+  checkTable('sg_free_table', table);
   table.sgl = null;
   table.nents = 0;
   table.orig_nents = 0;
@@ -340,6 +380,22 @@ export function sg_alloc_table_from_pages_segment(
   max_segment: number,
   gfp: gfp_t,
 ): number {
+  const fn = 'sg_alloc_table_from_pages_segment';
+  checkTable(fn, sgt);
+  if (!Array.isArray(pages)) throw new TypeError(`${fn}: Expected an array of pages for pages but received ${describeValue(pages)}`);
+  checkInt(fn, 'n_pages', n_pages, 0, UINT_MAX);
+  checkSize(fn, 'offset', offset);
+  checkSize(fn, 'size', size);
+  checkSize(fn, 'max_segment', max_segment);
+  checkGfp(fn, gfp);
+  if (n_pages > pages.length) throw new RangeError(`${fn}: Expected 1..${pages.length} for n_pages but received ${n_pages}`);
+  // Every page a struct page, all of one machine (a table never mixes machines).
+  const first = pages[0] as unknown;
+  for (let i = 0; i < n_pages; i++) {
+    const p = pages[i] as unknown;
+    if (!(p instanceof PageClass)) throw new TypeError(`${fn}: Expected a struct page (Page) for pages[${i}] but received ${describeValue(p)}`);
+    if (p.machine !== (first as Page).machine) checkSameMachine(fn, `pages[${i}]`, p.machine, (first as Page).machine);
+  }
   const maxSegment = Math.floor(max_segment / PAGE_SIZE) * PAGE_SIZE;
   if (maxSegment < PAGE_SIZE) {
     process.emitWarning('sg_alloc_append_table_from_pages: max_segment < PAGE_SIZE', {
@@ -348,9 +404,6 @@ export function sg_alloc_table_from_pages_segment(
     return -EINVAL;
   }
   if (n_pages === 0) return -EINVAL;
-  if (!Number.isInteger(n_pages) || n_pages < 0 || n_pages > pages.length) {
-    throw new RangeError(`Expected 1..${pages.length} for n_pages but received ${String(n_pages)}`);
-  }
 
   // First pass: count the chunks, exactly as the kernel does (seg_len counts the pages after
   // the first of a chunk, so a chunk ends once it holds max_segment bytes).

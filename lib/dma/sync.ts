@@ -6,13 +6,30 @@ import { use_dma_iommu, get_dma_ops, type Device } from './device';
 import type { DmaDataDirection } from './constants';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
-import { checkDirection, dma_map_direct } from './route';
+import { dma_map_direct } from './route';
 import type { Scatterlist, SgTable } from './scatterlist';
+import { checkBigint, checkDevice, checkDirection, checkInt, checkSg, checkSgTable, checkSize } from './validate';
+
+/** The checks of a sync by handle. */
+function checkSingle(fn: string, dev: Device, addr: bigint, size: number, dir: number): void {
+  checkDevice(fn, dev);
+  checkBigint(fn, 'addr', addr);
+  checkSize(fn, 'size', size);
+  checkDirection(dir, fn);
+}
+
+/** The checks of an sg sync. */
+function checkSgSync(fn: string, dev: Device, sg: Scatterlist | null, nelems: number, dir: number): void {
+  checkDevice(fn, dev);
+  checkSg(fn, sg, dev.machine, true);
+  checkInt(fn, 'nelems', nelems, 0, 0x7fffffff);
+  checkDirection(dir, fn);
+}
 
 /** dma_sync_single_for_cpu: hand a mapped range back to the CPU (after the device wrote it). */
 export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  checkSingle('dma_sync_single_for_cpu', dev, addr, size, dir);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_single_for_cpu');
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
   else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
@@ -21,8 +38,8 @@ export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number,
 
 /** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
 export function dma_sync_single_for_device(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
+  checkSingle('dma_sync_single_for_device', dev, addr, size, dir);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_single_for_device');
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
   else ops?.sync_single_for_device?.(dev, addr, size, dir);
@@ -31,8 +48,8 @@ export function dma_sync_single_for_device(dev: Device, addr: bigint, size: numb
 
 /** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
 export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  checkSgSync('dma_sync_sg_for_cpu', dev, sg, nelems, dir);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_sg_for_cpu');
   if (sg !== null) {
     if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
@@ -43,8 +60,8 @@ export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems:
 
 /** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
 export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
+  checkSgSync('dma_sync_sg_for_device', dev, sg, nelems, dir);
   const ops = get_dma_ops(dev);
-  checkDirection(dir, 'dma_sync_sg_for_device');
   if (sg !== null) {
     if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_device(dev, sg, nelems, dir);
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
@@ -55,10 +72,12 @@ export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nele
 
 /** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */
 export function dma_sync_sgtable_for_cpu(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  checkSgTable('dma_sync_sgtable_for_cpu', sgt);
   dma_sync_sg_for_cpu(dev, sgt.sgl, sgt.orig_nents, dir);
 }
 
 /** dma_sync_sgtable_for_device: sync the table's orig_nents entries. */
 export function dma_sync_sgtable_for_device(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
+  checkSgTable('dma_sync_sgtable_for_device', sgt);
   dma_sync_sg_for_device(dev, sgt.sgl, sgt.orig_nents, dir);
 }

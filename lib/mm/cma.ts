@@ -2,7 +2,8 @@
 // a bitmap with one bit per 2^order_per_bit pages; plus cma_alloc_aligned (kernel/dma/contiguous.c).
 
 import { get_order, PAGE_SHIFT, __GFP_NOWARN, type gfp_t } from './gfp';
-import type { Page } from './page';
+import { Page } from './page';
+import { checkBool, checkGfp, checkInt, checkSameMachine, describeValue } from './validate';
 
 /** Ranges per area (mm/cma.h). */
 export const CMA_MAX_RANGES = 8;
@@ -41,6 +42,7 @@ interface CmaMemrange extends CmaRange {
 }
 
 function checkInteger(value: number, what: string, min: number): void {
+  if (typeof value !== 'number') checkInt('cma', what, value, min);
   if (!Number.isSafeInteger(value) || value < min) {
     throw new RangeError(`Expected an integer >= ${min} for ${what} but received ${String(value)}`);
   }
@@ -218,6 +220,10 @@ export function cma_alloc(
   align: number,
   noWarn: boolean,
 ): Page | null {
+  checkCma('cma_alloc', cma);
+  checkInt('cma_alloc', 'count', count, 0);
+  checkInt('cma_alloc', 'align', align, 0);
+  checkBool('cma_alloc', 'noWarn', noWarn);
   if (cma === null || cma.count === 0) return null;
   checkInteger(count, 'count', 0);
   checkInteger(align, 'align', 0);
@@ -236,6 +242,23 @@ export function cma_alloc(
   return null;
 }
 
+/** A struct cma or null (the kernel's NULL area). */
+function checkCma(fn: string, cma: unknown): asserts cma is Cma | null {
+  if (cma !== null && !(cma instanceof Cma)) throw new TypeError(`${fn}: Expected a CMA area (Cma) or null for cma but received ${describeValue(cma)}`);
+}
+
+/**
+ * A struct page or null. A page whose PFN lies in the area but that is not the area's own struct
+ * page belongs to another machine (PFNs repeat across machines): refused, naming both machines.
+ */
+function checkCmaPage(fn: string, cma: Cma | null, page: unknown): asserts page is Page | null {
+  if (page === null) return;
+  if (!(page instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) or null for pages but received ${describeValue(page)}`);
+  if (cma === null || !cma.contains(page.pfn)) return;
+  const own = stateOf(cma).pfnToPage(page.pfn);
+  if (own !== page) checkSameMachine(fn, 'page', page.machine, own.machine);
+}
+
 /** The range that holds all of [pfn, pfn + count), if one does. */
 function findRange(cma: Cma, pfn: number, count: number): CmaMemrange | undefined {
   const cmr = stateOf(cma).memranges.find((r) => pfn >= r.basePfn && pfn < r.basePfn + r.count);
@@ -244,6 +267,9 @@ function findRange(cma: Cma, pfn: number, count: number): CmaMemrange | undefine
 
 /** True if [page, page + count) lies wholly inside one range of cma (cma_pages_valid). */
 export function cma_pages_valid(cma: Cma | null, page: Page | null, count: number): boolean {
+  checkCma('cma_pages_valid', cma);
+  checkCmaPage('cma_pages_valid', cma, page);
+  checkInt('cma_pages_valid', 'count', count, 0);
   if (cma === null || page === null || count > cma.count) return false;
   return findRange(cma, page.pfn, count) !== undefined;
 }
@@ -267,7 +293,9 @@ export function cma_pages_allocated(cma: Cma, pfn: number, count: number): boole
  * free a free page ("Bad page state"); we refuse.
  */
 export function cma_release(cma: Cma | null, pages: Page | null, count: number): boolean {
-  checkInteger(count, 'count', 0);
+  checkCma('cma_release', cma);
+  checkCmaPage('cma_release', cma, pages);
+  checkInt('cma_release', 'count', count, 0);
   if (cma === null || pages === null || !cma_pages_valid(cma, pages, count)) return false;
   const cmr = findRange(cma, pages.pfn, count);
   if (cmr === undefined) return false;
@@ -294,6 +322,10 @@ export function cma_release(cma: Cma | null, pages: Page | null, count: number):
  * @example cma_alloc_aligned(area, 12288, GFP_KERNEL) // 3 pages aligned to 4 pages
  */
 export function cma_alloc_aligned(cma: Cma | null, size: number, gfp: gfp_t, cmaAlignment: number = CONFIG_CMA_ALIGNMENT): Page | null {
+  checkCma('cma_alloc_aligned', cma);
+  checkInt('cma_alloc_aligned', 'size', size, 0);
+  checkGfp('cma_alloc_aligned', gfp);
+  checkInt('cma_alloc_aligned', 'cmaAlignment', cmaAlignment, 0, 12);
   const align = Math.min(get_order(size), cmaAlignment);
   return cma_alloc(cma, Math.floor(size / 2 ** PAGE_SHIFT), align, (gfp & __GFP_NOWARN) !== 0);
 }

@@ -1,6 +1,8 @@
 // gfp flags and page-size arithmetic: include/linux/gfp_types.h, include/linux/gfp.h,
 // include/asm-generic/getorder.h and the page constants of x86-64. All values are JS numbers.
 
+import { describeValue } from '../os/validate';
+
 /**
  * Bit numbers of the plain gfp bits, in the order of the enum in include/linux/gfp_types.h
  * (Linux 6.17). Bit 9 is the former __GFP_ATOMIC, now unused; the KASAN/LOCKDEP/OBJ_EXT bits
@@ -76,6 +78,7 @@ export const GFP_DMA32 = __GFP_DMA32;
 
 /** True if the caller may sleep, i.e. may enter direct reclaim (include/linux/gfp.h). */
 export function gfpflags_allow_blocking(gfp: gfp_t): boolean {
+  if (typeof gfp !== 'number') throw new TypeError(`gfpflags_allow_blocking: Expected gfp flags (a number made of __GFP_* bits) for gfp but received ${describeValue(gfp)}`);
   return (gfp & __GFP_DIRECT_RECLAIM) !== 0;
 }
 
@@ -91,6 +94,9 @@ export const NUMA_NO_NODE = -1;
 const MAX_SIZE = 2 ** 53;
 
 function checkSize(size: number, what: string): void {
+  if (typeof size !== 'number') {
+    throw new TypeError(`Expected an integer in 0..2^53 for ${what} but received ${describeValue(size)}`);
+  }
   if (!Number.isInteger(size) || size < 0 || size > MAX_SIZE) {
     throw new RangeError(`Expected an integer in 0..2^53 for ${what} but received ${String(size)}`);
   }

@@ -4,29 +4,40 @@
 import { defaultMachine } from './default';
 import type { Cma } from './cma';
 import type { Machine } from './machine';
-import type { Page } from './page';
+import { Page } from './page';
 import { machineOfAddress } from './registry';
+import { checkInt, checkSameMachine, describeValue } from './validate';
 import * as vm from './vmalloc';
 
-function machineOf(page: Page): Machine {
+/** A struct page: anything else is a TypeError (never a raw property error). */
+function checkPage(fn: string, page: unknown): asserts page is Page {
+  if (!(page instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) for page but received ${describeValue(page)}`);
+}
+
+function machineOf(page: Page, fn = 'page_address'): Machine {
+  checkPage(fn, page);
   return page.machine as Machine;
 }
 
 function machineAt(addr: number, fn: string): Machine {
+  checkInt(fn, 'addr', addr, 0);
   const m = machineOfAddress(addr);
   if (m === null) throw new RangeError(`${fn}: 0x${addr.toString(16)} belongs to no live machine`);
   return m;
 }
 
 export function page_to_pfn(page: Page): number {
+  checkPage('page_to_pfn', page);
   return page.pfn;
 }
 
 export function page_to_phys(page: Page): bigint {
+  checkPage('page_to_phys', page);
   return page.phys;
 }
 
 export function page_to_nid(page: Page): number {
+  checkPage('page_to_nid', page);
   return page.nid;
 }
 
@@ -44,19 +55,21 @@ export function virt_to_phys(addr: number): bigint {
 }
 
 export function is_vmalloc_addr(addr: number): boolean {
+  checkInt('is_vmalloc_addr', 'addr', addr, 0);
   const m = machineOfAddress(addr);
   return m !== null && m.is_vmalloc_addr(addr);
 }
 
 /** vmalloc_to_page: the page mapped at a vmalloc address, or null where nothing is mapped. */
 export function vmalloc_to_page(addr: number): Page | null {
+  checkInt('vmalloc_to_page', 'addr', addr, 0);
   const m = machineOfAddress(addr);
   if (m === null || !m.is_vmalloc_addr(addr)) throw new RangeError(`kernel BUG at mm/vmalloc.c: VIRTUAL_BUG_ON: vmalloc_to_page(0x${addr.toString(16)}) outside the vmalloc area`);
   return m.vmalloc_to_page(addr);
 }
 
 export function __free_pages(page: Page, order: number): void {
-  machineOf(page).__free_pages(page, order);
+  machineOf(page, '__free_pages').__free_pages(page, order);
 }
 
 // Functions with no machine-identifying argument use the default machine.
@@ -83,8 +96,17 @@ export function vfree(addr: number | null): void {
   vm.vfree(machineAt(addr, 'vfree'), addr);
 }
 export function vmap(pages: readonly Page[], count: number, flags = 0, prot: 'readwrite' | 'read' = 'readwrite'): number | null {
+  if (!Array.isArray(pages)) throw new TypeError(`vmap: Expected an array of pages for pages but received ${describeValue(pages)}`);
+  checkInt('vmap', 'count', count, 0, pages.length);
   const first = pages[0];
-  return vm.vmap(first === undefined ? defaultMachine() : machineOf(first), pages, count, flags, prot);
+  const m = first === undefined ? defaultMachine() : machineOf(first, 'vmap');
+  // Every page of one machine: a vmap of another machine's page would map unrelated memory.
+  for (let i = 0; i < count; i++) {
+    const p = pages[i];
+    checkPage('vmap', p);
+    if (p.machine !== m) checkSameMachine('vmap', `pages[${i}]`, p.machine, m);
+  }
+  return vm.vmap(m, pages, count, flags, prot);
 }
 export function vunmap(addr: number | null): void {
   if (addr === null || addr === 0) return;

@@ -17,6 +17,9 @@ import { createSegment, releaseSegment, segmentBytes, type Segment } from './seg
 import { registerMachine, unregisterMachine } from './registry';
 import { releaseVmallocSpace, VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
 import { createVmArea, type VmArea, type VmaOptions } from './vma';
+import { Page as PageClass } from './page';
+import { HUGEPAGE_POLICIES } from '../os/backing';
+import { checkBool, checkGfp, checkInt, checkOptions, checkSameMachine, checkString, describeValue } from './validate';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -68,8 +71,38 @@ export interface SegmentStats {
   physStart: bigint; backing: string; reason: string;
 }
 
+const MACHINE_OPTION_KEYS = [
+  'name', 'nodes', 'ramPerNode', 'physBase', 'cmaSize', 'numaCmaSize', 'pernumaCmaSize', 'hugepages',
+  'ramHugepages', 'vmallocSize', 'cmaAlignment', 'emitWarnings', 'dmaDebug',
+] as const;
+const VMA_OPTION_KEYS = ['pgoff', 'prot', 'flags', 'shared'] as const;
+
+function checkPolicy(name: string, value: unknown): void {
+  if (value !== undefined && !HUGEPAGE_POLICIES.includes(value as HugepagePolicy)) {
+    throw new TypeError(`Expected one of 'auto', 'require', 'off' for ${name} but received ${describeValue(value)}`);
+  }
+}
+
+/** MachineOptions: unknown keys (typos) and wrongly typed fields are refused before anything is reserved. */
+function checkMachineOptions(options: MachineOptions | undefined): Partial<MachineOptions> {
+  const o = checkOptions<MachineOptions>('MachineOptions', options, MACHINE_OPTION_KEYS);
+  if (o.name !== undefined) checkString('Machine', 'name', o.name);
+  checkPolicy('hugepages', o.hugepages);
+  checkPolicy('ramHugepages', o.ramHugepages);
+  if (o.emitWarnings !== undefined) checkBool('Machine', 'emitWarnings', o.emitWarnings);
+  if (o.dmaDebug !== undefined && typeof o.dmaDebug !== 'boolean' && o.dmaDebug !== 'strict') {
+    throw new TypeError(`Machine: Expected true, false or 'strict' for dmaDebug but received ${describeValue(o.dmaDebug)}`);
+  }
+  if (o.nodes !== undefined && typeof o.nodes !== 'number') checkInt('Machine', 'nodes', o.nodes, 1, 64);
+  if (o.cmaAlignment !== undefined && typeof o.cmaAlignment !== 'number') checkInt('Machine', 'cmaAlignment', o.cmaAlignment, 2, 12);
+  return o;
+}
+
 function checkSize(name: string, value: number, multiple: number, allowZero: boolean): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || (!allowZero && value === 0)) {
+  if (typeof value !== 'number') {
+    throw new TypeError(`Expected a ${allowZero ? 'non-negative' : 'positive'} integer for ${name} but received ${describeValue(value)}`);
+  }
+  if (!Number.isSafeInteger(value) || value < 0 || (!allowZero && value === 0)) {
     throw new RangeError(`Expected a ${allowZero ? 'non-negative' : 'positive'} integer for ${name} but received ${String(value)} of type ${typeof value}`);
   }
   if (value % multiple !== 0) {
@@ -123,7 +156,8 @@ export class Machine {
   private nextPfn: number;
   private destroyed = false;
 
-  constructor(options: MachineOptions = {}) {
+  constructor(opts?: MachineOptions) {
+    const options = checkMachineOptions(opts);
     this.name = options.name ?? 'machine';
     const nodes = options.nodes ?? 1;
     if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) {
@@ -294,6 +328,7 @@ export class Machine {
   }
 
   page_address(page: Page): number {
+    if (page.machine !== this) checkSameMachine('page_address', 'page', page.machine, this);
     return this.pageOffset + page.pfn * PAGE_SIZE;
   }
 
@@ -312,11 +347,19 @@ export class Machine {
    */
   alloc_pages_node(nid: number, gfp: number, order: number): Page | null {
     this.assertAlive();
+    if (typeof nid !== 'number') checkInt('alloc_pages_node', 'nid', nid, NUMA_NO_NODE);
+    checkGfp('alloc_pages_node', gfp);
+    checkInt('alloc_pages_node', 'order', order, 0);
     if (nid === NUMA_NO_NODE) nid = this.numa_mem_id();
     if (!Number.isInteger(nid) || nid < 0 || nid >= 1024) {
       throw new Error(`kernel BUG at include/linux/gfp.h: VM_BUG_ON: alloc_pages_node: nid ${String(nid)} outside 0..MAX_NUMNODES-1`);
     }
-    if (!Number.isInteger(order) || order < 0) throw new RangeError(`Expected a non-negative integer for order but received ${String(order)}`);
+    if (nid >= this.nodeCount) {
+      // A possible node that is not online (it has no memory on this machine): its zonelist is
+      // empty, so the allocator finds no zone and fails; warn_if_node_offline reports it.
+      if (!(gfp & __GFP_NOWARN)) this.warn(`WARNING: include/linux/gfp.h: warn_if_node_offline: allocation from offline node ${nid} (this machine has nodes 0..${this.nodeCount - 1})`);
+      return null;
+    }
     if (order > MAX_PAGE_ORDER) {
       if (!(gfp & __GFP_NOWARN)) this.warn(`WARNING: mm/page_alloc.c: __alloc_pages: order ${order} > MAX_PAGE_ORDER (${MAX_PAGE_ORDER})`);
       return null;
@@ -339,6 +382,9 @@ export class Machine {
 
   __free_pages(page: Page, order: number): void {
     this.assertAlive();
+    if (!(page instanceof PageClass)) throw new TypeError(`__free_pages: Expected a struct page (Page) for page but received ${describeValue(page)}`);
+    if (page.machine !== this) checkSameMachine('__free_pages', 'page', page.machine, this);
+    checkInt('__free_pages', 'order', order, 0, MAX_PAGE_ORDER);
     this.#buddy.free(page, order);
   }
 
@@ -542,6 +588,13 @@ export class Machine {
   }
 
   vmap(pages: readonly Page[], count: number, flags = 0, prot: 'readwrite' | 'read' = 'readwrite'): number | null {
+    if (!Array.isArray(pages)) throw new TypeError(`vmap: Expected an array of pages for pages but received ${describeValue(pages)}`);
+    checkInt('vmap', 'count', count, 0, pages.length);
+    for (let i = 0; i < count; i++) {
+      const p: unknown = pages[i];
+      if (!(p instanceof PageClass)) throw new TypeError(`vmap: Expected a struct page (Page) for pages[${i}] but received ${describeValue(p)}`);
+      if (p.machine !== this) checkSameMachine('vmap', `pages[${i}]`, p.machine, this);
+    }
     return vmap(this, pages, count, flags, prot);
   }
 
@@ -558,6 +611,11 @@ export class Machine {
   /** Reserves a user VMA the way mmap(2) on a device file does before the driver's mmap handler runs. */
   createVma(length: number, options: VmaOptions = {}): VmArea {
     this.assertAlive();
+    checkInt('createVma', 'length', length, 1);
+    const o = checkOptions<VmaOptions>('VmaOptions', options, VMA_OPTION_KEYS);
+    if (o.pgoff !== undefined) checkInt('createVma', 'pgoff', o.pgoff, 0);
+    if (o.flags !== undefined && typeof o.flags !== 'number') checkInt('createVma', 'flags', o.flags, 0);
+    if (o.shared !== undefined) checkBool('createVma', 'shared', o.shared);
     const vma = createVmArea(this, length, options, (v) => this.#vmas.delete(v));
     this.#vmas.add(vma);
     return vma;

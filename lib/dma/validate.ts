@@ -1,0 +1,106 @@
+// Argument checks of the DMA layer, on top of lib/mm/validate.ts: devices (a Device, alive, its
+// machine alive), directions (the kernel's BUG), and objects that must be of the device's machine
+// (pages, VMAs, scatterlists, CPU addresses). Every public lib/dma function runs them first.
+
+import { Page } from '../mm/page';
+import { machineOfAddress } from '../mm/registry';
+import { checkInt, checkSameMachine, describeValue, nameOf } from '../mm/validate';
+import { VmArea } from '../mm/vma';
+import { valid_dma_direction, dma_direction_name, type DmaDataDirection } from './constants';
+import { Device } from './device';
+import { Scatterlist, SgTable, type SgStore } from './scatterlist';
+
+export {
+  checkBigint, checkBool, checkBox, checkGfp, checkInt, checkOptions, checkSize, checkSameMachine,
+} from '../mm/validate';
+
+/** attrs: DMA_ATTR_* bits, an unsigned long in C (unknown bits are ignored, as the kernel does). */
+export function checkAttrs(fn: string, attrs: unknown): asserts attrs is number {
+  if (typeof attrs !== 'number' || !Number.isSafeInteger(attrs) || attrs < 0) checkInt(fn, 'attrs', attrs, 0);
+}
+
+/**
+ * A Device of a live machine. A destroyed (unbound) device may still give back what it holds
+ * (unmap, free, sync): only `checkLiveDevice` refuses it.
+ */
+export function checkDevice(fn: string, dev: unknown): asserts dev is Device {
+  if (!(dev instanceof Device)) throw new TypeError(`${fn}: Expected a Device (machine.createDevice()) for dev but received ${describeValue(dev)}`);
+  dev.machine.assertAlive();
+}
+
+/** A Device that is not destroyed: allocations and mappings on an unbound device are refused. */
+export function checkLiveDevice(fn: string, dev: unknown): asserts dev is Device {
+  checkDevice(fn, dev);
+  if (dev.isDestroyed) {
+    const err = new TypeError(`${fn}: device ${dev.name} has been destroyed (its driver is unbound): no new DMA allocations or mappings`) as TypeError & { code: string };
+    err.code = 'ERR_DMAMEM_DESTROYED';
+    throw err;
+  }
+}
+
+/**
+ * BUG_ON(!valid_dma_direction(dir)) (include/linux/dma-direction.h): the kernel's BUG, thrown as an
+ * Error whose message starts with "kernel BUG", for every value that is not 0, 1 or 2.
+ */
+export function checkDirection(dir: unknown, fn: string): asserts dir is DmaDataDirection {
+  if (typeof dir === 'number' && valid_dma_direction(dir)) return;
+  const shown = typeof dir === 'number' ? `${dir} (${dma_direction_name(dir)})` : describeValue(dir);
+  throw new Error(`kernel BUG at include/linux/dma-direction.h: ${fn}: BUG_ON(!valid_dma_direction(dir)): invalid DMA direction ${shown}`);
+}
+
+/** A struct page of the device's machine. */
+export function checkPage(fn: string, name: string, page: unknown, machine: unknown): asserts page is Page {
+  if (!(page instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) for ${name} but received ${describeValue(page)}`);
+  if (page.machine !== machine) checkSameMachine(fn, name, page.machine, machine);
+}
+
+/** A user VMA of the device's machine, not yet unmapped. */
+export function checkVma(fn: string, vma: unknown, machine: unknown): asserts vma is VmArea {
+  if (!(vma instanceof VmArea)) throw new TypeError(`${fn}: Expected a VMA (machine.createVma()) for vma but received ${describeValue(vma)}`);
+  if (vma.machine !== machine) checkSameMachine(fn, 'vma', vma.machine, machine);
+}
+
+/** An sg_table. */
+export function checkSgTable(fn: string, sgt: unknown): asserts sgt is SgTable {
+  if (!(sgt instanceof SgTable)) throw new TypeError(`${fn}: Expected an SgTable (new SgTable()) for sgt but received ${describeValue(sgt)}`);
+}
+
+/**
+ * A scatterlist (or null where the kernel allows NULL) whose pages are all of `machine`. The walk
+ * reads the backing stores' page arrays (chained stores included) without allocating.
+ */
+export function checkSg(fn: string, sg: unknown, machine: unknown, allowNull: boolean): asserts sg is Scatterlist | null {
+  if (sg === null && allowNull) return;
+  if (!(sg instanceof Scatterlist)) throw new TypeError(`${fn}: Expected a Scatterlist for sg but received ${describeValue(sg)}`);
+  let store: SgStore | undefined = sg.store;
+  let more: SgStore[] | null = null;
+  const seen: SgStore[] = [];
+  while (store !== undefined) {
+    seen.push(store);
+    const pages = store.pages;
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i];
+      if (p != null && p.machine !== machine) checkSameMachine(fn, `page of scatterlist entry ${i}`, p.machine, machine);
+    }
+    if (store.chains.size > 0) {
+      for (const link of store.chains.values()) {
+        if (!seen.includes(link.store) && !(more ??= []).includes(link.store)) more.push(link.store);
+      }
+    }
+    store = more?.pop();
+  }
+}
+
+/**
+ * A CPU address (linear map or vmalloc) of `machine`. An address of another live machine is a
+ * TypeError naming both machines; an address of no machine is left to the callee (a RangeError).
+ */
+export function checkCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): asserts addr is number {
+  if (typeof addr !== 'number' || !Number.isSafeInteger(addr) || addr < 0) {
+    throw new (typeof addr === 'number' ? RangeError : TypeError)(`${fn}: Expected a non-negative integer address for ${name} but received ${describeValue(addr)}`);
+  }
+  if (machine.isLinearAddress(addr) || machine.is_vmalloc_addr(addr)) return;
+  const other = machineOfAddress(addr);
+  if (other !== null && other !== machine) checkSameMachine(fn, `${name} 0x${addr.toString(16)}`, other, machine);
+  throw new RangeError(`${fn}: ${name} 0x${addr.toString(16)} is not a linear-map or vmalloc address of machine ${nameOf(machine)}`);
+}
