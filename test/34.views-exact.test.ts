@@ -195,7 +195,14 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       }
     });
 
-    it('a view over RAM is revoked when its buddy block is freed (pcp list too), not when another one is', () => {
+    /** A debug machine: views are revoked when the pages they cover are freed. */
+    function debugMachine(): void {
+      m.destroy();
+      m = new Machine({ name: 'm34d', ramPerNode: 4 * MiB, cmaSize: 4 * MiB, hugepages: 'off', dmaDebug: true, emitWarnings: false });
+    }
+
+    it('with dmaDebug, a view over RAM is revoked when its buddy block is freed (pcp list too), not when another one is', () => {
+      debugMachine();
       const a = m.alloc_pages(GFP_KERNEL, 0)!;
       const b = m.alloc_pages(GFP_KERNEL, 3)!;
       const va = m.view(m.page_address(a), PAGE_SIZE);
@@ -209,7 +216,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.throws(() => m.view(m.page_address(a), PAGE_SIZE), /leaves its allocation/);
     });
 
-    it('a view across two adjacent blocks is revoked when either is freed', () => {
+    it('with dmaDebug, a view across two adjacent blocks is revoked when either is freed', () => {
+      debugMachine();
       // Order-0 pages from a fresh order-1 split are adjacent: find two that are.
       const pages = Array.from({ length: 8 }, () => m.alloc_pages(GFP_KERNEL, 0)!);
       const sorted = [...pages].sort((x, y) => x.pfn - y.pfn);
@@ -223,7 +231,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       for (const page of pages) if (page !== q) m.__free_pages(page, 0);
     });
 
-    it('cma_release revokes the views over the released pages only; vfree / vunmap revoke theirs', () => {
+    it('with dmaDebug, cma_release revokes the views over the released pages only; vfree / vunmap revoke theirs always', () => {
+      debugMachine();
       const area = m.dma_contiguous_default_area;
       const run = cma_alloc(area, 4, 0, false)!;
       const base = m.page_address(run);
@@ -235,6 +244,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.equal(cma_release(area, run, 3), true);
       assert.equal(head.length, 0);
 
+      m.destroy();
+      m = new Machine({ name: 'm34', ramPerNode: 4 * MiB, cmaSize: 0, emitWarnings: false });
       const va = vmalloc(m, 2 * PAGE_SIZE)!;
       const vv = m.view(va, 2 * PAGE_SIZE);
       vfree(m, va);
@@ -245,6 +256,20 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       vunmap(m, mapped);
       assert.equal(mv.length, 0);
       m.__free_pages(pages[0]!, 0);
+    });
+
+    it('without dmaDebug, a view outlives a free and the same exact ArrayBuffer is reused by the next user', () => {
+      const page = m.alloc_pages(GFP_KERNEL, 0)!;
+      const addr = m.page_address(page);
+      const first = m.view(addr, PAGE_SIZE);
+      m.__free_pages(page, 0);
+      assert.equal(first.length, PAGE_SIZE, 'not revoked without dmaDebug (the memory stays mapped)');
+      const again = m.alloc_pages(GFP_KERNEL, 0)!;
+      assert.equal(again.pfn, page.pfn);
+      const second = m.view(addr, PAGE_SIZE);
+      assert.equal(second.buffer, first.buffer);
+      assert.equal(m.view(addr, 100).buffer.byteLength, 100, 'another length: another exact ArrayBuffer');
+      m.__free_pages(again, 0);
     });
 
     it('destroy() revokes every view the machine handed out', () => {
