@@ -173,6 +173,22 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.equal(cma_release(m.dma_contiguous_default_area, cmaPage, 4), true);
     });
 
+    it('machine.read copies from a vmalloc area, a read-only vmap area and a VMA, refusing unmapped pages', () => {
+      const page = m.alloc_pages(GFP_KERNEL, 0)!;
+      m.view(m.page_address(page), 4).set([1, 2, 3, 4]);
+      const ro = vmap(m, [page], 1, 0, 'read')!;
+      assert.deepEqual([...m.read(ro + 1, 2)], [2, 3]);
+      assert.throws(() => m.view(ro, 1), /read-only/);
+      assert.throws(() => m.read(ro + PAGE_SIZE - 1, 2), RangeError);
+      const vma = m.createVma(2 * PAGE_SIZE, { prot: 'read' });
+      assert.equal(remap_pfn_range(vma, vma.vm_start, page.pfn, PAGE_SIZE, vma.vm_page_prot), 0);
+      assert.deepEqual([...m.read(vma.vm_start, 4)], [1, 2, 3, 4]);
+      assert.throws(() => m.read(vma.vm_start + PAGE_SIZE, 1), /not mapped/);
+      vma.unmap();
+      vunmap(m, ro);
+      m.__free_pages(page, 0);
+    });
+
     it('Region.view(offset, length) is exact; whole-region views share one ArrayBuffer', () => {
       const r = Region.allocate(4 * PAGE_SIZE, { hugepages: 'off' });
       try {

@@ -440,7 +440,15 @@ export class Machine {
       const off = addr - seg.address;
       return Buffer.from(segmentBytes(seg).subarray(off, off + length));
     }
-    return Buffer.from(this.view(addr, length));
+    const area = this.#vmallocSpace.find(addr);
+    if (area !== null) {
+      if (addr + length > area.addr + area.size) throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its vmalloc area`);
+      const out = Buffer.alloc(length);
+      if (length > 0) native.copyOut(addr, length, out, 0);
+      return out;
+    }
+    for (const vma of this.#vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.read(addr - vma.vm_start, length);
+    throw new RangeError(`${this.name}: nothing is mapped at 0x${addr.toString(16)}`);
   }
 
   /**
