@@ -173,6 +173,22 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.equal(cma_release(m.dma_contiguous_default_area, cmaPage, 4), true);
     });
 
+    it('machine.read copies from a vmalloc area, a read-only vmap area and a VMA, refusing unmapped pages', () => {
+      const page = m.alloc_pages(GFP_KERNEL, 0)!;
+      m.view(m.page_address(page), 4).set([1, 2, 3, 4]);
+      const ro = vmap(m, [page], 1, 0, 'read')!;
+      assert.deepEqual([...m.read(ro + 1, 2)], [2, 3]);
+      assert.throws(() => m.view(ro, 1), /read-only/);
+      assert.throws(() => m.read(ro + PAGE_SIZE - 1, 2), RangeError);
+      const vma = m.createVma(2 * PAGE_SIZE, { prot: 'read' });
+      assert.equal(remap_pfn_range(vma, vma.vm_start, page.pfn, PAGE_SIZE, vma.vm_page_prot), 0);
+      assert.deepEqual([...m.read(vma.vm_start, 4)], [1, 2, 3, 4]);
+      assert.throws(() => m.read(vma.vm_start + PAGE_SIZE, 1), /not mapped/);
+      vma.unmap();
+      vunmap(m, ro);
+      m.__free_pages(page, 0);
+    });
+
     it('Region.view(offset, length) is exact; whole-region views share one ArrayBuffer', () => {
       const r = Region.allocate(4 * PAGE_SIZE, { hugepages: 'off' });
       try {
@@ -195,7 +211,14 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       }
     });
 
-    it('a view over RAM is revoked when its buddy block is freed (pcp list too), not when another one is', () => {
+    /** A debug machine: views are revoked when the pages they cover are freed. */
+    function debugMachine(): void {
+      m.destroy();
+      m = new Machine({ name: 'm34d', ramPerNode: 4 * MiB, cmaSize: 4 * MiB, hugepages: 'off', dmaDebug: true, emitWarnings: false });
+    }
+
+    it('with dmaDebug, a view over RAM is revoked when its buddy block is freed (pcp list too), not when another one is', () => {
+      debugMachine();
       const a = m.alloc_pages(GFP_KERNEL, 0)!;
       const b = m.alloc_pages(GFP_KERNEL, 3)!;
       const va = m.view(m.page_address(a), PAGE_SIZE);
@@ -209,7 +232,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.throws(() => m.view(m.page_address(a), PAGE_SIZE), /leaves its allocation/);
     });
 
-    it('a view across two adjacent blocks is revoked when either is freed', () => {
+    it('with dmaDebug, a view across two adjacent blocks is revoked when either is freed', () => {
+      debugMachine();
       // Order-0 pages from a fresh order-1 split are adjacent: find two that are.
       const pages = Array.from({ length: 8 }, () => m.alloc_pages(GFP_KERNEL, 0)!);
       const sorted = [...pages].sort((x, y) => x.pfn - y.pfn);
@@ -223,7 +247,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       for (const page of pages) if (page !== q) m.__free_pages(page, 0);
     });
 
-    it('cma_release revokes the views over the released pages only; vfree / vunmap revoke theirs', () => {
+    it('with dmaDebug, cma_release revokes the views over the released pages only; vfree / vunmap revoke theirs always', () => {
+      debugMachine();
       const area = m.dma_contiguous_default_area;
       const run = cma_alloc(area, 4, 0, false)!;
       const base = m.page_address(run);
@@ -235,6 +260,8 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       assert.equal(cma_release(area, run, 3), true);
       assert.equal(head.length, 0);
 
+      m.destroy();
+      m = new Machine({ name: 'm34', ramPerNode: 4 * MiB, cmaSize: 0, emitWarnings: false });
       const va = vmalloc(m, 2 * PAGE_SIZE)!;
       const vv = m.view(va, 2 * PAGE_SIZE);
       vfree(m, va);
@@ -245,6 +272,20 @@ describe('34 views cover exactly what was asked, and crash reproducers end witho
       vunmap(m, mapped);
       assert.equal(mv.length, 0);
       m.__free_pages(pages[0]!, 0);
+    });
+
+    it('without dmaDebug, a view outlives a free and the same exact ArrayBuffer is reused by the next user', () => {
+      const page = m.alloc_pages(GFP_KERNEL, 0)!;
+      const addr = m.page_address(page);
+      const first = m.view(addr, PAGE_SIZE);
+      m.__free_pages(page, 0);
+      assert.equal(first.length, PAGE_SIZE, 'not revoked without dmaDebug (the memory stays mapped)');
+      const again = m.alloc_pages(GFP_KERNEL, 0)!;
+      assert.equal(again.pfn, page.pfn);
+      const second = m.view(addr, PAGE_SIZE);
+      assert.equal(second.buffer, first.buffer);
+      assert.equal(m.view(addr, 100).buffer.byteLength, 100, 'another length: another exact ArrayBuffer');
+      m.__free_pages(again, 0);
     });
 
     it('destroy() revokes every view the machine handed out', () => {

@@ -25,6 +25,8 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 /** One 2 MiB huge page (the granule hugetlb memory is mapped in). */
 const HUGE = HUGE_2M;
+/** Exact view ArrayBuffers a segment keeps for reuse by address (without dmaDebug). */
+const VIEW_REUSE_MAX = 4096;
 /** Address space kept free above the laid-out memory for CMA areas and pools added later. */
 const LINEAR_HEADROOM = 64 * GiB;
 
@@ -146,11 +148,17 @@ export class Machine {
   readonly #cmaOfSegment = new Map<Segment, Cma>();
   readonly #vmas = new Set<VmArea>();
   /**
-   * Views handed out over buddy blocks, by head PFN (a view over several blocks is in each), and
-   * over CMA areas, by segment: revoked when the block or pages are freed.
+   * With dmaDebug (fixed at boot), views over buddy blocks are tracked by head PFN (a view over
+   * several blocks is in each) and over CMA areas by segment, and revoked when what they cover is
+   * freed. Without it, that costs too much for the hot path (a fresh external ArrayBuffer per
+   * allocation, about 15 times an alloc+view+free that reuses one): views are then tracked per
+   * segment and revoked at teardown only, and an exact ArrayBuffer per address is reused (a view
+   * kept past a free sees the memory's next user, as in the kernel without debugging).
    */
+  readonly #revokeOnFree: boolean;
   readonly #blockViews = new Map<number, ViewSet>();
   readonly #cmaViews = new Map<Segment, ViewSet>();
+  readonly #segmentViews = new Map<Segment, { set: ViewSet; byAddress: Map<number, ArrayBuffer> }>();
   /** page_poisoning (mm/page_poison.c): fixed at boot from dmaDebug; 'strict' throws on corruption. */
   readonly #poison: boolean | 'strict';
   private nextPfn: number;
@@ -183,8 +191,11 @@ export class Machine {
       : undefined;
 
     this.#poison = this.dmaDebug;
+    this.#revokeOnFree = this.dmaDebug !== false;
     this.#buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn), {
-      freed: (pfn, pages) => this.#pagesFreed(this.segmentOfPfn(pfn), pfn, pages, true),
+      freed: (pfn, pages) => {
+        if (this.#revokeOnFree) this.#pagesFreed(this.segmentOfPfn(pfn), pfn, pages, true);
+      },
       allocated: (pfn, pages) => this.#pagesAllocated(pfn, pages),
     });
     this.nextPfn = this.physBase / PAGE_SIZE;
@@ -432,8 +443,10 @@ export class Machine {
    * A Buffer over exactly `length` bytes at a linear-map, vmalloc or user-VMA address: its
    * `.buffer` covers those bytes and nothing more. RangeError when the range is not mapped or
    * leaves the allocation / vmalloc area / VMA that holds its start. The view reads as length 0
-   * once what it covers is freed (__free_pages, cma_release, vfree/vunmap, VMA unmap) or the
-   * machine is destroyed. Each call makes one external ArrayBuffer (about 2 us).
+   * once its vmalloc area or VMA goes (vfree, vunmap, unmap) or the machine is destroyed, and, with
+   * dmaDebug, once the pages it covers are freed (__free_pages, cma_release). A new view costs one
+   * external ArrayBuffer (about 2 us); without dmaDebug the one made for the same address and
+   * length before is reused.
    */
   view(addr: number, length: number): Buffer {
     this.assertAlive();
@@ -445,6 +458,7 @@ export class Machine {
       if (length === 0) return Buffer.alloc(0);
       if (seg.kind === 'cma') {
         this.#checkCmaAllocated(seg, addr, length);
+        if (!this.#revokeOnFree) return this.#segmentView(seg, addr, length);
         let set = this.#cmaViews.get(seg);
         if (set === undefined) this.#cmaViews.set(seg, (set = new ViewSet()));
         return set.view(addr, length);
@@ -472,7 +486,15 @@ export class Machine {
       const off = addr - seg.address;
       return Buffer.from(segmentBytes(seg).subarray(off, off + length));
     }
-    return Buffer.from(this.view(addr, length));
+    const area = this.#vmallocSpace.find(addr);
+    if (area !== null) {
+      if (addr + length > area.addr + area.size) throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its vmalloc area`);
+      const out = Buffer.alloc(length);
+      if (length > 0) native.copyOut(addr, length, out, 0);
+      return out;
+    }
+    for (const vma of this.#vmas) if (addr >= vma.vm_start && addr < vma.vm_end) return vma.read(addr - vma.vm_start, length);
+    throw new RangeError(`${this.name}: nothing is mapped at 0x${addr.toString(16)}`);
   }
 
   /**
@@ -486,6 +508,14 @@ export class Machine {
     const head = this.#allocatedBlockHead(seg, first);
     if (head < 0) throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${first.toString(16)} is free)`);
     const blockEnd = head + (1 << seg.page(head).allocOrder);
+    if (!this.#revokeOnFree) {
+      for (let pfn = blockEnd; pfn < end;) {
+        const h = this.#allocatedBlockHead(seg, pfn);
+        if (h < 0) throw new RangeError(`${this.name}: view of ${length} bytes at 0x${addr.toString(16)} leaves its allocation (pfn 0x${pfn.toString(16)} is free)`);
+        pfn = h + (1 << seg.page(h).allocOrder);
+      }
+      return this.#segmentView(seg, addr, length);
+    }
     let set = this.#blockViews.get(head);
     if (set === undefined) this.#blockViews.set(head, (set = new ViewSet()));
     if (end <= blockEnd) return set.view(addr, length);
@@ -503,6 +533,21 @@ export class Machine {
       if (other === undefined) this.#blockViews.set(heads[i]!, (other = new ViewSet()));
       other.adopt(ab, addr, length);
     }
+    return Buffer.from(ab);
+  }
+
+  /**
+   * A view tracked by its segment (revoked at teardown), reusing the exact ArrayBuffer made for the
+   * same address and length before. The reuse table is bounded; what it forgets stays tracked.
+   */
+  #segmentView(seg: Segment, addr: number, length: number): Buffer {
+    let views = this.#segmentViews.get(seg);
+    if (views === undefined) this.#segmentViews.set(seg, (views = { set: new ViewSet(), byAddress: new Map() }));
+    const cached = views.byAddress.get(addr);
+    if (cached !== undefined && cached.byteLength === length) return Buffer.from(cached);
+    const ab = views.set.arrayBuffer(addr, length);
+    if (views.byAddress.size >= VIEW_REUSE_MAX) views.byAddress.clear();
+    views.byAddress.set(addr, ab);
     return Buffer.from(ab);
   }
 
@@ -527,11 +572,12 @@ export class Machine {
   }
 
   /**
-   * Pages [pfn, pfn+count) of `seg` were freed (buddy: a block, `block` true; CMA: a run): the
-   * views over them are revoked, and with page poisoning they are filled with PAGE_POISON.
+   * Pages [pfn, pfn+count) of `seg` were freed (buddy: a block, `block` true; CMA: a run). With
+   * dmaDebug, the views over them are revoked and they are filled with PAGE_POISON.
    */
   #pagesFreed(seg: Segment | null, pfn: number, count: number, block: boolean): void {
-    if (seg === null) return;
+    // Without dmaDebug nothing is tracked per allocation (see #revokeOnFree).
+    if (seg === null || !this.#revokeOnFree) return;
     if (block) {
       const set = this.#blockViews.get(pfn);
       if (set !== undefined) {
@@ -706,8 +752,10 @@ export class Machine {
     releaseVmallocSpace(this.#vmallocSpace);
     for (const set of this.#blockViews.values()) set.revoke();
     for (const set of this.#cmaViews.values()) set.revoke();
+    for (const views of this.#segmentViews.values()) views.set.revoke();
     this.#blockViews.clear();
     this.#cmaViews.clear();
+    this.#segmentViews.clear();
     let bytes = 0;
     for (const seg of this.#segments) {
       releaseSegment(seg);

@@ -26,6 +26,8 @@ export class Region {
   #prot: Protection;
   /** Every view handed out: exact ArrayBuffers, revoked together. */
   readonly #views = new ViewSet(this);
+  /** The whole-region ArrayBuffer write() copies through (in #views, so revoked with the others; never handed out). */
+  #whole: ArrayBuffer | null = null;
   readonly #fileWritable: boolean;
   readonly #ownsFile: boolean;
   readonly #offset: number;
@@ -225,8 +227,9 @@ export class Region {
     this.#live();
     this.#assertWritable();
     if (source.length === 0) return;
-    // Through the whole-region ArrayBuffer (made once, never handed out): no native call per write.
-    new Uint8Array(this.#views.arrayBuffer(this.address, this.#length), off, source.length).set(source);
+    // Through the whole-region ArrayBuffer (made once per mapping): no native call per write.
+    if (this.#whole === null || this.#whole.byteLength !== this.#length) this.#whole = this.#views.arrayBuffer(this.address, this.#length);
+    new Uint8Array(this.#whole, off, source.length).set(source);
   }
 
   /**

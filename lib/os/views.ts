@@ -29,18 +29,31 @@ export function trackedExternalMemory(): number {
   return trackedBytes;
 }
 
-/** One handed-out ArrayBuffer: held weakly (a view JS dropped needs no detach) with its range. */
+/**
+ * One handed-out ArrayBuffer and its range. The first few of a set are held strongly (a WeakRef
+ * costs about as much as the ArrayBuffer itself, and most sets are short-lived allocations with one
+ * or two views); the rest weakly (a view JS dropped needs no detach), so they cannot pile up.
+ */
 interface Entry {
-  readonly ref: WeakRef<ArrayBuffer>;
+  readonly strong: ArrayBuffer | null;
+  readonly ref: WeakRef<ArrayBuffer> | null;
   readonly lo: number;
   readonly hi: number;
+}
+
+/** How many entries of a set hold their ArrayBuffer strongly. */
+const STRONG = 8;
+
+function deref(e: Entry): ArrayBuffer | undefined {
+  return e.strong ?? e.ref?.deref();
 }
 
 /**
  * The views handed out over one owner's memory. Each is an external ArrayBuffer over exactly
  * [address, address+length), so a Buffer's `.buffer` never reaches a byte it was not given.
- * revoke() detaches the ones over a range (or all). Entries are weak: a program that makes a view
- * per message and drops it does not grow the set (collected entries are pruned as it grows).
+ * revoke() detaches the ones over a range (or all). Past the first few, entries are weak: a program
+ * that makes a view per message and drops it does not grow the set (collected entries are pruned
+ * as it grows).
  * @example
  * const set = new ViewSet(owner);
  * const b = set.view(addr, 16); b[0] = 1;
@@ -71,15 +84,12 @@ export class ViewSet {
     if (length === 0) return new ArrayBuffer(0);
     const last = this.#last;
     if (last !== null && last.lo === address && last.hi === address + length) {
-      const ab = last.ref.deref();
+      const ab = deref(last);
       if (ab !== undefined && ab.byteLength === length) return ab;
     }
     const ab = native.externalArrayBuffer(address, length);
     if (this.#owner !== undefined) owners.set(ab, this.#owner);
-    if (this.#entries.length >= this.#pruneAt) this.#prune();
-    const entry: Entry = { ref: new WeakRef(ab), lo: address, hi: address + length };
-    this.#entries.push(entry);
-    this.#last = entry;
+    this.#last = this.#track(ab, address, length);
     return ab;
   }
 
@@ -88,9 +98,15 @@ export class ViewSet {
    * revoking either set detaches it (a view over memory two owners free separately).
    */
   adopt(buffer: ArrayBuffer, address: number, length: number): void {
-    if (length === 0) return;
+    if (length !== 0) this.#track(buffer, address, length);
+  }
+
+  #track(ab: ArrayBuffer, address: number, length: number): Entry {
     if (this.#entries.length >= this.#pruneAt) this.#prune();
-    this.#entries.push({ ref: new WeakRef(buffer), lo: address, hi: address + length });
+    const strong = this.#entries.length < STRONG;
+    const entry: Entry = { strong: strong ? ab : null, ref: strong ? null : new WeakRef(ab), lo: address, hi: address + length };
+    this.#entries.push(entry);
+    return entry;
   }
 
   /** A Buffer over exactly [address, address+length), tracked. See arrayBuffer(). */
@@ -108,7 +124,7 @@ export class ViewSet {
     const kept: Entry[] = [];
     for (const e of entries) {
       if (e.lo < hi && lo < e.hi) {
-        const ab = e.ref.deref();
+        const ab = deref(e);
         if (ab !== undefined && ab.byteLength > 0) native.detach(ab);
       } else {
         kept.push(e);
@@ -121,7 +137,7 @@ export class ViewSet {
   /** Drops entries whose ArrayBuffer was collected or detached; the next prune waits for twice as many. */
   #prune(): void {
     this.#entries = this.#entries.filter((e) => {
-      const ab = e.ref.deref();
+      const ab = deref(e);
       return ab !== undefined && ab.byteLength > 0;
     });
     this.#pruneAt = Math.max(32, 2 * this.#entries.length);
