@@ -5,6 +5,9 @@ import { native } from '../native';
 import { trackExternalMemory } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
 import { readPfns } from '../os/pagemap';
+import { assertBackable, type HugetlbUse } from '../os/memory-limits';
+
+const hugetlbUse = (p: HugepagePolicy): HugetlbUse => (p === 'off' ? 'never' : p === 'require' ? 'only' : 'maybe');
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
 import {
@@ -138,6 +141,10 @@ export class Machine {
       ? 'buddy RAM defaults to 4 KiB pages because vmalloc and remap_pfn_range map its pages one by one and Linux maps hugetlb pages only whole'
       : undefined;
 
+    // The RAM the segments will pre-fault, checked against what the host can back (ENOMEM) before
+    // anything is reserved; each CMA area is checked the same way by cma_declare.
+    assertBackable(nodes * ram, `new Machine({ name: '${this.name}' }) RAM (${nodes} x ${ram} bytes)`, hugetlbUse(ramPolicy));
+
     this.buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn));
     this.nextPfn = this.physBase / PAGE_SIZE;
 
@@ -195,6 +202,7 @@ export class Machine {
    */
   cma_declare(name: string, size: number, nid: number, hugepages: HugepagePolicy = 'auto'): Cma {
     checkSize('size', size, PAGE_SIZE, false);
+    assertBackable(size, `cma_declare('${name}', ${size})`, hugetlbUse(hugepages));
     const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
     const cma = new Cma({
       name, basePfn: seg.startPfn, count: seg.pages, orderPerBit: 0, nid,

@@ -5,6 +5,7 @@
 import { C, native } from '../native';
 import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
 import { DmamemError } from './errors';
+import { assertBackable } from './memory-limits';
 import { pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
@@ -73,6 +74,7 @@ export class Region {
     v.assertBoolean('sealing', sealing);
 
     const mapped = roundUp(length, native.pageSize);
+    assertBackable(mapped, `Region.allocate(${length})`, policy === 'require' ? 'only' : policy === 'off' || mapped % HUGE_2M !== 0 ? 'never' : 'maybe');
     const fixedAddress = align2M ? native.reserve(mapped, HUGE_2M) : undefined;
     let m;
     try {
@@ -293,6 +295,7 @@ export class Region {
     this.#live();
     const oldMapped = this.mappedLength;
     const newMapped = roundUp(newLength, this.granule);
+    if (newMapped > oldMapped) assertBackable(newMapped - oldMapped, `resize(${newLength})`, this.granule === HUGE_2M ? 'only' : 'never');
     if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
     else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
     else this.#window?.detach(); // same pages, but the old views had the old length
