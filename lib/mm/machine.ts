@@ -4,7 +4,7 @@
 import { native } from '../native';
 import { trackExternalMemory } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
-import { readPfns } from '../os/pagemap';
+import { PFN_HIDDEN, PFN_NOT_PRESENT, readPfns } from '../os/pagemap';
 import { assertBackable, type HugetlbUse } from '../os/memory-limits';
 
 const hugetlbUse = (p: HugepagePolicy): HugetlbUse => (p === 'off' ? 'never' : p === 'require' ? 'only' : 'maybe');
@@ -465,26 +465,41 @@ export class Machine {
 
   // ---- host physical addresses ----
 
-  /** The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden. */
+  /**
+   * The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden
+   * (no CAP_SYS_ADMIN). The machine's RAM is always backed: a page the host dropped is read once
+   * to fault it back in, so "not present" is never an answer.
+   */
   hostPhysAddr(page: Page): bigint | null {
     this.assertAlive();
-    const pfns = readPfns(this.page_address(page), 1);
-    const pfn = pfns[0]!;
-    return Number.isNaN(pfn) ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
+    const addr = this.page_address(page);
+    let pfn = readPfns(addr, 1)[0]!;
+    if (pfn === PFN_NOT_PRESENT) {
+      native.copyOut(addr, 1, new Uint8Array(1), 0); // a read fault maps the memfd's page
+      pfn = readPfns(addr, 1)[0]!;
+    }
+    return pfn < 0 ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
   }
 
-  /** Host PFNs of `count` pages starting at a linear or vmalloc address (NaN where not visible). */
+  /**
+   * Host PFNs of `count` pages starting at a linear or vmalloc address: PFN_NOT_PRESENT (-1)
+   * where no frame backs the page (e.g. a user VMA page never touched), PFN_HIDDEN (-2) where the
+   * kernel hides it (no CAP_SYS_ADMIN).
+   */
   hostPfns(addr: number, count: number): Float64Array {
     return readPfns(addr, count);
   }
 
-  /** Whether `count` pages from `page` are contiguous in host physical memory; null when PFNs are hidden. */
+  /**
+   * Whether `count` pages from `page` are contiguous in host physical memory: null when PFNs are
+   * hidden, false when they are not consecutive or some page has no frame (not present).
+   */
   isHostContiguous(page: Page, count: number): boolean | null {
     this.assertAlive();
     const pfns = readPfns(this.page_address(page), count);
     for (let i = 0; i < count; i++) {
-      if (Number.isNaN(pfns[i]!)) return null;
-      if (i > 0 && pfns[i] !== pfns[i - 1]! + 1) return false;
+      if (pfns[i] === PFN_HIDDEN) return null;
+      if (pfns[i] === PFN_NOT_PRESENT || (i > 0 && pfns[i] !== pfns[i - 1]! + 1)) return false;
     }
     return true;
   }
