@@ -6,7 +6,7 @@ import { native } from '../lib/native';
 import { Machine } from '../lib/mm/machine';
 import { virt_to_page, vmalloc_to_page } from '../lib/mm/kernel';
 import { vfree, vmalloc } from '../lib/mm/vmalloc';
-import { readPfns } from '../lib/os/pagemap';
+import { PFN_HIDDEN, readPfns } from '../lib/os/pagemap';
 import {
   compare, consume, countNativeCalls, record, sizeName, targets, yieldToLoop,
   type BenchContext, type BenchGroup, type BenchResult,
@@ -119,7 +119,7 @@ export const translation: BenchGroup = {
       // Host physical translation of the whole RAM segment.
       const out = new Float64Array(pages);
       readPfns(ramBase, pages, out);
-      if (Number.isNaN(out[0]!)) ctx.notes.push('translation: host PFNs are hidden (no CAP_SYS_ADMIN): pagemap timings still hold, the PFNs read as 0');
+      if (out[0] === PFN_HIDDEN) ctx.notes.push('translation: host PFNs are hidden (no CAP_SYS_ADMIN): pagemap timings still hold, the PFNs read as 0');
       const oneRaw = new BigUint64Array(1);
       const batched = {
         label: 'readPfns, one pread',

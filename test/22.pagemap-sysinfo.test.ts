@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from '../lib/os/region';
-import { readPagemap, readPfns, readKpageflags, pfnVisible, hasKpageflag, KPF_HUGE, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL } from '../lib/os/pagemap';
+import { PFN_HIDDEN, PFN_NOT_PRESENT, readPagemap, readPfns, readKpageflags, pfnVisible, hasKpageflag, KPF_HUGE, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL } from '../lib/os/pagemap';
 import { systemInfo, explainMissing, thpMode } from '../lib/os/sysinfo';
 import { native } from '../lib/native';
 import { expectNoLeaks, requireHugepagesOrSkip, requirePfnsOrSkip } from './helpers/leaks';
@@ -30,14 +30,15 @@ describe('22 pagemap and system info', () => {
       }
     });
 
-    it('readPfns fills a caller-provided Float64Array with NaN for missing pages', () => {
+    it('readPfns fills a caller-provided Float64Array, PFN_NOT_PRESENT for missing pages', () => {
       using r = Region.allocate(2 * PAGE, { hugepages: 'off', populate: false });
       r.view()[PAGE] = 1;
       const out = new Float64Array(8);
       const got = readPfns(r.address, 2, out);
       assert.equal(got, out);
-      assert.ok(Number.isNaN(out[0]!));
+      assert.equal(out[0], PFN_NOT_PRESENT);
       if (pfnVisible()) assert.equal(out[1], r.physicalPages()[1]!.pfn);
+      else assert.equal(out[1], PFN_HIDDEN);
       assert.throws(() => readPfns(r.address, 2, new Float64Array(1)), TypeError);
     });
 

@@ -7,6 +7,7 @@ import { defaultMachine, destroyDefaultMachine } from '../mm/default';
 import { GFP_KERNEL, PAGE_SIZE } from '../mm/gfp';
 import type { Machine } from '../mm/machine';
 import { pgprot_cachemode } from '../mm/pgprot';
+import { PFN_HIDDEN, PFN_NOT_PRESENT } from '../os/pagemap';
 import { DMA_BIDIRECTIONAL, DMA_MAPPING_ERROR } from '../dma/constants';
 import '../dma/device';
 import { iommu_iova_to_phys } from '../dma/iommu';
@@ -40,6 +41,23 @@ export interface DemoReport {
 
 function hex(v: number | bigint): string {
   return `0x${v.toString(16)}`;
+}
+
+/**
+ * Whether two virtual pages are backed by the same host frame, as the demo's "same physical
+ * memory" step reports it. Both pages must have been touched: a page with no frame (not present)
+ * fails the check rather than passing it, and hidden PFNs (no CAP_SYS_ADMIN) pass only as
+ * "cannot compare", never as equal.
+ * @example samePhysicalPage(machine, vma.vm_start + 4096, cpuAddr + 4096).ok
+ */
+export function samePhysicalPage(machine: Machine, a: number, b: number): { result: string; ok: boolean; hidden: boolean } {
+  const pa = machine.hostPfns(a, 1)[0]!;
+  const pb = machine.hostPfns(b, 1)[0]!;
+  if (pa === PFN_NOT_PRESENT || pb === PFN_NOT_PRESENT) {
+    return { result: `page at ${hex(pa === PFN_NOT_PRESENT ? a : b)} is not present (never touched): nothing to compare`, ok: false, hidden: false };
+  }
+  if (pa === PFN_HIDDEN || pb === PFN_HIDDEN) return { result: 'PFNs hidden (no CAP_SYS_ADMIN): cannot compare', ok: true, hidden: true };
+  return { result: `${hex(pa)} ${pa === pb ? '==' : '!='} ${hex(pb)}`, ok: pa === pb, hidden: false };
 }
 
 function dmamemMappings(): number {
@@ -110,10 +128,12 @@ export function playDemo(machine: Machine): DemoReport {
     step('write through VMA', 'read back through the kernel address', JSON.stringify(back), back === 'hello from user space');
     kernel[SIZE - 1] = 0xa5;
     step('write through kernel address', 'read back through the VMA', hex(user[SIZE - 1]!), user[SIZE - 1] === 0xa5);
-    const a = machine.hostPfns(vma.vm_start, 1)[0]!;
-    const b = machine.hostPfns(cpuAddr, 1)[0]!;
-    step('same physical memory', 'pagemap PFN of VMA page 0 == of cpu_addr page 0',
-      Number.isNaN(a) ? 'PFNs hidden' : `${hex(a)} == ${hex(b)}`, Number.isNaN(a) || a === b);
+    // Compare the pages the bytes above went through (both touched, so both have a frame).
+    const first = samePhysicalPage(machine, vma.vm_start + PAGE_SIZE, cpuAddr + PAGE_SIZE);
+    const last = samePhysicalPage(machine, vma.vm_start + SIZE - PAGE_SIZE, cpuAddr + SIZE - PAGE_SIZE);
+    step('same physical memory', 'pagemap PFN of VMA pages 1 and 255 == of cpu_addr pages 1 and 255',
+      `${first.result}; ${last.result}`, first.ok && last.ok);
+    if (first.hidden) fallbacks.push('the same-physical-memory step could not compare PFNs (hidden without CAP_SYS_ADMIN)');
   }
 
   vma.unmap();

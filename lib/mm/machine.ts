@@ -4,7 +4,9 @@
 import { native } from '../native';
 import { trackExternalMemory, ViewSet } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
-import { readPfns } from '../os/pagemap';
+import { PFN_HIDDEN, PFN_NOT_PRESENT, readPfns } from '../os/pagemap';
+import { assertBackable, type HugetlbUse } from '../os/memory-limits';
+
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
 import { leakReport, pageCorruption, poisonPages } from './page-debug';
@@ -21,6 +23,8 @@ import { Page as PageClass } from './page';
 import { HUGEPAGE_POLICIES } from '../os/backing';
 import { checkBool, checkGfp, checkInt, checkOptions, checkSameMachine, checkString, describeValue } from './validate';
 
+/** How a hugepage policy uses the hugetlb pool, for the size check. */
+const hugetlbUse = (p: HugepagePolicy): HugetlbUse => (p === 'off' ? 'never' : p === 'require' ? 'only' : 'maybe');
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 /** One 2 MiB huge page (the granule hugetlb memory is mapped in). */
@@ -190,6 +194,10 @@ export class Machine {
       ? 'buddy RAM defaults to 4 KiB pages because vmalloc and remap_pfn_range map its pages one by one and Linux maps hugetlb pages only whole'
       : undefined;
 
+    // The RAM the segments will pre-fault, checked against what the host can back (ENOMEM) before
+    // anything is reserved; each CMA area is checked the same way by cma_declare.
+    assertBackable(nodes * ram, `new Machine({ name: '${this.name}' }) RAM (${nodes} x ${ram} bytes)`, hugetlbUse(ramPolicy));
+
     this.#poison = this.dmaDebug;
     this.#revokeOnFree = this.dmaDebug !== false;
     this.#buddy = new BuddyAllocator((pfn) => this.pfn_to_page(pfn), {
@@ -275,6 +283,7 @@ export class Machine {
    */
   cma_declare(name: string, size: number, nid: number, hugepages: HugepagePolicy = 'auto'): Cma {
     checkSize('size', size, PAGE_SIZE, false);
+    assertBackable(size, `cma_declare('${name}', ${size})`, hugetlbUse(hugepages));
     const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
     const cma = new Cma({
       name, basePfn: seg.startPfn, count: seg.pages, orderPerBit: 0, nid,
@@ -669,26 +678,41 @@ export class Machine {
 
   // ---- host physical addresses ----
 
-  /** The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden. */
+  /**
+   * The host physical address of a page (via /proc/self/pagemap), or null when PFNs are hidden
+   * (no CAP_SYS_ADMIN). The machine's RAM is always backed: a page the host dropped is read once
+   * to fault it back in, so "not present" is never an answer.
+   */
   hostPhysAddr(page: Page): bigint | null {
     this.assertAlive();
-    const pfns = readPfns(this.page_address(page), 1);
-    const pfn = pfns[0]!;
-    return Number.isNaN(pfn) ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
+    const addr = this.page_address(page);
+    let pfn = readPfns(addr, 1)[0]!;
+    if (pfn === PFN_NOT_PRESENT) {
+      native.copyOut(addr, 1, new Uint8Array(1), 0); // a read fault maps the memfd's page
+      pfn = readPfns(addr, 1)[0]!;
+    }
+    return pfn < 0 ? null : BigInt(pfn) << BigInt(PAGE_SHIFT);
   }
 
-  /** Host PFNs of `count` pages starting at a linear or vmalloc address (NaN where not visible). */
+  /**
+   * Host PFNs of `count` pages starting at a linear or vmalloc address: PFN_NOT_PRESENT (-1)
+   * where no frame backs the page (e.g. a user VMA page never touched), PFN_HIDDEN (-2) where the
+   * kernel hides it (no CAP_SYS_ADMIN).
+   */
   hostPfns(addr: number, count: number): Float64Array {
     return readPfns(addr, count);
   }
 
-  /** Whether `count` pages from `page` are contiguous in host physical memory; null when PFNs are hidden. */
+  /**
+   * Whether `count` pages from `page` are contiguous in host physical memory: null when PFNs are
+   * hidden, false when they are not consecutive or some page has no frame (not present).
+   */
   isHostContiguous(page: Page, count: number): boolean | null {
     this.assertAlive();
     const pfns = readPfns(this.page_address(page), count);
     for (let i = 0; i < count; i++) {
-      if (Number.isNaN(pfns[i]!)) return null;
-      if (i > 0 && pfns[i] !== pfns[i - 1]! + 1) return false;
+      if (pfns[i] === PFN_HIDDEN) return null;
+      if (pfns[i] === PFN_NOT_PRESENT || (i > 0 && pfns[i] !== pfns[i - 1]! + 1)) return false;
     }
     return true;
   }

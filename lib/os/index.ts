@@ -9,7 +9,7 @@ export type { Backing, HugepagePolicy, BackingOptions, BackedMemfd } from './bac
 // arbitrary address would let a program write to memory that is not mapped (SIGSEGV).
 export { trackedExternalMemory, viewAddress } from './views';
 export {
-  readPagemap, readPfns, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
+  readPagemap, readPfns, PFN_NOT_PRESENT, PFN_HIDDEN, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
   KPF_LOCKED, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,
   KPF_HUGE, KPF_UNEVICTABLE, KPF_NOPAGE, KPF_THP, KPF_ZERO_PAGE,
 } from './pagemap';

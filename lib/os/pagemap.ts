@@ -1,6 +1,7 @@
 // Physical pages of virtual memory: /proc/self/pagemap (one batched pread per range) and
-// /proc/kpageflags. A PFN the kernel hides (no CAP_SYS_ADMIN: it reads as 0) is reported as
-// null / NaN, never as 0, so "not visible" is never mistaken for a page frame.
+// /proc/kpageflags. A page with no frame (not present: never touched, dropped, swapped) and a
+// frame the kernel hides (no CAP_SYS_ADMIN: it reads as 0) are told apart (PFN_NOT_PRESENT,
+// PFN_HIDDEN), and neither is ever mistaken for a page frame.
 
 import * as fs from 'node:fs';
 import { native } from '../native';
@@ -12,8 +13,10 @@ export interface PageInfo {
   present: boolean;
   /** Bit 62: the page is in swap. */
   swapped: boolean;
-  /** Bits 0-54 when present and PFNs are visible; null otherwise. */
+  /** Bits 0-54 when present and PFNs are visible; null otherwise (see present and pfnHidden). */
   pfn: number | null;
+  /** True when the page is present but the kernel hides its PFN (no CAP_SYS_ADMIN); false when pfn is known or the page is not present. */
+  pfnHidden: boolean;
   /** Bit 55: written since the soft-dirty bits were last cleared. */
   softDirty: boolean;
   /** Bit 56: mapped exclusively (by this process only). */
@@ -36,6 +39,11 @@ export const KPF_UNEVICTABLE = 18;
 export const KPF_NOPAGE = 20;
 export const KPF_THP = 22;
 export const KPF_ZERO_PAGE = 24;
+
+/** readPfns value of a page with no frame: not present (never touched, dropped, or swapped out). */
+export const PFN_NOT_PRESENT = -1;
+/** readPfns value of a present page whose frame the kernel hides (no CAP_SYS_ADMIN). */
+export const PFN_HIDDEN = -2;
 
 const CAP_SYS_ADMIN = 21;
 let visible: boolean | null = null;
@@ -95,11 +103,13 @@ export function readPagemap(address: number, pages: number): PageInfo[] {
     const lo = w[2 * i]!;
     const hi = w[2 * i + 1]!;
     const present = (hi & HI_PRESENT) !== 0;
-    const pfn = present && show ? (hi & HI_PFN_MASK) * TWO32 + lo : null;
+    const raw = (hi & HI_PFN_MASK) * TWO32 + lo;
+    const pfn = present && show && raw !== 0 ? raw : null; // 0 is what a hidden PFN reads as
     out[i] = {
       present,
       swapped: (hi & HI_SWAPPED) !== 0,
-      pfn: pfn === 0 ? null : pfn, // 0 is what a hidden PFN reads as
+      pfn,
+      pfnHidden: present && pfn === null,
       softDirty: (hi & HI_SOFT_DIRTY) !== 0,
       exclusive: (hi & HI_EXCLUSIVE) !== 0,
       fileOrShared: (hi & HI_FILE) !== 0,
@@ -109,8 +119,9 @@ export function readPagemap(address: number, pages: number): PageInfo[] {
 }
 
 /**
- * PFNs only, NaN for pages not present or not visible. Allocates nothing when `out` is given
- * (it must hold at least `pages` entries); for the memory model and benchmarks.
+ * PFNs only: PFN_NOT_PRESENT (-1) for a page with no frame, PFN_HIDDEN (-2) for a present page
+ * whose frame the kernel hides. Allocates nothing when `out` is given (it must hold at least
+ * `pages` entries); for the memory model and benchmarks.
  * @example const pfns = readPfns(addr, 512, new Float64Array(512))
  */
 export function readPfns(address: number, pages: number, out?: Float64Array): Float64Array {
@@ -123,7 +134,7 @@ export function readPfns(address: number, pages: number, out?: Float64Array): Fl
   for (let i = 0; i < pages; i++) {
     const hi = w[2 * i + 1]!;
     const pfn = (hi & HI_PFN_MASK) * TWO32 + w[2 * i]!;
-    result[i] = show && (hi & HI_PRESENT) !== 0 && pfn !== 0 ? pfn : NaN;
+    result[i] = (hi & HI_PRESENT) === 0 ? PFN_NOT_PRESENT : show && pfn !== 0 ? pfn : PFN_HIDDEN;
   }
   return result;
 }

@@ -5,7 +5,8 @@
 import { C, native } from '../native';
 import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
 import { DmamemError } from './errors';
-import { pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
+import { assertBackable } from './memory-limits';
+import { PFN_HIDDEN, PFN_NOT_PRESENT, pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
 import { mapSharedFd, readMapOptions, sealAgainstShrinking, type SharedMapping } from './region-share';
@@ -76,6 +77,7 @@ export class Region {
     v.assertBoolean('sealing', sealing);
 
     const mapped = roundUp(length, native.pageSize);
+    assertBackable(mapped, `Region.allocate(${length})`, policy === 'require' ? 'only' : policy === 'off' || mapped % HUGE_2M !== 0 ? 'never' : 'maybe');
     const fixedAddress = align2M ? native.reserve(mapped, HUGE_2M) : undefined;
     let m;
     try {
@@ -300,6 +302,7 @@ export class Region {
     this.#live();
     const oldMapped = this.mappedLength;
     const newMapped = roundUp(newLength, this.granule);
+    if (newMapped > oldMapped) assertBackable(newMapped - oldMapped, `resize(${newLength})`, this.granule === HUGE_2M ? 'only' : 'never');
     if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
     else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
     else this.#views.revoke(); // same pages, but the old views had the old length
@@ -338,7 +341,8 @@ export class Region {
   }
 
   /**
-   * Per-page pagemap entries of the mapping (pfn null when not present or hidden).
+   * Per-page pagemap entries of the mapping. pfn is null when there is no frame to report:
+   * `present: false` (not present) or `pfnHidden: true` (present, but hidden without CAP_SYS_ADMIN).
    * @example r.physicalPages()[0]!.pfn
    */
   physicalPages(): PageInfo[] {
@@ -347,7 +351,8 @@ export class Region {
   }
 
   /**
-   * PFNs of every 4 KiB page, NaN where not present or hidden.
+   * PFNs of every 4 KiB page: PFN_NOT_PRESENT (-1) where not present, PFN_HIDDEN (-2) where
+   * the kernel hides the frame (no CAP_SYS_ADMIN).
    * @example r.pfns()[0]
    */
   pfns(out?: Float64Array): Float64Array {
@@ -356,13 +361,17 @@ export class Region {
   }
 
   /**
-   * True when the pages are consecutive page frames; null when PFNs are hidden (no CAP_SYS_ADMIN).
+   * True when the pages are consecutive page frames; false when they are not, or some page has
+   * no frame (not present); null when PFNs are hidden (no CAP_SYS_ADMIN).
    * @example Region.allocate(2 << 20, { hugepages: 'require' }).isPhysicallyContiguous() // true
    */
   isPhysicallyContiguous(): boolean | null {
     if (!pfnVisible()) return null;
     const p = this.pfns();
-    for (let i = 0; i < p.length; i++) if (!(p[i] === p[0]! + i)) return false;
+    for (let i = 0; i < p.length; i++) {
+      if (p[i] === PFN_HIDDEN) return null;
+      if (p[i] === PFN_NOT_PRESENT || p[i] !== p[0]! + i) return false;
+    }
     return true;
   }
 
