@@ -227,6 +227,11 @@ describe('42 validation: misuse is refused before any side effect', () => {
       ['sg_chain(prv, 5, sgl) past the chunk', () => d.sg_chain([sgt.sgl!], 5, sgt.sgl!), RE(/prv_nents/)],
       ['get_dma_ops(null)', () => d.get_dma_ops(bad(null)), notDevice],
       ['use_dma_iommu({})', () => d.use_dma_iommu(bad({})), notDevice],
+      ['remap_pfn_range({} vma)', () => d.remap_pfn_range(bad({ machine: m }), 0, page.pfn, PAGE, d.PAGE_SHARED), TE(/VMA/)],
+      ["remap_pfn_range(pfn '1')", () => d.remap_pfn_range(vma, vma.vm_start, bad(String(page.pfn)), PAGE, d.PAGE_SHARED), TE(/for pfn/)],
+      ['remap_pfn_range(size -1)', () => d.remap_pfn_range(vma, vma.vm_start, page.pfn, -1, d.PAGE_SHARED), RE(/for size/)],
+      ['m.cma_declare on node 5 of a 1-node machine (no segment made)', () => m.cma_declare('x42', 2 * MiB, 5), RE(/for nid/)],
+      ["m.cma_declare(hugepages 'yes')", () => m.cma_declare('x42', 2 * MiB, 0, bad('yes')), TE(/hugepages/)],
       ["PAGE_ALIGN('4096')", () => d.PAGE_ALIGN(bad('4096')), TE(/size/)],
       ["get_order('x')", () => d.get_order(bad('x')), TE(/size/)],
     ];

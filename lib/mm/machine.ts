@@ -227,6 +227,9 @@ export class Machine {
    * segment whose pages only cma_alloc hands out.
    */
   cma_declare(name: string, size: number, nid: number, hugepages: HugepagePolicy = 'auto'): Cma {
+    checkString('cma_declare', 'name', name);
+    checkInt('cma_declare', 'nid', nid, 0, this.nodeCount - 1);
+    checkPolicy('hugepages', hugepages);
     checkSize('size', size, PAGE_SIZE, false);
     const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
     const cma = new Cma({
