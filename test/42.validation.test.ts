@@ -125,6 +125,7 @@ describe('42 validation: misuse is refused before any side effect', () => {
       ['dma_declare_coherent_memory(phys number)', () => d.dma_declare_coherent_memory(ddev, bad(0), 0n, PAGE), TE(/for phys_addr/)],
       // boxes: checked before anything is allocated
       ['dma_alloc_pages(1 MiB, box 0n)', () => d.dma_alloc_pages(dev, 1 << 20, bad(0n), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/\{ value \} box for dma_handle/)],
+      ["dma_alloc_pages(direct device, 1 MiB, box 0n): the issue's leak of 256 CMA pages", () => d.dma_alloc_pages(ddev, 1 << 20, bad(0n), d.DMA_BIDIRECTIONAL, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_pages(box null)', () => d.dma_alloc_pages(ddev, PAGE, bad(null), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_pages(frozen box)', () => d.dma_alloc_pages(dev, PAGE, Object.freeze({ value: 0n }), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_noncoherent(box 0n)', () => d.dma_alloc_noncoherent(dev, 1 << 20, bad(0n), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],

@@ -10,7 +10,6 @@ import { valid_dma_direction, dma_direction_name, type DmaDataDirection } from '
 import { Device } from './device';
 import { Scatterlist, SgTable, type SgStore } from './scatterlist';
 
-
 // Predicates for the fast path of hot entry points: one inlined boolean test, then the check
 // functions below only when it fails (to throw the precise error).
 
