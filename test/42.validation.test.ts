@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as d from '../lib/index';
+import { liveMachines } from '../lib/mm/registry';
 import { expectNoLeaks, fdCount, memfdMappingCount } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
@@ -70,6 +71,8 @@ describe('42 validation: misuse is refused before any side effect', () => {
         vma: [vma.vm_start, vma.vm_flags, vma.vm_page_prot, vma.mappedPages()],
         sgt: [sgt.nents, sgt.orig_nents, sgt.sgl?.length],
         devMask: [dev.dma_mask, dev.coherent_dma_mask],
+        // The kernel-named functions without a machine argument must not create the default machine.
+        machines: liveMachines().length,
       };
     }
 
@@ -122,6 +125,7 @@ describe('42 validation: misuse is refused before any side effect', () => {
       ['dma_declare_coherent_memory(phys number)', () => d.dma_declare_coherent_memory(ddev, bad(0), 0n, PAGE), TE(/for phys_addr/)],
       // boxes: checked before anything is allocated
       ['dma_alloc_pages(1 MiB, box 0n)', () => d.dma_alloc_pages(dev, 1 << 20, bad(0n), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/\{ value \} box for dma_handle/)],
+      ["dma_alloc_pages(direct device, 1 MiB, box 0n): the issue's leak of 256 CMA pages", () => d.dma_alloc_pages(ddev, 1 << 20, bad(0n), d.DMA_BIDIRECTIONAL, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_pages(box null)', () => d.dma_alloc_pages(ddev, PAGE, bad(null), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_pages(frozen box)', () => d.dma_alloc_pages(dev, PAGE, Object.freeze({ value: 0n }), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],
       ['dma_alloc_noncoherent(box 0n)', () => d.dma_alloc_noncoherent(dev, 1 << 20, bad(0n), d.DMA_TO_DEVICE, d.GFP_KERNEL), TE(/box/)],
@@ -208,6 +212,27 @@ describe('42 validation: misuse is refused before any side effect', () => {
       ["cma_alloc(noWarn 'no')", () => d.cma_alloc(m.dma_contiguous_default_area, 1, 0, bad('no')), TE(/noWarn/)],
       ['cma_release(page {})', () => d.cma_release(m.dma_contiguous_default_area, bad({ pfn: 1 }), 1), TE(/struct page/)],
       ['m.vmap([page, {}])', () => m.vmap([page, bad({})], 2), TE(/pages\[1\]/)],
+      ["alloc_pages('GFP_KERNEL', 0) on the default machine", () => d.alloc_pages(bad('GFP_KERNEL'), 0), TE(/gfp/)],
+      ["alloc_pages_node('0', ...)", () => d.alloc_pages_node(bad('0'), d.GFP_KERNEL, 0), TE(/for nid/)],
+      ["vmalloc('4096') on the default machine", () => d.vmalloc(bad('4096')), TE(/for size/)],
+      ['vzalloc(-1)', () => d.vzalloc(-1), RE(/for size/)],
+      ["pfn_to_page('1')", () => d.pfn_to_page(bad('1')), TE(/for pfn/)],
+      ['phys_to_virt(4096)', () => d.phys_to_virt(bad(4096)), TE(/bigint/)],
+      ["m.virt_to_phys('x')", () => m.virt_to_phys(bad('x')), TE(/for addr/)],
+      ["m.vmalloc('4096')", () => m.vmalloc(bad('4096')), TE(/for size/)],
+      ['sg_next({})', () => d.sg_next(bad({})), TE(/Scatterlist/)],
+      ['sg_phys(null)', () => d.sg_phys(bad(null)), TE(/Scatterlist/)],
+      ['sg_dma_address(undefined)', () => d.sg_dma_address(bad(undefined)), TE(/Scatterlist/)],
+      ["for_each_sg(sgl, '1', fn)", () => d.for_each_sg(sgt.sgl, bad('1'), () => undefined), TE(/for nents/)],
+      ['for_each_sgtable_sg({})', () => d.for_each_sgtable_sg(bad({}), () => undefined), TE(/SgTable/)],
+      ['sg_chain(prv, 5, sgl) past the chunk', () => d.sg_chain([sgt.sgl!], 5, sgt.sgl!), RE(/prv_nents/)],
+      ['get_dma_ops(null)', () => d.get_dma_ops(bad(null)), notDevice],
+      ['use_dma_iommu({})', () => d.use_dma_iommu(bad({})), notDevice],
+      ['remap_pfn_range({} vma)', () => d.remap_pfn_range(bad({ machine: m }), 0, page.pfn, PAGE, d.PAGE_SHARED), TE(/VMA/)],
+      ["remap_pfn_range(pfn '1')", () => d.remap_pfn_range(vma, vma.vm_start, bad(String(page.pfn)), PAGE, d.PAGE_SHARED), TE(/for pfn/)],
+      ['remap_pfn_range(size -1)', () => d.remap_pfn_range(vma, vma.vm_start, page.pfn, -1, d.PAGE_SHARED), RE(/for size/)],
+      ['m.cma_declare on node 5 of a 1-node machine (no segment made)', () => m.cma_declare('x42', 2 * MiB, 5), RE(/for nid/)],
+      ["m.cma_declare(hugepages 'yes')", () => m.cma_declare('x42', 2 * MiB, 0, bad('yes')), TE(/hugepages/)],
       ["PAGE_ALIGN('4096')", () => d.PAGE_ALIGN(bad('4096')), TE(/size/)],
       ["get_order('x')", () => d.get_order(bad('x')), TE(/size/)],
     ];
@@ -262,6 +287,16 @@ describe('42 validation: misuse is refused before any side effect', () => {
       assert.equal(m.warnings.length, warnings + 2, '__GFP_NOWARN keeps it quiet');
       // Out of 0..MAX_NUMNODES-1 it stays the kernel's VM_BUG_ON.
       assert.throws(() => m.alloc_pages_node(1024, d.GFP_KERNEL, 0), /^Error: kernel BUG/);
+    });
+
+    it('vmalloc of more than the machine has fails at once with null and a WARN, allocating nothing', () => {
+      const before = m.stats();
+      const warnings = m.warnings.length;
+      assert.equal(m.vmalloc(2 ** 40), null);
+      assert.equal(m.vzalloc(64 * MiB), null);
+      assert.deepEqual(m.stats(), before);
+      assert.equal(m.warnings.length, warnings + 2);
+      assert.match(m.warnings.at(-1)!.message, /vmalloc error: size 67108864, exceeds total pages \(2048\)/);
     });
 
     it('sg_alloc_table of an absurd count returns -ENOMEM at once and leaves the table empty', () => {

@@ -6,7 +6,8 @@ import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { EBUSY, EINVAL, ENODEV, ENXIO } from './constants';
 import type { Device } from './device';
 import type { Box } from './ops';
-import { checkBigint, checkDevice, checkLiveDevice, checkSize } from './validate';
+import { checkDevice, checkLiveDevice } from './validate';
+import { checkBigint, checkSize } from '../mm/validate';
 
 /** struct dma_coherent_mem. */
 export class CoherentPool {

@@ -8,7 +8,8 @@ import {
 } from '../mm/gfp';
 import type { Page } from '../mm/page';
 import { dev_to_node, type Device } from './device';
-import { checkDevice, checkGfp, checkLiveDevice, checkPage, checkSize } from './validate';
+import { checkDevice, checkLiveDevice, checkPage } from './validate';
+import { checkGfp, checkSize } from '../mm/validate';
 
 
 /**

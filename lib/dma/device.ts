@@ -180,6 +180,7 @@ export function dev_to_node(dev: Device): number {
 
 /** get_dma_ops: dev->dma_ops (x86 has no arch ops), else null. */
 export function get_dma_ops(dev: Device): DmaMapOps | null {
+  if (!(dev instanceof Device)) throw new TypeError(`get_dma_ops: Expected a Device for dev but received ${describeValue(dev)}`);
   return dev.dma_ops;
 }
 
@@ -191,5 +192,6 @@ export function set_dma_ops(dev: Device, ops: DmaMapOps | null): void {
 
 /** use_dma_iommu: the device is behind an IOMMU with DMA translation. */
 export function use_dma_iommu(dev: Device): boolean {
+  if (!(dev instanceof Device)) throw new TypeError(`use_dma_iommu: Expected a Device for dev but received ${describeValue(dev)}`);
   return dev.iommu !== null;
 }

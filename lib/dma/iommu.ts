@@ -12,7 +12,8 @@ import { mask_bits, min_not_zero } from './direct';
 import { IoPageTable } from './io_pgtable';
 import { IovaDomain } from './iova';
 import { dma_get_mask } from './mask';
-import { checkBigint, checkDevice, checkInt, checkSize } from './validate';
+import { checkDevice } from './validate';
+import { checkBigint, checkInt, checkSize } from '../mm/validate';
 import { describeValue } from '../mm/validate';
 
 /** A device behind an IOMMU or its domain (the core API takes either). */

@@ -6,7 +6,8 @@ import { get_dma_ops, use_dma_iommu, type Device } from './device';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
 import { dma_map_direct } from './route';
-import { checkBigint, checkDevice } from './validate';
+import { checkDevice } from './validate';
+import { checkBigint } from '../mm/validate';
 
 /**
  * dma_supported: can the device address `mask`? Behind an IOMMU always (a WARN and false if the

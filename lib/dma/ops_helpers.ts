@@ -17,10 +17,8 @@ import { iommu_dma_map_page, iommu_dma_unmap_page } from './dma_iommu';
 import { dma_pgprot } from './mapping';
 import type { Box, DmaMapOps } from './ops';
 import { sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
-import {
-  checkAttrs, checkBigint, checkBox, checkCpuAddr, checkDevice, checkDirection, checkGfp, checkInt, checkLiveDevice,
-  checkPage, checkSgTable, checkSize, checkVma,
-} from './validate';
+import { checkAttrs, checkCpuAddr, checkDevice, checkDirection, checkLiveDevice, checkPage, checkSgTable, checkVma } from './validate';
+import { checkBigint, checkBox, checkGfp, checkInt, checkSize } from '../mm/validate';
 
 /**
  * dma_common_vaddr_to_page: vmalloc_to_page for a vmalloc address (null where nothing is mapped,

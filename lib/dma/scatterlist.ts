@@ -128,20 +128,29 @@ export class SgTable {
 export const sgFaultInjection: { failAfterChunks: number | null } = { failAfterChunks: null };
 
 export function sg_is_chain(sg: Scatterlist): boolean {
+  checkSgEntry('sg_is_chain', sg);
   return (sg.link_flags & SG_CHAIN) !== 0;
 }
 
 export function sg_is_last(sg: Scatterlist): boolean {
+  checkSgEntry('sg_is_last', sg);
   return (sg.link_flags & SG_END) !== 0;
 }
 
 /** sg_page: the page of a data entry. */
 export function sg_page(sg: Scatterlist): Page | null {
+  checkSgEntry('sg_page', sg);
   return sg.page_link;
 }
 
 function checkSgEntry(fn: string, sg: unknown): asserts sg is Scatterlist {
   if (!(sg instanceof Scatterlist)) throw new TypeError(`${fn}: Expected a Scatterlist for sg but received ${describeValue(sg)}`);
+}
+
+/** A list head (or null) and a count, for the walks. */
+function checkSgList(fn: string, sgl: unknown, nents: unknown): void {
+  if (sgl !== null) checkSgEntry(fn, sgl);
+  checkInt(fn, 'nents', nents, 0);
 }
 
 function checkTable(fn: string, table: unknown): asserts table is SgTable {
@@ -183,21 +192,25 @@ export function sg_set_page(sg: Scatterlist, page: Page | null, len: number, off
 
 /** sg_mark_end: this entry ends the list (clears a chain mark, as the kernel does). */
 export function sg_mark_end(sg: Scatterlist): void {
+  checkSgEntry('sg_mark_end', sg);
   sg.link_flags = (sg.link_flags | SG_END) & ~SG_CHAIN;
 }
 
 /** sg_unmark_end. */
 export function sg_unmark_end(sg: Scatterlist): void {
+  checkSgEntry('sg_unmark_end', sg);
   sg.link_flags &= ~SG_END;
 }
 
 /** sg_dma_address. */
 export function sg_dma_address(sg: Scatterlist): bigint {
+  checkSgEntry('sg_dma_address', sg);
   return sg.dma_address;
 }
 
 /** sg_dma_len (CONFIG_NEED_SG_DMA_LENGTH: a separate field). */
 export function sg_dma_len(sg: Scatterlist): number {
+  checkSgEntry('sg_dma_len', sg);
   return sg.dma_length;
 }
 
@@ -206,6 +219,7 @@ export function sg_dma_len(sg: Scatterlist): number {
  * @throws TypeError for an entry without a page (the kernel would dereference NULL).
  */
 export function sg_phys(sg: Scatterlist): bigint {
+  checkSgEntry('sg_phys', sg);
   const page = sg.page_link;
   if (page === null) throw new TypeError('sg_phys: scatterlist entry has no page');
   return page.phys + BigInt(sg.offset);
@@ -216,6 +230,7 @@ export function sg_phys(sg: Scatterlist): bigint {
  * the end of the store, where C would run off its allocation).
  */
 export function sg_next(sg: Scatterlist): Scatterlist | null {
+  checkSgEntry('sg_next', sg);
   const { store, index } = sg;
   if (((store.flags[index] ?? 0) & SG_END) !== 0) return null;
   const next = index + 1;
@@ -233,28 +248,34 @@ export function for_each_sg(
   nents: number,
   fn: (sg: Scatterlist, i: number) => void,
 ): void {
+  checkSgList('for_each_sg', sgl, nents);
+  if (typeof fn !== 'function') throw new TypeError(`for_each_sg: Expected a function for fn but received ${describeValue(fn)}`);
   let sg = sgl;
   for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) fn(sg, i);
 }
 
 /** The same walk as for_each_sg, as an iterator of [entry, index]. */
 export function* sgIterate(sgl: Scatterlist | null, nents: number): Generator<[Scatterlist, number]> {
+  checkSgList('sgIterate', sgl, nents);
   let sg = sgl;
   for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) yield [sg, i];
 }
 
 /** for_each_sgtable_sg: the CPU entries (orig_nents). */
 export function for_each_sgtable_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+  checkTable('for_each_sgtable_sg', sgt);
   for_each_sg(sgt.sgl, sgt.orig_nents, fn);
 }
 
 /** for_each_sgtable_dma_sg: the mapped entries (nents). */
 export function for_each_sgtable_dma_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+  checkTable('for_each_sgtable_dma_sg', sgt);
   for_each_sg(sgt.sgl, sgt.nents, fn);
 }
 
 /** sg_nents: number of data entries up to the end mark (chain links do not count). */
 export function sg_nents(sgl: Scatterlist | null): number {
+  if (sgl !== null) checkSgEntry('sg_nents', sgl);
   let n = 0;
   for (let sg = sgl; sg !== null; sg = sg_next(sg)) n++;
   return n;
@@ -278,6 +299,9 @@ export function sg_init_table(sgl: Scatterlist[], nents: number): void {
  * are cleared and the end mark is dropped, as in the kernel.
  */
 export function sg_chain(prv: readonly Scatterlist[], prv_nents: number, sgl: Scatterlist): void {
+  if (!Array.isArray(prv)) throw new TypeError(`sg_chain: Expected an array of entries for prv but received ${describeValue(prv)}`);
+  checkInt('sg_chain', 'prv_nents', prv_nents, 1, prv.length);
+  checkSgEntry('sg_chain', sgl);
   const link = prv[prv_nents - 1];
   if (link === undefined) throw new RangeError(`sg_chain: no slot ${prv_nents - 1} in the chunk`);
   __sg_chain(link.store, link.index, sgl);

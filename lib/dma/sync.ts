@@ -8,7 +8,8 @@ import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
 import { dma_map_direct } from './route';
 import type { Scatterlist, SgTable } from './scatterlist';
-import { checkBigint, checkDevice, checkDirection, checkInt, checkSg, checkSgTable, checkSize } from './validate';
+import { checkDevice, checkDirection, checkSg, checkSgTable } from './validate';
+import { checkBigint, checkInt, checkSize } from '../mm/validate';
 
 /** The checks of a sync by handle. */
 function checkSingle(fn: string, dev: Device, addr: bigint, size: number, dir: number): void {

@@ -4,15 +4,44 @@
 
 import { Page } from '../mm/page';
 import { machineOfAddress } from '../mm/registry';
-import { checkInt, checkSameMachine, describeValue, nameOf } from '../mm/validate';
+import { GFP_KNOWN_BITS, checkInt, checkSameMachine, describeValue, nameOf } from '../mm/validate';
 import { VmArea } from '../mm/vma';
 import { valid_dma_direction, dma_direction_name, type DmaDataDirection } from './constants';
 import { Device } from './device';
 import { Scatterlist, SgTable, type SgStore } from './scatterlist';
 
-export {
-  checkBigint, checkBool, checkBox, checkGfp, checkInt, checkOptions, checkSize, checkSameMachine,
-} from '../mm/validate';
+// Predicates for the fast path of hot entry points: one inlined boolean test, then the check
+// functions below only when it fails (to throw the precise error).
+
+/** A Device whose machine is alive (it may be destroyed itself). */
+export function isDevice(dev: unknown): dev is Device {
+  return dev instanceof Device && !dev.machine.isDestroyed;
+}
+
+/** A Device that is not destroyed, on a live machine. */
+export function isLiveDevice(dev: unknown): dev is Device {
+  return dev instanceof Device && !dev.isDestroyed && !dev.machine.isDestroyed;
+}
+
+/** A struct page of `machine`. */
+export function isPageOf(page: unknown, machine: unknown): page is Page {
+  return page instanceof Page && page.machine === machine;
+}
+
+/** A non-negative safe integer. */
+export function isSize(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** A writable { value } box (see checkBox). */
+export function isBox(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Object.isFrozen(v);
+}
+
+/** gfp flags of known bits (see checkGfp). */
+export function isGfp(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0 && v <= 0xffffff && (v & ~GFP_KNOWN_BITS) === 0 && Number.isInteger(v);
+}
 
 /** attrs: DMA_ATTR_* bits, an unsigned long in C (unknown bits are ignored, as the kernel does). */
 export function checkAttrs(fn: string, attrs: unknown): asserts attrs is number {
@@ -24,13 +53,17 @@ export function checkAttrs(fn: string, attrs: unknown): asserts attrs is number 
  * (unmap, free, sync): only `checkLiveDevice` refuses it.
  */
 export function checkDevice(fn: string, dev: unknown): asserts dev is Device {
-  if (!(dev instanceof Device)) throw new TypeError(`${fn}: Expected a Device (machine.createDevice()) for dev but received ${describeValue(dev)}`);
-  dev.machine.assertAlive();
+  if (!(dev instanceof Device) || dev.machine.isDestroyed) failDevice(fn, dev);
+}
+
+function failDevice(fn: string, dev: unknown): never {
+  if (dev instanceof Device) dev.machine.assertAlive();
+  throw new TypeError(`${fn}: Expected a Device (machine.createDevice()) for dev but received ${describeValue(dev)}`);
 }
 
 /** A Device that is not destroyed: allocations and mappings on an unbound device are refused. */
 export function checkLiveDevice(fn: string, dev: unknown): asserts dev is Device {
-  checkDevice(fn, dev);
+  if (!(dev instanceof Device) || dev.machine.isDestroyed) failDevice(fn, dev);
   if (dev.isDestroyed) {
     const err = new TypeError(`${fn}: device ${dev.name} has been destroyed (its driver is unbound): no new DMA allocations or mappings`) as TypeError & { code: string };
     err.code = 'ERR_DMAMEM_DESTROYED';
@@ -43,15 +76,23 @@ export function checkLiveDevice(fn: string, dev: unknown): asserts dev is Device
  * Error whose message starts with "kernel BUG", for every value that is not 0, 1 or 2.
  */
 export function checkDirection(dir: unknown, fn: string): asserts dir is DmaDataDirection {
-  if (typeof dir === 'number' && valid_dma_direction(dir)) return;
+  if (typeof dir !== 'number' || !valid_dma_direction(dir)) failDirection(dir, fn);
+}
+
+function failDirection(dir: unknown, fn: string): never {
   const shown = typeof dir === 'number' ? `${dir} (${dma_direction_name(dir)})` : describeValue(dir);
   throw new Error(`kernel BUG at include/linux/dma-direction.h: ${fn}: BUG_ON(!valid_dma_direction(dir)): invalid DMA direction ${shown}`);
 }
 
 /** A struct page of the device's machine. */
 export function checkPage(fn: string, name: string, page: unknown, machine: unknown): asserts page is Page {
+  if (!(page instanceof Page) || page.machine !== machine) failPage(fn, name, page, machine);
+}
+
+function failPage(fn: string, name: string, page: unknown, machine: unknown): never {
   if (!(page instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) for ${name} but received ${describeValue(page)}`);
-  if (page.machine !== machine) checkSameMachine(fn, name, page.machine, machine);
+  checkSameMachine(fn, name, page.machine, machine);
+  throw new Error('unreachable');
 }
 
 /** A user VMA of the device's machine, not yet unmapped. */
@@ -96,10 +137,14 @@ export function checkSg(fn: string, sg: unknown, machine: unknown, allowNull: bo
  * TypeError naming both machines; an address of no machine is left to the callee (a RangeError).
  */
 export function checkCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): asserts addr is number {
+  if (typeof addr === 'number' && Number.isSafeInteger(addr) && addr >= 0 && (machine.isLinearAddress(addr) || machine.is_vmalloc_addr(addr))) return;
+  failCpuAddr(fn, name, addr, machine);
+}
+
+function failCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): never {
   if (typeof addr !== 'number' || !Number.isSafeInteger(addr) || addr < 0) {
     throw new (typeof addr === 'number' ? RangeError : TypeError)(`${fn}: Expected a non-negative integer address for ${name} but received ${describeValue(addr)}`);
   }
-  if (machine.isLinearAddress(addr) || machine.is_vmalloc_addr(addr)) return;
   const other = machineOfAddress(addr);
   if (other !== null && other !== machine) checkSameMachine(fn, `${name} 0x${addr.toString(16)}`, other, machine);
   throw new RangeError(`${fn}: ${name} 0x${addr.toString(16)} is not a linear-map or vmalloc address of machine ${nameOf(machine)}`);

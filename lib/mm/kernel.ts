@@ -6,7 +6,8 @@ import type { Cma } from './cma';
 import type { Machine } from './machine';
 import { Page } from './page';
 import { machineOfAddress } from './registry';
-import { checkInt, checkSameMachine, describeValue } from './validate';
+import { checkGfp, checkInt, checkSameMachine, describeValue } from './validate';
+import { NUMA_NO_NODE } from './gfp';
 import * as vm from './vmalloc';
 
 /** A struct page: anything else is a TypeError (never a raw property error). */
@@ -74,25 +75,36 @@ export function __free_pages(page: Page, order: number): void {
 
 // Functions with no machine-identifying argument use the default machine.
 export function pfn_to_page(pfn: number): Page {
+  checkInt('pfn_to_page', 'pfn', pfn, 0);
   return defaultMachine().pfn_to_page(pfn);
 }
 export function phys_to_virt(phys: bigint): number {
+  if (typeof phys !== 'bigint') throw new TypeError(`phys_to_virt: Expected a bigint for phys but received ${describeValue(phys)}`);
   return defaultMachine().phys_to_virt(phys);
 }
 export function alloc_pages_node(nid: number, gfp: number, order: number): Page | null {
+  // Checked here too, so that misuse does not create the default machine first.
+  checkInt('alloc_pages_node', 'nid', nid, NUMA_NO_NODE);
+  checkGfp('alloc_pages_node', gfp);
+  checkInt('alloc_pages_node', 'order', order, 0);
   return defaultMachine().alloc_pages_node(nid, gfp, order);
 }
 export function alloc_pages(gfp: number, order: number): Page | null {
+  checkGfp('alloc_pages', gfp);
+  checkInt('alloc_pages', 'order', order, 0);
   return defaultMachine().alloc_pages(gfp, order);
 }
 export function vmalloc(size: number): number | null {
-  return vm.vmalloc(defaultMachine(), size);
+  checkInt('vmalloc', 'size', size, 0);
+  return defaultMachine().vmalloc(size);
 }
 export function vzalloc(size: number): number | null {
-  return vm.vzalloc(defaultMachine(), size);
+  checkInt('vzalloc', 'size', size, 0);
+  return defaultMachine().vzalloc(size);
 }
 export function vfree(addr: number | null): void {
   if (addr === null || addr === 0) return;
+  checkInt('vfree', 'addr', addr, 0);
   vm.vfree(machineAt(addr, 'vfree'), addr);
 }
 export function vmap(pages: readonly Page[], count: number, flags = 0, prot: 'readwrite' | 'read' = 'readwrite'): number | null {
@@ -110,6 +122,7 @@ export function vmap(pages: readonly Page[], count: number, flags = 0, prot: 're
 }
 export function vunmap(addr: number | null): void {
   if (addr === null || addr === 0) return;
+  checkInt('vunmap', 'addr', addr, 0);
   vm.vunmap(machineAt(addr, 'vunmap'), addr);
 }
 export { cma_alloc, cma_release } from './cma';

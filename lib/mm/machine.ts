@@ -282,6 +282,9 @@ export class Machine {
    * segment whose pages only cma_alloc hands out.
    */
   cma_declare(name: string, size: number, nid: number, hugepages: HugepagePolicy = 'auto'): Cma {
+    checkString('cma_declare', 'name', name);
+    checkInt('cma_declare', 'nid', nid, 0, this.nodeCount - 1);
+    checkPolicy('hugepages', hugepages);
     checkSize('size', size, PAGE_SIZE, false);
     assertBackable(size, `cma_declare('${name}', ${size})`, hugetlbUse(hugepages));
     const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
@@ -325,6 +328,7 @@ export class Machine {
 
   /** struct page of a PFN; the same object every time. RangeError for a PFN that is not memory. */
   pfn_to_page(pfn: number): Page {
+    if (typeof pfn !== 'number') checkInt('pfn_to_page', 'pfn', pfn, 0);
     const seg = this.segmentOfPfn(pfn);
     if (seg === null) throw new RangeError(`${this.name}: pfn 0x${pfn.toString(16)} is not memory of this machine`);
     return seg.page(pfn);
@@ -336,14 +340,17 @@ export class Machine {
   }
 
   virt_to_phys(addr: number): bigint {
+    checkInt('virt_to_phys', 'addr', addr, 0);
     return BigInt(addr - this.pageOffset);
   }
 
   phys_to_virt(phys: bigint): number {
+    if (typeof phys !== 'bigint') throw new TypeError(`phys_to_virt: Expected a bigint for phys but received ${describeValue(phys)}`);
     return Number(phys) + this.pageOffset;
   }
 
   virt_to_page(addr: number): Page {
+    if (typeof addr !== 'number') checkInt('virt_to_page', 'addr', addr, 0);
     return this.pfn_to_page(Math.floor((addr - this.pageOffset) / PAGE_SIZE));
   }
 
@@ -631,11 +638,27 @@ export class Machine {
 
   /** vmalloc on this machine: an address, or null. See lib/mm/vmalloc.ts. */
   vmalloc(size: number): number | null {
+    if (!this.vmallocFits('vmalloc', size)) return null;
     return vmalloc(this, size);
   }
 
   vzalloc(size: number): number | null {
+    if (!this.vmallocFits('vzalloc', size)) return null;
     return vzalloc(this, size);
+  }
+
+  /**
+   * __vmalloc_node_range's first check: a size whose pages exceed the machine's total RAM fails at
+   * once (NULL and "vmalloc error: ... exceeds total pages"), before a single page is allocated.
+   */
+  private vmallocFits(fn: string, size: number): boolean {
+    this.assertAlive();
+    checkInt(fn, 'size', size, 0);
+    let total = 0;
+    for (let nid = 0; nid < this.nodeCount; nid++) total += this.buddy.totalPages(nid);
+    if (Math.ceil(size / PAGE_SIZE) <= total) return true;
+    this.warn(`vmalloc error: size ${size}, exceeds total pages (${total})`);
+    return false;
   }
 
   vfree(addr: number | null): void {

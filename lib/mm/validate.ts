@@ -13,11 +13,15 @@ function expected(fn: string, what: string, name: string, value: unknown): strin
 
 /**
  * An integer number in [min, max]: not a number is a TypeError (a string '4096' too), a number
- * outside the range or not a safe integer a RangeError.
+ * outside the range or not a safe integer a RangeError. The pass test is all the function does,
+ * so that V8 inlines it; the message is built in failInt.
  * @example checkInt('dma_map_page_attrs', 'size', size, 0)
  */
 export function checkInt(fn: string, name: string, value: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): asserts value is number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max) return;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) failInt(fn, name, value, min, max);
+}
+
+function failInt(fn: string, name: string, value: unknown, min: number, max: number): never {
   const what = max === Number.MAX_SAFE_INTEGER
     ? (min === 0 ? 'a non-negative integer' : `an integer of at least ${min}`)
     : `an integer from ${min} to ${max}`;
@@ -27,13 +31,16 @@ export function checkInt(fn: string, name: string, value: unknown, min = 0, max 
 
 /** A size_t-like byte count: a non-negative safe integer. */
 export function checkSize(fn: string, name: string, value: unknown): asserts value is number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return;
-  checkInt(fn, name, value, 0);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) failInt(fn, name, value, 0, Number.MAX_SAFE_INTEGER);
 }
 
 /** A bigint (dma_addr_t, phys_addr_t, a mask): anything else is a TypeError, never a SyntaxError from BigInt(). */
 export function checkBigint(fn: string, name: string, value: unknown): asserts value is bigint {
-  if (typeof value !== 'bigint') throw new TypeError(expected(fn, 'a bigint', name, value));
+  if (typeof value !== 'bigint') failType(fn, 'a bigint', name, value);
+}
+
+function failType(fn: string, what: string, name: string, value: unknown): never {
+  throw new TypeError(expected(fn, what, name, value));
 }
 
 /** A boolean. */
@@ -52,8 +59,7 @@ export function checkString(fn: string, name: string, value: unknown): asserts v
  * @example checkBox('dma_alloc_pages', 'dma_handle', handle)
  */
 export function checkBox(fn: string, name: string, value: unknown): asserts value is { value: unknown } {
-  if (typeof value === 'object' && value !== null && !Array.isArray(value) && !Object.isFrozen(value)) return;
-  throw new TypeError(expected(fn, 'a writable { value } box', name, value));
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.isFrozen(value)) failType(fn, 'a writable { value } box', name, value);
 }
 
 /** Every __GFP_* bit of Linux 6.17 (bits 0..23) except bit 9, the retired __GFP_ATOMIC. */
@@ -64,7 +70,10 @@ export const GFP_KNOWN_BITS = 0xffffff & ~(1 << 9);
  * are a TypeError (in C they would not compile or would trip a VM_WARN in the allocator).
  */
 export function checkGfp(fn: string, value: unknown): asserts value is number {
-  if (typeof value === 'number' && value >= 0 && value <= 0xffffff && (value & ~GFP_KNOWN_BITS) === 0 && Number.isInteger(value)) return;
+  if (typeof value !== 'number' || !(value >= 0 && value <= 0xffffff) || (value & ~GFP_KNOWN_BITS) !== 0 || !Number.isInteger(value)) failGfp(fn, value);
+}
+
+function failGfp(fn: string, value: unknown): never {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) {
     const unknown = value > 0xffffff ? 'above bit 23' : `0x${((value & ~GFP_KNOWN_BITS) >>> 0).toString(16)}`;
     throw new TypeError(`${fn}: unknown gfp bits ${unknown} in 0x${value.toString(16)} (known: the __GFP_* bits of Linux 6.17)`);

@@ -9,6 +9,7 @@ import type { Machine } from './machine';
 import { PAGE_READONLY, PAGE_SHARED, pgprot_cachemode, type CacheMode } from './pgprot';
 import { mapRuns, type SpillBounds } from './remap';
 import { HUGE_2M } from '../os/backing';
+import { checkInt, describeValue } from './validate';
 
 // vm_flags (include/linux/mm.h)
 export const VM_READ = 0x00000001;
@@ -286,12 +287,14 @@ function is_cow_mapping(flags: number): boolean {
  * On success the VMA gets VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP.
  */
 export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: number, prot: number): number {
-  if (!(vma instanceof VmArea)) throw new TypeError('remap_pfn_range: Expected a VmArea from machine.createVma()');
+  // Argument checks (lib/mm/validate.ts) before anything is touched.
+  if (!(vma instanceof VmArea)) throw new TypeError(`remap_pfn_range: Expected a VMA (machine.createVma()) for vma but received ${describeValue(vma)}`);
+  checkInt('remap_pfn_range', 'addr', addr, 0);
+  checkInt('remap_pfn_range', 'pfn', pfn, 0);
+  checkInt('remap_pfn_range', 'size', size, 0);
+  checkInt('remap_pfn_range', 'prot', prot, 0);
   const m = vma.machine;
   m.assertAlive();
-  if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(size) || size < 0) {
-    throw new RangeError(`remap_pfn_range: Expected integer addr, pfn and size but received ${String(addr)}, ${String(pfn)}, ${String(size)}`);
-  }
   if (vma.isUnmapped) throw new RangeError('remap_pfn_range: the VMA has been unmapped');
   const end = addr + PAGE_ALIGN(size);
   if (addr % PAGE_SIZE !== 0) {
