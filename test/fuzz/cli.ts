@@ -1,5 +1,5 @@
 // `npm run fuzz -- --runs N [--jobs J] [--seed S] [--min A --max B] [--workers W] [--child-receivers C]
-// [--no-huge] [--allow-wide] [--view-only] [--keep-going] [--max-failures F] [--shrink-ms T]`: the property test of
+// [--no-huge] [--exclude kind,kind] [--allow-wide] [--view-only] [--keep-going] [--max-failures F] [--shrink-ms T]`: the property test of
 // test/80 run longer. Prints the seed and the shrunk failing sequence of every failure, then one
 // line with the counts and the time; exits 1 when anything failed.
 
@@ -26,6 +26,7 @@ function parse(argv: string[]): FuzzOptions {
       case '--timeout-ms': o.childTimeoutMs = num(i++, 'timeout-ms'); break;
       case '--max-failures': o.maxFailures = num(i++, 'max-failures'); break;
       case '--no-huge': o.huge = false; break;
+      case '--exclude': o.exclude = String(argv[++i] ?? '').split(',').filter((x) => x !== ''); break;
       case '--allow-wide': o.allowWideBuffers = true; break;
       case '--view-only': o.viewOnly = true; break;
       case '--keep-going': o.keepGoing = true; break;
@@ -39,12 +40,14 @@ function parse(argv: string[]): FuzzOptions {
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
   process.stderr.write(`[fuzz] ${o.runs} sequences of ${o.minLength}-${o.maxLength} calls in ${o.jobs} child processes, seeds from ${o.seed}` +
-    `${o.huge ? ', huge sizes' : ''}${o.workers ? `, workers (weight ${o.workers})` : ''}${o.allowWideBuffers ? ', wide Buffers allowed' : ''}${o.viewOnly ? ', Buffers touched only in their own range' : ''}\n`);
+    `${o.huge ? ', huge sizes' : ''}${o.workers ? `, workers (weight ${o.workers})` : ''}${o.allowWideBuffers ? ', wide Buffers allowed' : ''}${o.viewOnly ? ', Buffers touched only in their own range' : ''}${o.exclude.length ? `, without ${o.exclude.join(', ')}` : ''}\n`);
   const r = await fuzz(o);
   for (const n of r.notes) process.stderr.write(`[fuzz] note: ${n}\n`);
   if (r.failures.length > 0) {
     process.stdout.write(`\n${r.failures.length} failure(s):\n\n${r.failures.map(formatFailure).join('\n\n')}\n\n`);
   }
+  const rate = r.childMs > 0 ? (r.started / (r.childMs / 1000)).toFixed(1) : '?';
+  process.stdout.write(`fuzz: throughput ${r.started} sequences in ${(r.childMs / 1000).toFixed(1)} s of child run time (${rate} per second per child process, failing children included)\n`);
   process.stdout.write(`fuzz: ${r.sequences} sequences ran clean of ${o.runs}, ${r.failures.length} failure(s), ${(r.ms / 1000).toFixed(1)} s, seeds ${o.seed}..\n`);
   return r.failures.length === 0 ? 0 : 1;
 }

@@ -24,6 +24,8 @@ export interface FuzzOptions {
   workers: number;
   /** Weight of hostile receivers that are real child processes (0 = none). */
   childReceivers: number;
+  /** Step kinds left out (see ops.ts), to look past a known crash. */
+  exclude: string[];
   /** Huge sizes (only in a memory-limited child: dropped with a note otherwise). */
   huge: boolean;
   allowWideBuffers: boolean;
@@ -64,6 +66,9 @@ export interface FuzzResult {
   failures: Failure[];
   notes: string[];
   okLines: string[];
+  /** Sequences started in all children (failing ones included) and the children's run time (no shrinking). */
+  started: number;
+  childMs: number;
 }
 
 interface ChildOutcome {
@@ -129,6 +134,14 @@ async function shrink(ops: Op[], signal: string, o: FuzzOptions, useMemcg: boole
   let cur = ops;
   let lastStep = first.lastStep;
   let tries = 1;
+  // Most deaths come from the last step alone (the one running when the child died): try it first.
+  const stepNo = Number(/^step (\d+):/.exec(first.lastStep ?? '')?.[1] ?? cur.length - 1);
+  const alone = cur.slice(stepNo, stepNo + 1);
+  if (alone.length === 1 && cur.length > 1) {
+    tries++;
+    const r = await replay(alone, o, useMemcg, dir);
+    if (r.died === signal) return { ops: alone, lastStep: r.lastStep, note: `${tries} replays: the last step alone` };
+  }
   for (let chunk = Math.ceil(cur.length / 2); chunk >= 1 && Date.now() < until; chunk = chunk === 1 ? 0 : Math.ceil(chunk / 2)) {
     for (let start = 0; start < cur.length && Date.now() < until;) {
       const cand = [...cur.slice(0, start), ...cur.slice(start + chunk)];
@@ -164,7 +177,7 @@ export function formatFailure(f: Failure): string {
 
 /** Runs the fuzzer; resolves with every failure found (never rejects for a failing child). */
 export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
-  const started = Date.now();
+  const startedAt = Date.now();
   const notes: string[] = [];
   const probe = createMemcg(o.memLimit);
   const useMemcg = typeof probe !== 'string';
@@ -180,6 +193,8 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   let remaining = o.runs;
   let nextSeed = o.seed;
   let sequences = 0;
+  let started = 0;
+  let childMs = 0;
   const perChild = Math.ceil(o.runs / o.jobs);
 
   const job = async (): Promise<void> => {
@@ -189,17 +204,22 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
       const seed = nextSeed++;
       const state = path.join(dir, `state-${seed}.json`);
       const args = ['--seed', String(seed), '--runs', String(runs), '--state', state, '--min', String(o.minLength), '--max', String(o.maxLength),
-        '--workers', String(o.workers), '--child-receivers', String(o.childReceivers), ...(huge ? ['--huge'] : []), ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : [])];
+        ...(o.exclude.length > 0 ? ['--exclude', o.exclude.join(',')] : []), '--workers', String(o.workers), '--child-receivers', String(o.childReceivers), ...(huge ? ['--huge'] : []), ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : [])];
       const t0 = Date.now();
       const r = await runChild(args, o, useMemcg, o.childTimeoutMs);
       const ok = /^ok runs=(\d+).*$/m.exec(r.stdout);
+      childMs += Date.now() - t0;
       if (r.signal === null && !r.hung && r.status === 0 && ok) {
         sequences += Number(ok[1]);
+        started += Number(ok[1]);
         okLines.push(ok[0]);
         continue;
       }
       const { n, ops } = readState(state);
       if (Number.isFinite(n) && n > 1) sequences += n - 1;
+      if (Number.isFinite(n)) started += n;
+      // With keepGoing, the sequences this child did not get to go back to the pool.
+      if (o.keepGoing && Number.isFinite(n)) remaining += Math.max(0, runs - n);
       const kind: Failure['kind'] = r.hung ? 'hang' : r.signal !== null ? 'signal' : /^FAIL /m.test(r.stdout) ? 'property' : 'error';
       const signal = r.hung ? 'hang' : r.signal;
       const report = kind === 'property'
@@ -222,12 +242,12 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return { sequences, ms: Date.now() - started, failures, notes, okLines };
+  return { sequences, ms: Date.now() - startedAt, failures, notes, okLines, started, childMs };
 }
 
 export const DEFAULTS: FuzzOptions = {
   runs: 10000, jobs: Math.max(1, os.availableParallelism?.() ?? os.cpus().length), seed: Date.now() % 2 ** 31,
-  minLength: 20, maxLength: 30, workers: 1, childReceivers: 1, huge: true, allowWideBuffers: false, viewOnly: false,
+  minLength: 20, maxLength: 30, workers: 1, childReceivers: 1, huge: true, exclude: [], allowWideBuffers: false, viewOnly: false,
   memLimit: 512 * 1024 * 1024, maxOldSpace: 384, childTimeoutMs: 600000, shrinkBudgetMs: 60000,
   keepGoing: false, maxFailures: 20, log: (l) => process.stderr.write(`${l}\n`),
 };

@@ -48,7 +48,7 @@ export type Op =
   | { k: 'huge'; what: number; s: number };
 
 const idx = fc.nat(7);
-const w = <T>(weight: number, arbitrary: fc.Arbitrary<T>): fc.WeightedArbitrary<T> => ({ weight, arbitrary });
+const w = (weight: number, arbitrary: fc.Arbitrary<Op>): fc.WeightedArbitrary<Op> => ({ weight, arbitrary });
 
 /** Options of the generator: which costly or memory-hungry steps may appear. */
 export interface GenOptions {
@@ -58,6 +58,8 @@ export interface GenOptions {
   workers: number;
   /** Weight of receivers that are real child processes (~50 ms each). */
   childReceivers: number;
+  /** Step kinds left out (to look past a known crash), e.g. ['receiver', 'vma']. */
+  exclude?: readonly string[];
 }
 
 export function opArb(g: GenOptions): fc.Arbitrary<Op> {
@@ -100,7 +102,10 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
     arbs.push(w(g.childReceivers, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.constant(RECEIVER_ACTIONS.length - 1) })));
   }
   if (g.huge) arbs.push(w(8, fc.record({ k: fc.constant('huge' as const), what: fc.nat(HUGE_WHAT.length - 1), s: fc.nat(HUGE_SIZES.length - 1) })));
-  return fc.oneof(...arbs);
+  // Each arbitrary's kind: generate one value (constant for k) and read it.
+  const kept = arbs.filter((a) => !(g.exclude ?? []).includes(fc.sample(a.arbitrary, { numRuns: 1, seed: 1 })[0]!.k));
+  if (kept.length === 0) throw new RangeError(`every step kind is excluded: ${(g.exclude ?? []).join(', ')}`);
+  return fc.oneof(...kept);
 }
 
 /** One line per step, readable (hostile arguments spelled out). */

@@ -90,9 +90,13 @@ function pick<T>(arr: readonly T[], i: number): T | undefined {
   return arr.length === 0 ? undefined : arr[i % arr.length];
 }
 
-/** Method names along the prototype chain (getters excluded: reading is not the point). */
+/** Built-in containers: their methods mutate data, they are not calls of the package's API. */
+const BUILTIN = [Array, Map, Set, WeakMap, WeakSet, ArrayBuffer, Promise, Error, Date, RegExp, Object.getPrototypeOf(Uint8Array)];
+
+/** Method names along the prototype chain of the package's own objects (getters excluded). */
 function methodsOf(obj: any): string[] {
   const names = new Set<string>();
+  if (BUILTIN.some((C) => obj instanceof C)) return [];
   for (let p = Object.getPrototypeOf(obj); p !== null && p !== Object.prototype && p !== Function.prototype; p = Object.getPrototypeOf(p)) {
     for (const n of Object.getOwnPropertyNames(p)) {
       const desc = Object.getOwnPropertyDescriptor(p, n);
@@ -160,6 +164,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const opened: number[] = [];
   const workers: { w: Worker; exited: Promise<void> }[] = [];
   const extraMachines: any[] = [];
+  const found: any[] = [];
   let step = -1;
 
   const objectOf = (kind: ObjKind): unknown => {
@@ -189,10 +194,14 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
       case 'handle': return pick(bufs, step)?.handle;
       case 'box': return { value: 0n };
       case 'share': return pick(shares, step);
+      case 'found': return found.length === 0 ? undefined : found[found.length - 1 - (step % found.length)];
     }
   };
+  /** What a step handed out: Buffers are touched after every step, other objects join the pool. */
   const keep = (b: unknown): void => {
     if (Buffer.isBuffer(b)) views.push({ b, step });
+    else if (b instanceof Uint8Array || b instanceof ArrayBuffer) views.push({ b: Buffer.from(b instanceof ArrayBuffer ? b : b.buffer, b instanceof ArrayBuffer ? 0 : b.byteOffset, b.byteLength), step });
+    else if (b !== null && typeof b === 'object' && found.length < 64) found.push(b);
   };
   const other = (src: 'B' | 'dead'): Foreign => {
     if (src === 'B') return (B ??= foreignMachine('fuzzB', false));
@@ -389,7 +398,12 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
         if (bad !== null) throw new Error(`step ${step} (${describeOp(op)}) ${bad}`);
         record(err as Error);
       }
-      check();
+      try {
+        check();
+      } catch (err) {
+        const e = err as Error;
+        throw new Error(/^after step/.test(e.message) ? e.message : `after step ${step} (${describeOp(op)}), checking buffers and counts: ${e.name}: ${e.message}`);
+      }
       // Let timers (worker terminations) fire between steps.
       if (workers.length > 0) await new Promise((r) => setImmediate(r));
     }

@@ -26,7 +26,7 @@ export const KEYS = [
 /** Objects of the sequence (resolved at run time; see sequence.ts objectOf). */
 export const OBJS = [
   'machine', 'machineB', 'deadMachine', 'region', 'page', 'pageB', 'deadPage', 'vma', 'vmaB', 'deadVma', 'dev', 'devB',
-  'deadDev', 'sgt', 'sgtB', 'deadSgt', 'cma', 'addr', 'addrB', 'deadAddr', 'vmStart', 'nodeCode', 'handle', 'box', 'share',
+  'deadDev', 'sgt', 'sgtB', 'deadSgt', 'cma', 'addr', 'addrB', 'deadAddr', 'vmStart', 'nodeCode', 'handle', 'box', 'share', 'found',
 ] as const;
 export type ObjKind = (typeof OBJS)[number];
 
