@@ -215,7 +215,10 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
         okLines.push(ok[0]);
         continue;
       }
-      const { n, ops } = readState(state);
+      const st = readState(state);
+      const ops = st.ops;
+      // fast-check's shrinking runs count too in the child's tally: take its own count when it has one.
+      const n = Number(/^FAIL seed=\S+ path=\S+ after (\d+) runs/m.exec(r.stdout)?.[1] ?? st.n);
       if (Number.isFinite(n) && n > 1) sequences += n - 1;
       if (Number.isFinite(n)) started += n;
       // With keepGoing, the sequences this child did not get to go back to the pool.

@@ -48,7 +48,9 @@ export type Op =
   | { k: 'huge'; what: number; s: number };
 
 const idx = fc.nat(7);
-const w = (weight: number, arbitrary: fc.Arbitrary<Op>): fc.WeightedArbitrary<Op> => ({ weight, arbitrary });
+/** Weights of ordinary steps are scaled by 4 so that a worker (weight 1) comes about once in 80 sequences. */
+const w = (weight: number, arbitrary: fc.Arbitrary<Op>): fc.WeightedArbitrary<Op> => ({ weight: 4 * weight, arbitrary });
+const rare = (weight: number, arbitrary: fc.Arbitrary<Op>): fc.WeightedArbitrary<Op> => ({ weight, arbitrary });
 
 /** Options of the generator: which costly or memory-hungry steps may appear. */
 export interface GenOptions {
@@ -93,13 +95,13 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
     w(12, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.nat(RECEIVER_ACTIONS.length - 2) })),
   ];
   if (g.workers > 0) {
-    arbs.push(w(g.workers, fc.record({
+    arbs.push(rare(g.workers, fc.record({
       k: fc.constant('worker' as const), script: fc.nat(WORKER_SCRIPTS.length - 1),
       when: fc.constantFrom('construct' as const, 'online' as const, 'message' as const), delay: fc.integer({ min: 0, max: 30 }),
     })));
   }
   if (g.childReceivers > 0) {
-    arbs.push(w(g.childReceivers, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.constant(RECEIVER_ACTIONS.length - 1) })));
+    arbs.push(rare(g.childReceivers, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.constant(RECEIVER_ACTIONS.length - 1) })));
   }
   if (g.huge) arbs.push(w(8, fc.record({ k: fc.constant('huge' as const), what: fc.nat(HUGE_WHAT.length - 1), s: fc.nat(HUGE_SIZES.length - 1) })));
   // Each arbitrary's kind: generate one value (constant for k) and read it.

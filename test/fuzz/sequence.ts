@@ -74,7 +74,7 @@ interface Foreign {
 
 /** A second machine (or a destroyed one) with one object of each kind, for cross-machine calls. */
 function foreignMachine(name: string, destroy: boolean): Foreign {
-  const m = new d.Machine({ name, ramPerNode: 2 * MiB, cmaSize: destroy ? 0 : 2 * MiB, hugepages: 'off', emitWarnings: false, dmaDebug: true });
+  const m = new d.Machine({ name, ramPerNode: 2 * MiB, cmaSize: destroy ? 0 : 2 * MiB, hugepages: 'auto', ramHugepages: 'auto', emitWarnings: false, dmaDebug: true });
   const dev = m.createDevice({ name: `${name}-dev`, dmaMask: 32, coherentDmaMask: 32, iommu: !destroy });
   const page = m.alloc_pages(d.GFP_KERNEL, 1);
   const vma = m.createVma(2 * PAGE);
@@ -148,7 +148,10 @@ export interface RunOptions {
 
 /** Runs one sequence; throws (with the step) when a promise other than "no signal" is broken. */
 export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<void> {
-  const m = new d.Machine({ name: 'fuzz', ramPerNode: 2 * MiB, cmaSize: 2 * MiB, hugepages: 'auto', emitWarnings: false, dmaDebug: true });
+  // RAM in 4 KiB pages (the default, one mapping per page: slower) for odd-length sequences, in a
+  // hugetlb page when the pool has room for even ones: both paths, and replays stay deterministic.
+  const ramHugepages = ops.length % 2 === 0 ? 'auto' : 'off';
+  const m = new d.Machine({ name: 'fuzz', ramPerNode: 2 * MiB, cmaSize: 2 * MiB, hugepages: 'auto', ramHugepages, emitWarnings: false, dmaDebug: true });
   const direct = m.createDevice({ name: 'fz-direct', dmaMask: 64, coherentDmaMask: 64 });
   const iommu = m.createDevice({ name: 'fz-iommu', dmaMask: 32, coherentDmaMask: 32, iommu: true });
   let B: Foreign | null = null;
@@ -408,6 +411,13 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
       if (workers.length > 0) await new Promise((r) => setImmediate(r));
     }
   } finally {
+    // Each worker is terminated by its own timer at its random point (during the addon's load,
+    // inside a loop of calls): wait for that, then end any still running.
+    if (workers.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(workers.map((x) => x.exited)), new Promise((r) => { timer = setTimeout(r, 3000); })]);
+      clearTimeout(timer);
+    }
     for (const { w } of workers) void w.terminate();
     await Promise.all(workers.map((x) => x.exited));
     for (const fd of opened) try { fs.closeSync(fd); } catch { /* closed */ }
