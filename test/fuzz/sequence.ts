@@ -16,6 +16,10 @@ export const INDEX = path.resolve(__dirname, '..', '..', 'lib', 'index.js');
 // The compiled package as a user loads it; `any` because misuse is the point.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const d: any = require(INDEX);
+// Test-side bookkeeping only (as test/hooks.ts does): every machine a sequence made, even through
+// misuse, is destroyed at its end, so that nothing accumulates over thousands of sequences.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const registry: { liveMachines(): any[] } = require(path.resolve(__dirname, '..', '..', 'lib', 'mm', 'registry.js'));
 
 const PAGE = 4096;
 const MiB = 1024 * 1024;
@@ -168,6 +172,8 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const workers: { w: Worker; exited: Promise<void> }[] = [];
   const extraMachines: any[] = [];
   const found: any[] = [];
+  /** Machines made by misuse in this step: destroyed after it (they stay in the pool, dead). */
+  const bornMachines: any[] = [];
   let step = -1;
 
   const objectOf = (kind: ObjKind): unknown => {
@@ -202,6 +208,8 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   };
   /** What a step handed out: Buffers are touched after every step, other objects join the pool. */
   const keep = (b: unknown): void => {
+    if (b instanceof d.Machine) bornMachines.push(b);
+    if (b instanceof d.Region) regions.push(b);
     if (Buffer.isBuffer(b)) views.push({ b, step });
     else if (b instanceof Uint8Array || b instanceof ArrayBuffer) views.push({ b: Buffer.from(b instanceof ArrayBuffer ? b : b.buffer, b instanceof ArrayBuffer ? 0 : b.byteOffset, b.byteLength), step });
     else if (b !== null && typeof b === 'object' && found.length < 64) found.push(b);
@@ -401,6 +409,9 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
         if (bad !== null) throw new Error(`step ${step} (${describeOp(op)}) ${bad}`);
         record(err as Error);
       }
+      for (const x of bornMachines.splice(0)) {
+        try { x.destroy(); } catch (err) { if (badThrow(err) !== null) throw new Error(`step ${step}: destroy() of a machine made by misuse ${badThrow(err)}`); }
+      }
       try {
         check();
       } catch (err) {
@@ -422,7 +433,8 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
     await Promise.all(workers.map((x) => x.exited));
     for (const fd of opened) try { fs.closeSync(fd); } catch { /* closed */ }
     for (const r of regions) try { r.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
-    for (const x of [m, (B as Foreign | null)?.m, ...extraMachines]) try { x?.destroy(); } catch (err) { if (badThrow(err) !== null) throw err; }
+    for (const x of [m, (B as Foreign | null)?.m, ...extraMachines, ...registry.liveMachines()]) try { x?.destroy(); } catch (err) { if (badThrow(err) !== null) throw err; }
+    try { d.destroyDefaultMachine(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const v of views) touchBuffer(v.b, !o.viewOnly);
   }
 }
