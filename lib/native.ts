@@ -32,6 +32,8 @@ export interface NativeConstants {
  * `code` ('ENOMEM'), `errno` (negative, as Node does), `syscall` ('mmap'), and a message naming the
  * call and its key arguments, e.g. "ENOMEM: cannot allocate memory, mmap(length=2097152, ...)".
  * Addresses, lengths and offsets are plain numbers (exact below 2^53; user addresses are < 2^47).
+ * In a worker that is being terminated nothing is thrown (no JS can run any more, and Node-API
+ * refuses to throw): the call just returns, never napi_fatal_error (see native/errors.h).
  */
 export interface Native {
   readonly constants: NativeConstants;

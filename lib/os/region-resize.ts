@@ -123,7 +123,8 @@ export function growMapping(t: Resizable, newMapped: number): void {
   } catch (err) {
     // The old mapping is intact: mmap, populate or mremap failed before anything moved.
     if (target !== -1) native.munmap(target, newMapped);
-    if (fileEnd > oldSize) {
+    // Once shared, the size only grows: a receiver may already map the new part.
+    if (fileEnd > oldSize && !t.shared) {
       try {
         native.ftruncate(s.fd, oldSize);
       } catch (undo) {
