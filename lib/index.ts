@@ -10,7 +10,7 @@ export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
 export type { Backing, HugepagePolicy } from './os/backing';
 export { trackedExternalMemory, viewAddress } from './os/views';
 export {
-  readPagemap, readPfns, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
+  readPagemap, readPfns, PFN_NOT_PRESENT, PFN_HIDDEN, readKpageflags, hasKpageflag, pfnVisible, effectiveCapabilities,
   KPF_LOCKED, KPF_DIRTY, KPF_LRU, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,
   KPF_HUGE, KPF_UNEVICTABLE, KPF_NOPAGE, KPF_THP, KPF_ZERO_PAGE,
 } from './os/pagemap';
