@@ -500,7 +500,11 @@ export class Machine {
     if (this.isLinearAddress(addr)) {
       const seg = this.#linearSegment(addr, length, 'read');
       const off = addr - seg.address;
-      return Buffer.from(segmentBytes(seg).subarray(off, off + length));
+      // A copy in its own ArrayBuffer: Buffer.from would place a small one in Node's shared pool,
+      // whose .buffer reaches past what was asked for.
+      const out = Buffer.allocUnsafeSlow(length);
+      out.set(segmentBytes(seg).subarray(off, off + length));
+      return out;
     }
     const area = this.#vmallocSpace.find(addr);
     if (area !== null) {

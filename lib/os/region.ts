@@ -214,7 +214,8 @@ export class Region {
     const [off, len] = this.#range(offset, length);
     this.#live();
     if (this.#prot === 'none') throw new DmamemError('ERR_DMAMEM_PROT_NONE', "the region is protected 'none'; protect('read') first");
-    const out = Buffer.allocUnsafe(len);
+    // Not from Node's shared pool: a copy's .buffer covers exactly the bytes asked for.
+    const out = Buffer.allocUnsafeSlow(len);
     if (len > 0) native.copyOut(this.address + off, len, out, 0);
     return out;
   }
