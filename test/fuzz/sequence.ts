@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { touchBuffer } from '../fixtures/touch';
+import { notePool, touchBuffer } from '../fixtures/touch';
 import { CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
 import { OBJS, valueOf, describeVal, type ObjKind } from './values';
 
@@ -215,6 +215,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   };
   /** What a step handed out: Buffers are touched after every step, other objects join the pool. */
   const keep = (b: unknown): void => {
+    notePool();
     if (b instanceof d.Machine) bornMachines.push(b);
     if (b instanceof d.Region) regions.push(b);
     if (Buffer.isBuffer(b)) views.push({ b, step });
@@ -409,6 +410,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
     for (step = 0; step < ops.length; step++) {
       const op = ops[step]!;
       if (o.trace) process.stdout.write(`step ${step}: ${describeStep(op, objectOf)}\n`);
+      notePool();
       try {
         await exec(op);
       } catch (err) {
