@@ -1,5 +1,5 @@
 // `npm run fuzz -- --runs N [--jobs J] [--seed S] [--min A --max B] [--workers W] [--child-receivers C]
-// [--no-huge] [--exclude kind,kind] [--allow-wide] [--view-only] [--keep-going] [--max-failures F] [--shrink-ms T]`: the property test of
+// [--no-huge] [--exclude kind,kind] [--allow-wide] [--view-only] [--lenient] [--keep-going] [--max-failures F] [--shrink-ms T]`: the property test of
 // test/80 run longer. Prints the seed and the shrunk failing sequence of every failure, then one
 // line with the counts and the time; exits 1 when anything failed.
 
@@ -29,6 +29,7 @@ function parse(argv: string[]): FuzzOptions {
       case '--exclude': o.exclude = String(argv[++i] ?? '').split(',').filter((x) => x !== ''); break;
       case '--allow-wide': o.allowWideBuffers = true; break;
       case '--view-only': o.viewOnly = true; break;
+      case '--lenient': o.lenient = true; break;
       case '--keep-going': o.keepGoing = true; break;
       default: throw new TypeError(`unknown option ${a}; see the header of test/fuzz/cli.ts`);
     }

@@ -31,6 +31,8 @@ export interface FuzzOptions {
   allowWideBuffers: boolean;
   /** Touch only each Buffer's own bytes (not its whole `.buffer`): looks past that known crash. */
   viewOnly: boolean;
+  /** Only signals (and hangs) fail: leaked SyntaxErrors and broken counts are not reported. */
+  lenient: boolean;
   /** Memory limit of each child's cgroup. */
   memLimit: number;
   /** V8 heap limit of each child (MiB). */
@@ -119,7 +121,7 @@ function readState(file: string): { n: number; ops: Op[] } {
 async function replay(ops: Op[], o: FuzzOptions, useMemcg: boolean, dir: string): Promise<{ died: string | null; lastStep: string | null }> {
   const file = path.join(dir, `replay-${process.pid}-${Math.random().toString(36).slice(2)}.json`);
   fs.writeFileSync(file, JSON.stringify(ops));
-  const args = ['--replay', file, ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : [])];
+  const args = ['--replay', file, ...(o.huge && useMemcg ? ['--huge'] : []), ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : []), ...(o.lenient ? ['--lenient'] : [])];
   const r = await runChild(args, o, useMemcg, Math.min(o.childTimeoutMs, 60000));
   fs.rmSync(file, { force: true });
   const steps = r.stdout.split('\n').filter((l) => l.startsWith('step '));
@@ -204,7 +206,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
       const seed = nextSeed++;
       const state = path.join(dir, `state-${seed}.json`);
       const args = ['--seed', String(seed), '--runs', String(runs), '--state', state, '--min', String(o.minLength), '--max', String(o.maxLength),
-        ...(o.exclude.length > 0 ? ['--exclude', o.exclude.join(',')] : []), '--workers', String(o.workers), '--child-receivers', String(o.childReceivers), ...(huge ? ['--huge'] : []), ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : [])];
+        ...(o.exclude.length > 0 ? ['--exclude', o.exclude.join(',')] : []), '--workers', String(o.workers), '--child-receivers', String(o.childReceivers), ...(huge ? ['--huge'] : []), ...(o.allowWideBuffers ? ['--allow-wide'] : []), ...(o.viewOnly ? ['--view-only'] : []), ...(o.lenient ? ['--lenient'] : [])];
       const t0 = Date.now();
       const r = await runChild(args, o, useMemcg, o.childTimeoutMs);
       const ok = /^ok runs=(\d+).*$/m.exec(r.stdout);
@@ -250,7 +252,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
 
 export const DEFAULTS: FuzzOptions = {
   runs: 10000, jobs: Math.max(1, os.availableParallelism?.() ?? os.cpus().length), seed: Date.now() % 2 ** 31,
-  minLength: 20, maxLength: 30, workers: 1, childReceivers: 1, huge: true, exclude: [], allowWideBuffers: false, viewOnly: false,
+  minLength: 20, maxLength: 30, workers: 1, childReceivers: 1, huge: true, exclude: [], allowWideBuffers: false, viewOnly: false, lenient: false,
   memLimit: 512 * 1024 * 1024, maxOldSpace: 384, childTimeoutMs: 600000, shrinkBudgetMs: 60000,
   keepGoing: false, maxFailures: 20, log: (l) => process.stderr.write(`${l}\n`),
 };

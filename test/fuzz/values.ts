@@ -50,10 +50,22 @@ export const valArb: fc.Arbitrary<Val> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('opt' as const), k: fc.nat(KEYS.length - 1), v: leaf }) },
 );
 
+/** Sizes above this (finite ones) are only passed in a memory-limited child; else they are clamped. */
+const SAFE_SIZE = 2 ** 24;
+let hugeNumbers = false;
+
+/** Whether huge numbers may be passed as they are (the child runs in a memory cgroup). */
+export function allowHugeNumbers(allowed: boolean): void {
+  hugeNumbers = allowed;
+}
+
 /** Turns a descriptor into the value (objects through `objectOf`, which may give undefined). */
 export function valueOf(v: Val, objectOf: (kind: ObjKind) => unknown): unknown {
   switch (v.t) {
-    case 'n': return NUMS[v.i % NUMS.length];
+    case 'n': {
+      const x = NUMS[v.i % NUMS.length]!;
+      return !hugeNumbers && Number.isFinite(x) && Math.abs(x) > SAFE_SIZE ? Math.sign(x) * SAFE_SIZE : x;
+    }
     case 'b': return BIGS[v.i % BIGS.length];
     case 's': return STRS[v.i % STRS.length];
     case 'x': return MISC[v.i % MISC.length]!();
