@@ -59,6 +59,16 @@ describe('22 pagemap and system info', () => {
       assert.ok(hasKpageflag(flags[1]!, KPF_COMPOUND_TAIL));
     });
 
+    it('hasKpageflag reads one bit of a kpageflags word and refuses anything but a bigint and a bit 0..63', () => {
+      assert.equal(hasKpageflag(1n << 17n, KPF_HUGE), true);
+      assert.equal(hasKpageflag(1n << 16n, KPF_HUGE), false);
+      assert.throws(() => hasKpageflag({} as unknown as bigint, KPF_HUGE), TypeError);
+      assert.throws(() => hasKpageflag(1 as unknown as bigint, KPF_HUGE), TypeError);
+      assert.throws(() => hasKpageflag(1n, {} as unknown as number), TypeError);
+      assert.throws(() => hasKpageflag(1n, 64), RangeError);
+      assert.throws(() => hasKpageflag(1n, -1), RangeError);
+    });
+
     it('rejects misaligned addresses and bad counts before reading', () => {
       assert.throws(() => readPagemap(1, 1), { name: 'RangeError', message: `Expected a non-negative multiple of ${PAGE} for address but received 1 of type number` });
       assert.throws(() => readPagemap(0, 0), RangeError);

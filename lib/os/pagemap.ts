@@ -159,5 +159,7 @@ export function readKpageflags(pfn: number, count: number): bigint[] | null {
 
 /** True when bit `kpf` is set in a kpageflags word. @example hasFlag(flags[0]!, KPF_HUGE) */
 export function hasKpageflag(flags: bigint, kpf: number): boolean {
+  if (typeof flags !== 'bigint') throw new TypeError(`Expected a bigint (a kpageflags word) for flags but received ${String(flags)} of type ${typeof flags}`);
+  assertInteger('kpf', kpf, 0, 63);
   return ((flags >> BigInt(kpf)) & 1n) === 1n;
 }
