@@ -4,7 +4,7 @@
 // commit touched no lib/ code. Informative: it prints the score and survivors; the caller bounds it
 // in time and does not fail CI on the score. Usage: node scripts/mutate-changed.js [base-ref]
 'use strict';
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
@@ -46,10 +46,16 @@ let targets = changedRanges();
 if (targets.length === 0) targets = SAMPLE;
 console.log(`mutate-changed: mutating ${targets.join(' ')}`);
 const stryker = path.join(root, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js');
-const r = spawnSync(process.execPath, [
+runForwardingSignals(process.execPath, [
   stryker, 'run', 'stryker.config.json',
   '--mutate', targets.join(','),
   '--incrementalFile', 'reports/stryker-incremental/ci-changed.json',
   '--reporters', 'clear-text,progress',
-], { cwd: root, stdio: 'inherit' });
-process.exit(r.status ?? 1);
+]);
+
+/** Runs Stryker; a SIGTERM or SIGINT (CI's timeout, ^C) is passed on so that it cleans up its workers. */
+function runForwardingSignals(cmd, argv) {
+  const child = spawn(cmd, argv, { cwd: root, stdio: 'inherit' });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+}
