@@ -2,13 +2,16 @@
 // CI's mutation step: Stryker on the lines of lib/ that the last commit added or changed (git diff
 // against HEAD~1, as Stryker mutation ranges file:start-end), or on a fixed small sample when the
 // commit touched no lib/ code. Informative: it prints the score and survivors; the caller bounds it
-// in time and does not fail CI on the score. Usage: node scripts/mutate-changed.js [base-ref]
+// in time and does not fail CI on the score.
+// Usage: node scripts/mutate-changed.js [base-ref] [--list]   (--list: print the targets only)
 'use strict';
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const base = process.argv[2] ?? 'HEAD~1';
+const args = process.argv.slice(2);
+const listOnly = args.includes('--list');
+const base = args.find((a) => !a.startsWith('--')) ?? 'HEAD~1';
 const SAMPLE = ['lib/dma/iova.ts'];
 /** Not mutated (as in stryker.config.json): the CLI, the addon loader and re-export barrels. */
 const EXCLUDED = /^lib\/(cli\/|native\.ts$|index\.ts$|os\/index\.ts$)/;
@@ -45,11 +48,18 @@ function changedRanges() {
 let targets = changedRanges();
 if (targets.length === 0) targets = SAMPLE;
 console.log(`mutate-changed: mutating ${targets.join(' ')}`);
+if (listOnly) process.exit(0);
 const stryker = path.join(root, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js');
-const r = spawnSync(process.execPath, [
+runForwardingSignals(process.execPath, [
   stryker, 'run', 'stryker.config.json',
   '--mutate', targets.join(','),
   '--incrementalFile', 'reports/stryker-incremental/ci-changed.json',
   '--reporters', 'clear-text,progress',
-], { cwd: root, stdio: 'inherit' });
-process.exit(r.status ?? 1);
+]);
+
+/** Runs Stryker; a SIGTERM or SIGINT (CI's timeout, ^C) is passed on so that it cleans up its workers. */
+function runForwardingSignals(cmd, argv) {
+  const child = spawn(cmd, argv, { cwd: root, stdio: 'inherit' });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+}

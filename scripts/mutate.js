@@ -3,7 +3,7 @@
 // files or folders (targets first, then any Stryker --flags). Each target set keeps its own incremental file under reports/, so a run on one
 // file neither reuses nor overwrites the whole tree's results.
 'use strict';
-const { spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -33,5 +33,11 @@ if (globs.length > 0) {
 }
 
 const stryker = path.join(root, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js');
-const r = spawnSync(process.execPath, [stryker, ...strykerArgs], { cwd: root, stdio: 'inherit' });
-process.exit(r.status ?? 1);
+runForwardingSignals(process.execPath, [stryker, ...strykerArgs]);
+
+/** Runs Stryker; a SIGTERM or SIGINT (CI's timeout, ^C) is passed on so that it cleans up its workers. */
+function runForwardingSignals(cmd, argv) {
+  const child = spawn(cmd, argv, { cwd: root, stdio: 'inherit' });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+}
