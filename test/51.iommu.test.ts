@@ -63,6 +63,30 @@ describe('51 dma-iommu', () => {
       m.destroy();
     });
 
+    it("the domain's page-level methods (reachable through dev.iommu) refuse hostile arguments at once and change nothing", () => {
+      const dev = m.createDevice({ dmaMask: 32, iommu: true });
+      const d = dev.iommu!;
+      const before = d.stats();
+      const obj = {} as unknown as number;
+      const str = '4096' as unknown as number;
+      // unmapPages on a string used to loop for ever (found by the fuzzer of test 80).
+      assert.throws(() => d.unmapPages(obj, str), TypeError);
+      assert.throws(() => d.unmapPages(1, NaN), RangeError);
+      assert.throws(() => d.unmapPages(1, 2 ** 40), RangeError);
+      assert.throws(() => d.mapPages(1, str, 1, 3), TypeError);
+      assert.throws(() => d.mapPages(-1, 1, 1, 3), RangeError);
+      assert.throws(() => d.mapPages(1, 1, 1, 0x100), RangeError);
+      assert.throws(() => d.alloc_iova(0, 100), RangeError);
+      assert.throws(() => d.alloc_iova(1, obj), TypeError);
+      assert.throws(() => d.free_iova(0.5), RangeError);
+      assert.throws(() => d.queue_iova(str), TypeError);
+      assert.throws(() => d.lookupPfn(-1), RangeError);
+      assert.throws(() => d.translate(str), TypeError);
+      assert.throws(() => d.limitPfn(1 as unknown as bigint), TypeError);
+      assert.deepEqual(d.stats(), before);
+      assert.equal(d.unmapPages(1, 0), 0, 'an empty run is still fine');
+    });
+
     it('map_page: an IOVA inside the mask that translates back to the page + offset', () => {
       const dev = m.createDevice({ dmaMask: 32, iommu: true });
       const page = pages[0]!;

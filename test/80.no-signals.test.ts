@@ -11,13 +11,16 @@ import { DEFAULTS, formatFailure, fuzz } from './fuzz/driver';
 const CI_SEQUENCES = 10000;
 /**
  * Split into parts so that no single test runs longer than the watchdog's per-test limit (test/
- * watchdog/run.ts) on a loaded machine. Each part runs its sequences in one child per core.
+ * watchdog/run.ts, 300 s) on a loaded machine. Each part runs its sequences in one child per core
+ * (about 30 s here); a child still running after CHILD_LIMIT_MS is reported as a hang, with its
+ * sequence, well before the watchdog would stop the whole run.
  */
-const PARTS = 4;
+const PARTS = 8;
 /**
  * A fixed default seed, so that a CI failure replays exactly (workers terminated at random times
  * still vary); `npm run fuzz` and DMAMEM_FUZZ_SEED explore new seeds.
  */
+const CHILD_LIMIT_MS = 200000;
 const BASE_SEED = Number(process.env.DMAMEM_FUZZ_SEED ?? 20261128);
 
 describe('80 no signals from any sequence of public calls', function () {
@@ -28,7 +31,7 @@ describe('80 no signals from any sequence of public calls', function () {
     const seed = BASE_SEED + part * 1000;
     it(`part ${part + 1}/${PARTS}: ${runs} random sequences of 20-30 public calls (misuse, cross-machine, workers, receivers, huge sizes) end normally`, async function () {
       const lines: string[] = [];
-      const r = await fuzz({ ...DEFAULTS, runs, seed, shrinkBudgetMs: 30000, log: (l) => lines.push(l) });
+      const r = await fuzz({ ...DEFAULTS, runs, seed, shrinkBudgetMs: 30000, childTimeoutMs: CHILD_LIMIT_MS, log: (l) => lines.push(l) });
       if (process.env.CI === 'true') assert.deepEqual(r.notes, [], 'CI must run the huge sizes in a memory cgroup');
       for (const n of r.notes) this.test!.title += ` [note: ${n}]`;
       this.test!.title += ` [seeds ${seed}.., ${(r.ms / 1000).toFixed(0)} s]`;

@@ -127,6 +127,7 @@ export class IommuDomain {
    * clipped to the aperture (iommu_dma_alloc_iova). Cached: masks rarely change.
    */
   limitPfn(dma_limit: bigint): number {
+    checkBigint('IommuDomain.limitPfn', 'dma_limit', dma_limit);
     const bus = this.dev.bus_dma_limit;
     if (dma_limit !== this.limitKey || bus !== this.busKey) {
       const limit = min_not_zero(dma_limit, bus);
@@ -142,16 +143,20 @@ export class IommuDomain {
    * up to a power of two. Returns the first IOVA page, or 0 when the space is exhausted.
    */
   alloc_iova(pages: number, limitPfn: number): number {
+    checkInt('IommuDomain.alloc_iova', 'pages', pages, 1);
+    checkInt('IommuDomain.alloc_iova', 'limitPfn', limitPfn);
     return this.iovad.alloc_iova(pages, limitPfn);
   }
 
   /** free_iova_fast: false when `pfn` starts no allocated range (the kernel ignores such frees). */
   free_iova(pfn: number): boolean {
+    checkInt('IommuDomain.free_iova', 'pfn', pfn);
     return this.iovad.free_iova(pfn);
   }
 
   /** queue_iova (lazy mode): the IOVA is reused only after the next IOTLB flush. */
   queue_iova(pfn: number): void {
+    checkInt('IommuDomain.queue_iova', 'pfn', pfn);
     this.flushQueue.push(pfn);
     if (this.flushQueue.length >= IOVA_FQ_SIZE) this.flush_iotlb_all();
   }
@@ -179,6 +184,9 @@ export class IommuDomain {
    * already present is a WARN and -EEXIST, as io-pgtable does, with nothing changed.
    */
   mapPages(iovaPfn: number, pfn: number, pages: number, prot: number): number {
+    checkPageRun('IommuDomain.mapPages', iovaPfn, pages, this.endPfn);
+    checkInt('IommuDomain.mapPages', 'pfn', pfn);
+    checkInt('IommuDomain.mapPages', 'prot', prot, 0, 0x7f);
     return this.pgtable.mapPages(iovaPfn, pfn, pages, prot);
   }
 
@@ -187,18 +195,31 @@ export class IommuDomain {
    * io-pgtable does). Returns the number of pages unmapped.
    */
   unmapPages(iovaPfn: number, pages: number): number {
+    checkPageRun('IommuDomain.unmapPages', iovaPfn, pages, this.endPfn);
     return this.pgtable.unmapPages(iovaPfn, pages);
   }
 
   /** The PTE of an IOVA page: target pfn and prot, or null when not present. */
   lookupPfn(iovaPfn: number): { pfn: number; prot: number } | null {
+    checkInt('IommuDomain.lookupPfn', 'iovaPfn', iovaPfn);
     return this.pgtable.lookupPfn(iovaPfn);
   }
 
   /** Physical address behind an IOVA, as a number; -1 when unmapped. */
   translate(iova: number): number {
+    checkInt('IommuDomain.translate', 'iova', iova);
     return this.pgtable.translate(iova);
   }
+}
+
+/**
+ * The checks of the domain's page-level methods, which the DMA layer calls on hot paths and a
+ * program can reach through dev.iommu: whole pages inside the aperture, so that no loop over them
+ * can run on a string or NaN (which never ends) or build tables past the aperture.
+ */
+function checkPageRun(fn: string, iovaPfn: number, pages: number, endPfn: number): void {
+  checkInt(fn, 'iovaPfn', iovaPfn, 0, endPfn);
+  checkInt(fn, 'pages', pages, 0, endPfn + 1 - iovaPfn);
 }
 
 // ---- iommu core API ----------------------------------------------------------------------------
