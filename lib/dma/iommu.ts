@@ -94,9 +94,10 @@ export class IommuDomain {
   /** The live counters (read them with stats()). */
   readonly counters: IommuStats = { mappedPages: 0, iovaAllocated: 0, iotlbFlushes: 0, maps: 0, unmaps: 0, pageTables: 0 };
 
-  private readonly iovad: IovaDomain;
-  private readonly pgtable: IoPageTable;
-  private readonly flushQueue: number[] = [];
+  // Real private fields: the domain is reachable through dev.iommu, its internals are not.
+  readonly #iovad: IovaDomain;
+  readonly #pgtable: IoPageTable;
+  readonly #flushQueue: number[] = [];
   private limitKey = -1n;
   private busKey = -1n;
   private limitPfnCached = 0;
@@ -106,8 +107,8 @@ export class IommuDomain {
     this.apertureBits = checkApertureBits(options.apertureBits ?? Math.max(13, Math.min(48, mask_bits(dma_get_mask(dev)))));
     this.strict = options.strict ?? true;
     this.endPfn = 2 ** (this.apertureBits - 12) - 1;
-    this.iovad = new IovaDomain(this.startPfn, this.endPfn, this.counters, () => this.flush_iotlb_all());
-    this.pgtable = new IoPageTable(dev, this.counters);
+    this.#iovad = new IovaDomain(this.startPfn, this.endPfn, this.counters, () => this.flush_iotlb_all());
+    this.#pgtable = new IoPageTable(dev, this.counters);
   }
 
   /** A snapshot of the counters. @example dev.iommu!.stats().mappedPages // 0 once all is unmapped */
@@ -145,20 +146,20 @@ export class IommuDomain {
   alloc_iova(pages: number, limitPfn: number): number {
     checkInt('IommuDomain.alloc_iova', 'pages', pages, 1);
     checkInt('IommuDomain.alloc_iova', 'limitPfn', limitPfn);
-    return this.iovad.alloc_iova(pages, limitPfn);
+    return this.#iovad.alloc_iova(pages, limitPfn);
   }
 
   /** free_iova_fast: false when `pfn` starts no allocated range (the kernel ignores such frees). */
   free_iova(pfn: number): boolean {
     checkInt('IommuDomain.free_iova', 'pfn', pfn);
-    return this.iovad.free_iova(pfn);
+    return this.#iovad.free_iova(pfn);
   }
 
   /** queue_iova (lazy mode): the IOVA is reused only after the next IOTLB flush. */
   queue_iova(pfn: number): void {
     checkInt('IommuDomain.queue_iova', 'pfn', pfn);
-    this.flushQueue.push(pfn);
-    if (this.flushQueue.length >= IOVA_FQ_SIZE) this.flush_iotlb_all();
+    this.#flushQueue.push(pfn);
+    if (this.#flushQueue.length >= IOVA_FQ_SIZE) this.flush_iotlb_all();
   }
 
   /**
@@ -166,15 +167,15 @@ export class IommuDomain {
    * queued IOVAs (lazy mode). Also what the flush-queue timer would do after 10 ms.
    */
   flush_iotlb_all(): void {
-    if (this.flushQueue.length === 0) return;
+    if (this.#flushQueue.length === 0) return;
     this.counters.iotlbFlushes++;
-    for (const pfn of this.flushQueue) this.iovad.free_iova(pfn);
-    this.flushQueue.length = 0;
+    for (const pfn of this.#flushQueue) this.#iovad.free_iova(pfn);
+    this.#flushQueue.length = 0;
   }
 
   /** IOVA ranges allocated now (queued frees included), as [first page, pages]. */
   allocatedRanges(): [number, number][] {
-    return this.iovad.allocatedRanges();
+    return this.#iovad.allocatedRanges();
   }
 
   // ---- I/O page table (io_pgtable.ts) ----
@@ -187,7 +188,7 @@ export class IommuDomain {
     checkPageRun('IommuDomain.mapPages', iovaPfn, pages, this.endPfn);
     checkInt('IommuDomain.mapPages', 'pfn', pfn);
     checkInt('IommuDomain.mapPages', 'prot', prot, 0, 0x7f);
-    return this.pgtable.mapPages(iovaPfn, pfn, pages, prot);
+    return this.#pgtable.mapPages(iovaPfn, pfn, pages, prot);
   }
 
   /**
@@ -196,19 +197,19 @@ export class IommuDomain {
    */
   unmapPages(iovaPfn: number, pages: number): number {
     checkPageRun('IommuDomain.unmapPages', iovaPfn, pages, this.endPfn);
-    return this.pgtable.unmapPages(iovaPfn, pages);
+    return this.#pgtable.unmapPages(iovaPfn, pages);
   }
 
   /** The PTE of an IOVA page: target pfn and prot, or null when not present. */
   lookupPfn(iovaPfn: number): { pfn: number; prot: number } | null {
     checkInt('IommuDomain.lookupPfn', 'iovaPfn', iovaPfn);
-    return this.pgtable.lookupPfn(iovaPfn);
+    return this.#pgtable.lookupPfn(iovaPfn);
   }
 
   /** Physical address behind an IOVA, as a number; -1 when unmapped. */
   translate(iova: number): number {
     checkInt('IommuDomain.translate', 'iova', iova);
-    return this.pgtable.translate(iova);
+    return this.#pgtable.translate(iova);
   }
 }
 

@@ -4,20 +4,22 @@
 // with ENOMEM when the pool is short, so we try and fall back (and never use MAP_NORESERVE, which
 // would turn a shortage into SIGBUS on first touch).
 
-import * as fs from 'node:fs';
 import { C, native } from '../native';
 import { errnoError, isErrno, type ErrnoError } from './errors';
+import { HUGE_2M, hugepagePoolFree, readPoolFile } from './hugetlb-pool';
+import { assertBackable } from './memory-limits';
 import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
 import { isReservedRange } from './procmaps';
 import { thpMode } from './sysinfo';
 import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
+
+export { HUGE_2M, hugepagePoolFree };
 
 /** 'auto': hugetlb if the pool has room, else THP where allowed, else 4 KiB. 'require': hugetlb or ENOMEM. 'off': 4 KiB. */
 export type HugepagePolicy = 'auto' | 'require' | 'off';
 /** The backing actually obtained. */
 export type Backing = 'hugetlb-2M' | 'thp' | '4k';
 
-export const HUGE_2M = 2 * 1024 * 1024;
 export const HUGEPAGE_POLICIES: readonly HugepagePolicy[] = ['auto', 'require', 'off'];
 
 /** Options of createBackedMemfd. */
@@ -43,25 +45,6 @@ export interface BackedMemfd {
   reason: string;
   /** The unit the memory can be mapped, advised and resized in: 2 MiB for hugetlb, else 4096. */
   granule: number;
-}
-
-const POOL_DIR = '/sys/kernel/mm/hugepages';
-
-function readPoolFile(sizeKiB: number, file: string): number {
-  try {
-    return Number.parseInt(fs.readFileSync(`${POOL_DIR}/hugepages-${sizeKiB}kB/${file}`, 'utf8'), 10) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Huge pages of `sizeKiB` that a new mapping could still reserve now: free_hugepages minus
- * resv_hugepages (reserved pages are counted as free until faulted). Racy: only for messages and tests.
- * @example hugepagePoolFree() // 600
- */
-export function hugepagePoolFree(sizeKiB = 2048): number {
-  return Math.max(0, readPoolFile(sizeKiB, 'free_hugepages') - readPoolFile(sizeKiB, 'resv_hugepages'));
 }
 
 /** How to make room for `pages` more 2 MiB pages: the nr_hugepages value to write. */
@@ -184,6 +167,9 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
     throw errnoError(hugeCode, hugeSyscall, `hugepages 'require' cannot be met: ${why}${advice}`);
   }
   notes.push(hugeSkip);
+  // The caller's size check may have counted on the pool (which another process can empty between
+  // that check and this attempt): what falls back to ordinary pages is checked as such.
+  if (hugeCode === 'ENOMEM') assertBackable(length, `${name}: ${length} bytes on ordinary pages after the hugetlb pool fell short`, 'never');
 
   // 2. shmem THP: only where the kernel allows it for memfds (shmem_enabled).
   const shmem = thpMode('shmem');

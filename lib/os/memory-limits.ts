@@ -5,7 +5,7 @@
 
 import * as fs from 'node:fs';
 import { errnoError } from './errors';
-import { hugepagePoolFree, HUGE_2M } from './backing';
+import { hugepagePoolFree, HUGE_2M } from './hugetlb-pool';
 
 /** The memory cgroup this process is charged to, when it has a limit. */
 export interface CgroupMemory {
