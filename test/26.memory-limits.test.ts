@@ -14,6 +14,8 @@ import { expectNoLeaks, fdCount } from './helpers/leaks';
 
 const MiB = 2 ** 20;
 const INDEX_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'index.js'));
+/** Internal: the backing policy, called directly to stand for a caller whose size check counted on the pool. */
+const BACKING_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'os', 'backing.js'));
 
 interface Enomem extends Error {
   code: string;
@@ -105,6 +107,12 @@ describe('26 memory limits', function () {
           out.nearLimit = tryIt(() => d.Region.allocate(180 << 20, { hugepages: 'off' }));
           out.machine = tryIt(() => new d.Machine({ ramPerNode: 256 << 20, cmaSize: 0 }));
           out.grow = tryIt(() => small.resize(300 << 20));
+          // The pool emptied between a caller's size check and the hugetlb attempt (another process
+          // took it): the fall-back to ordinary pages is checked again, never populated into an OOM kill.
+          const free = d.hugepagePoolFree();
+          const hog = free > 0 ? d.Region.allocate(free * 2097152, { hugepages: 'require' }) : null;
+          out.fallback = tryIt(() => require(${BACKING_JS}).createBackedMemfd('dmamem:fallback', 256 << 20, 'auto'));
+          hog?.close();
           small.close();
           process.stdout.write(JSON.stringify(out));
           process.stdin.destroy();
@@ -127,6 +135,7 @@ describe('26 memory limits', function () {
       assert.match(String(out.nearLimit), named, 'below the limit but above what is left in the cgroup');
       assert.match(String(out.machine), named);
       assert.match(String(out.grow), /^ENOMEM .*resize\(314572800\).*memory cgroup/);
+      assert.match(String(out.fallback), /^ENOMEM ENOMEM: dmamem:fallback: 268435456 bytes on ordinary pages after the hugetlb pool fell short .*memory cgroup's limit/);
       assert.match(fs.readFileSync(`${dir}/memory.oom_control`, 'utf8'), /^oom_kill 0$/m, 'the OOM killer never ran in the cgroup');
     } finally {
       // Empty by now (the child exited); a cgroup directory is removed with rmdir.
