@@ -69,6 +69,17 @@ describe('22 pagemap and system info', () => {
       assert.throws(() => hasKpageflag(1n, -1), RangeError);
     });
 
+    it('huge queries: past user space is a RangeError, more than the JS heap holds is ENOMEM, a large one is read in chunks', () => {
+      assert.throws(() => readPfns(2 ** 47 - 4096, 2), RangeError);
+      assert.throws(() => readPagemap(0, 1e9), (e: NodeJS.ErrnoException) => e.code === 'ENOMEM' && /JS heap/.test(e.message));
+      assert.throws(() => readKpageflags(0, 2 ** 41), RangeError);
+      // More entries than the cached scratch holds: read in chunks, each page answered.
+      const pfns = readPfns(0, (1 << 20) + 5);
+      assert.equal(pfns.length, (1 << 20) + 5);
+      assert.ok(pfns.every((p) => p === PFN_NOT_PRESENT || p === PFN_HIDDEN || p > 0));
+      assert.equal(pfns[(1 << 20) + 4], readPfns(((1 << 20) + 4) * 4096, 1)[0], 'the last chunk reads the right pages');
+    });
+
     it('rejects misaligned addresses and bad counts before reading', () => {
       assert.throws(() => readPagemap(1, 1), { name: 'RangeError', message: `Expected a non-negative multiple of ${PAGE} for address but received 1 of type number` });
       assert.throws(() => readPagemap(0, 0), RangeError);

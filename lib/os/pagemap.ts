@@ -4,7 +4,10 @@
 // PFN_HIDDEN), and neither is ever mistaken for a page frame.
 
 import * as fs from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { native } from '../native';
+import { errnoError } from './errors';
+import { assertBackable } from './memory-limits';
 import { assertInteger, assertPageAligned, assertPositiveInteger } from './validate';
 
 /** One page of a pagemap read (see the kernel's admin-guide/mm/pagemap.rst). */
@@ -71,11 +74,45 @@ export function pfnVisible(): boolean {
 let scratch = new BigUint64Array(512);
 let scratchWords = new Uint32Array(scratch.buffer);
 
+/** The end of x86-64 user address space (47 bits): pagemap has nothing to say beyond it. */
+const USER_END = 2 ** 47;
+/** The largest query answered in the cached scratch array, and the chunk of a larger one. */
+const SCRATCH_MAX = 1 << 20;
+/** Below this many pages a query is cheap whatever the machine: no limit is read. */
+const CHEAP_PAGES = 1 << 16;
+
+/**
+ * Refuses a query that cannot be answered before anything is allocated: a range past user space
+ * (RangeError), or results (`offHeap` bytes of typed arrays and `onHeap` bytes of JS objects per
+ * page) more than memory or the JS heap can hold (ENOMEM), instead of an OOM kill or a V8 abort.
+ */
+function assertAnswerable(fn: string, address: number, pages: number, offHeap: number, onHeap: number): void {
+  if (address >= 0 && address + pages * native.pageSize > USER_END) {
+    throw new RangeError(`Expected a range inside user address space (below 0x${USER_END.toString(16)}) for ${fn} but received ${pages} pages at 0x${address.toString(16)}`);
+  }
+  if (pages <= CHEAP_PAGES) return;
+  assertBackable(pages * offHeap, `${fn}(${pages} pages)`, 'never');
+  const heap = getHeapStatistics();
+  if (pages * onHeap > heap.heap_size_limit - heap.used_heap_size) {
+    throw errnoError('ENOMEM', 'mmap', `${fn}(${pages} pages) needs about ${pages * onHeap} bytes of JS heap, more than the ${heap.heap_size_limit - heap.used_heap_size} left; nothing was read`);
+  }
+}
+
 function readRaw(address: number, pages: number): Uint32Array {
   assertPageAligned('address', address);
   assertPositiveInteger('pages', pages);
+  if (pages > SCRATCH_MAX) {
+    // A large query gets its own array (the cached scratch stays small) and is read in chunks:
+    // the kernel refuses a single pagemap read of gigabytes (EIO).
+    const big = new BigUint64Array(pages);
+    for (let i = 0; i < pages; i += SCRATCH_MAX) {
+      const n = Math.min(SCRATCH_MAX, pages - i);
+      native.pagemapRead(address + i * native.pageSize, n, big.subarray(i, i + n), false);
+    }
+    return new Uint32Array(big.buffer);
+  }
   if (scratch.length < pages) {
-    scratch = new BigUint64Array(Math.max(pages, scratch.length * 2));
+    scratch = new BigUint64Array(Math.max(pages, Math.min(SCRATCH_MAX, scratch.length * 2)));
     scratchWords = new Uint32Array(scratch.buffer);
   }
   native.pagemapRead(address, pages, pages === scratch.length ? scratch : scratch.subarray(0, pages), false);
@@ -96,6 +133,9 @@ const TWO32 = 2 ** 32;
  * @example readPagemap(region.address, 2)[0].pfn
  */
 export function readPagemap(address: number, pages: number): PageInfo[] {
+  assertPageAligned('address', address);
+  assertPositiveInteger('pages', pages);
+  assertAnswerable('readPagemap', address, pages, 8, 160);
   const w = readRaw(address, pages);
   const show = pfnVisible();
   const out: PageInfo[] = new Array<PageInfo>(pages);
@@ -128,6 +168,9 @@ export function readPfns(address: number, pages: number, out?: Float64Array): Fl
   if (out !== undefined && (!(out instanceof Float64Array) || out.length < pages)) {
     throw new TypeError(`Expected a Float64Array of at least ${pages} entries for out`);
   }
+  assertPageAligned('address', address);
+  assertPositiveInteger('pages', pages);
+  assertAnswerable('readPfns', address, pages, out === undefined ? 16 : 8, 0);
   const w = readRaw(address, pages);
   const result = out ?? new Float64Array(pages);
   const show = pfnVisible();
@@ -147,6 +190,8 @@ export function readPfns(address: number, pages: number, out?: Float64Array): Fl
 export function readKpageflags(pfn: number, count: number): bigint[] | null {
   assertInteger('pfn', pfn);
   assertPositiveInteger('count', count);
+  if (pfn + count > 2 ** 40) throw new RangeError(`Expected PFNs below 2^40 (52-bit physical addresses) for readKpageflags but received ${count} from ${pfn}`);
+  if (count > CHEAP_PAGES) assertAnswerable('readKpageflags', -1, count, 8, 48); // -1: no address range
   const out = new BigUint64Array(count);
   try {
     native.kpageflagsRead(pfn, count, out);
