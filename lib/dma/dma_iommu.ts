@@ -74,7 +74,7 @@ function __iommu_dma_unmap(dev: Device, dma_addr: bigint, size: number): void {
     dev.machine.warn(`WARNING: drivers/iommu/dma-iommu.c: __iommu_dma_unmap: ${dev.name}: unmapped ${unmapped * PAGE_SIZE} of ${pages * PAGE_SIZE} bytes at IOVA 0x${addr.toString(16)}`);
   }
   if (domain.strict) {
-    if (unmapped > 0) domain.counters.iotlbFlushes++;
+    if (unmapped > 0) domain.iotlb_sync();
     domain.free_iova(iovaPfn);
   } else {
     domain.queue_iova(iovaPfn);

@@ -10,6 +10,8 @@ import { DMA_BIT_MASK, EINVAL } from './constants';
 import type { Device } from './device';
 import { mask_bits, min_not_zero } from './direct';
 import { IoPageTable } from './io_pgtable';
+import { IOMMU_REGS_BYTES, REG_APERTURE_BITS, REG_GEN } from './iommu_regs';
+import { drainFaults, type IommuFault, type iommu_fault_handler_t } from './iommu_fault';
 import { IovaDomain } from './iova';
 import { dma_get_mask } from './mask';
 import { checkDevice } from './validate';
@@ -67,7 +69,10 @@ export interface IommuStats {
   maps: number;
   /** iommu_unmap operations so far. */
   unmaps: number;
-  /** Page-table pages (leaf tables of 512 PTEs) allocated; like real IOMMU drivers, kept once made. */
+  /**
+   * Page-table pages (all levels) allocated from the machine now. A table whose last entry goes is
+   * freed after the next IOTLB invalidation, so a domain with nothing mapped holds none.
+   */
   pageTables: number;
 }
 
@@ -98,17 +103,83 @@ export class IommuDomain {
   readonly #iovad: IovaDomain;
   readonly #pgtable: IoPageTable;
   readonly #flushQueue: number[] = [];
-  private limitKey = -1n;
-  private busKey = -1n;
-  private limitPfnCached = 0;
+  #limitKey = -1n;
+  #busKey = -1n;
+  #limitPfnCached = 0;
+  /**
+   * The IOMMU's register block (iommu_regs.ts): root-table pointer, invalidation generation and
+   * fault-recording slots. Shared memory, so that a device in another thread sees what this side writes.
+   */
+  readonly #regsBuffer = new SharedArrayBuffer(IOMMU_REGS_BYTES);
+  readonly #regs = new Int32Array(this.#regsBuffer);
+  /** The fault log, oldest first (at most FAULT_LOG_MAX records). */
+  readonly #faults: IommuFault[] = [];
+  #faultHandler: iommu_fault_handler_t | null = null;
+  #faultToken: unknown = undefined;
 
   constructor(dev: Device, options: IommuOptions = {}) {
     this.dev = dev;
     this.apertureBits = checkApertureBits(options.apertureBits ?? Math.max(13, Math.min(48, mask_bits(dma_get_mask(dev)))));
     this.strict = options.strict ?? true;
     this.endPfn = 2 ** (this.apertureBits - 12) - 1;
+    this.#regs[REG_APERTURE_BITS] = this.apertureBits;
     this.#iovad = new IovaDomain(this.startPfn, this.endPfn, this.counters, () => this.flush_iotlb_all());
-    this.#pgtable = new IoPageTable(dev, this.counters);
+    this.#pgtable = new IoPageTable(dev, this.counters, this.#regs, this.apertureBits);
+  }
+
+  /**
+   * The register block as shared memory: what a bus engine (lib/devices) needs besides the
+   * machine's memory to walk this domain's tables, in this thread or another.
+   */
+  get regs(): SharedArrayBuffer {
+    return this.#regsBuffer;
+  }
+
+  /** Levels of the I/O page table (4; 5 for apertures above 48 bits). */
+  get levels(): number {
+    return this.#pgtable.levels;
+  }
+
+  /** The fault log, oldest first: every IOMMU fault a device of this domain took (a copy). */
+  get faults(): IommuFault[] {
+    this.processFaults();
+    return this.#faults.slice();
+  }
+
+  /**
+   * Reads the fault-recording slots the hardware side filled, as the DMAR fault interrupt handler
+   * does: each fault is logged, given to the handler set with iommu_set_fault_handler, and printed
+   * like the kernel's DMAR line when no handler takes it. Returns the number of new faults.
+   */
+  processFaults(): number {
+    return drainFaults(this.#regs, this.dev, this, this.#faults, this.#faultHandler, this.#faultToken);
+  }
+
+  /** iommu_set_fault_handler's storage. */
+  setFaultHandler(handler: iommu_fault_handler_t | null, token: unknown): void {
+    this.#faultHandler = handler;
+    this.#faultToken = token;
+  }
+
+  /**
+   * An IOTLB invalidation (iommu_iotlb_sync / flush_iotlb_all): bumps the generation every IOTLB
+   * of this domain checks, then frees the page-table pages that were waiting for it.
+   */
+  iotlb_sync(): void {
+    this.counters.iotlbFlushes++;
+    Atomics.add(this.#regs, REG_GEN, 1);
+    this.#pgtable.releaseRetired();
+  }
+
+  /** Whether the PTE over an IOVA page is a 2 MiB large-page entry. */
+  isLargePage(iovaPfn: number): boolean {
+    checkInt('IommuDomain.isLargePage', 'iovaPfn', iovaPfn);
+    return this.#pgtable.isLargePage(iovaPfn);
+  }
+
+  /** Page-table pages by level now (index 1 = leaf tables). */
+  tablesPerLevel(): number[] {
+    return this.#pgtable.tablesPerLevel();
   }
 
   /** A snapshot of the counters. @example dev.iommu!.stats().mappedPages // 0 once all is unmapped */
@@ -130,13 +201,13 @@ export class IommuDomain {
   limitPfn(dma_limit: bigint): number {
     checkBigint('IommuDomain.limitPfn', 'dma_limit', dma_limit);
     const bus = this.dev.bus_dma_limit;
-    if (dma_limit !== this.limitKey || bus !== this.busKey) {
+    if (dma_limit !== this.#limitKey || bus !== this.#busKey) {
       const limit = min_not_zero(dma_limit, bus);
-      this.limitPfnCached = Math.min(this.endPfn, Number(limit >> 12n));
-      this.limitKey = dma_limit;
-      this.busKey = bus;
+      this.#limitPfnCached = Math.min(this.endPfn, Number(limit >> 12n));
+      this.#limitKey = dma_limit;
+      this.#busKey = bus;
     }
-    return this.limitPfnCached;
+    return this.#limitPfnCached;
   }
 
   /**
@@ -168,7 +239,7 @@ export class IommuDomain {
    */
   flush_iotlb_all(): void {
     if (this.#flushQueue.length === 0) return;
-    this.counters.iotlbFlushes++;
+    this.iotlb_sync();
     for (const pfn of this.#flushQueue) this.#iovad.free_iova(pfn);
     this.#flushQueue.length = 0;
   }
@@ -288,9 +359,24 @@ export function iommu_unmap(domain: IommuDomain, iova: bigint, size: number): nu
   if (iova & BigInt(PAGE_MASK_LOW) || size % PAGE_SIZE !== 0 || iova < 0n) return 0;
   if (size === 0) return 0;
   const unmapped = domain.unmapPages(Number(iova >> 12n), size / PAGE_SIZE);
-  if (unmapped > 0) domain.counters.iotlbFlushes++;
+  if (unmapped > 0) domain.iotlb_sync();
   return unmapped * PAGE_SIZE;
+}
+
+/**
+ * iommu_set_fault_handler: `handler(domain, dev, iova, flags, token)` is called for every IOMMU
+ * fault of the domain (flags: IOMMU_FAULT_READ or IOMMU_FAULT_WRITE). Returning 0 means handled;
+ * anything else (by convention -ENOSYS) lets the DMAR line be printed too. null removes it.
+ * @example iommu_set_fault_handler(dev.iommu!, (d, dev, iova, flags) => { seen.push(iova); return 0; }, null)
+ */
+export function iommu_set_fault_handler(domain: IommuDomain, handler: iommu_fault_handler_t | null, token?: unknown): void {
+  checkDomain('iommu_set_fault_handler', domain);
+  if (handler !== null && typeof handler !== 'function') {
+    throw new TypeError(`iommu_set_fault_handler: Expected a function or null for handler but received ${describeValue(handler)}`);
+  }
+  domain.setFaultHandler(handler, token);
 }
 
 // Importers of './iommu' (device.ts, demo, bench) get the DMA API too; new code imports './dma_iommu'.
 export { dma_info_to_prot, iommu_dma_alloc, iommu_dma_free, iommu_dma_get_sgtable, iommu_dma_map_page, iommu_dma_map_resource, iommu_dma_map_sg, iommu_dma_max_mapping_size, iommu_dma_mmap, iommu_dma_supported, iommu_dma_sync_sg_for_cpu, iommu_dma_sync_sg_for_device, iommu_dma_sync_single_for_cpu, iommu_dma_sync_single_for_device, iommu_dma_unmap_page, iommu_dma_unmap_resource, iommu_dma_unmap_sg } from './dma_iommu';
+export { FAULT_LOG_MAX, IOMMU_FAULT_READ, IOMMU_FAULT_WRITE, dmarFaultLine, type IommuFault, type iommu_fault_handler_t } from './iommu_fault';
