@@ -32,16 +32,25 @@ export interface IoPgtableCounters {
   pageTables: number;
 }
 
-/** A table page: where its 512 entries sit in machine memory, and how many are present. */
+/**
+ * A table: where its 512 entries sit in machine memory, and how many are present. The record stays
+ * in its map when the table is retired (page null) and takes the next page made for the same place,
+ * so that a map/unmap cycle on an emptied domain allocates no JS object.
+ */
 interface PtTable {
-  readonly page: Page;
+  page: Page | null;
   /** The 32-bit words of the segment holding the page (entry i: words[base + 2i], [base + 2i + 1]). */
-  readonly words: Uint32Array;
-  readonly base: number;
+  words: Uint32Array;
+  base: number;
   readonly level: number;
   readonly key: number;
   used: number;
 }
+
+/** IOVA pages per table at each level (512^level), so no power is computed on a hot path. */
+const TABLE_SPAN = [1, 512, 512 ** 2, 512 ** 3, 512 ** 4, 512 ** 5];
+/** Retired table records kept per level before the map is pruned. */
+const RETIRED_RECORDS_MAX = 4096;
 
 /** Page-table pages per machine: the SecPageTables line of /proc/meminfo. */
 const secPageTables = new WeakMap<Machine, number>();
@@ -107,9 +116,10 @@ export class IoPageTable {
     return t.words[t.base + 2 * i]!;
   }
 
-  /** The table at `level` covering iovaPfn, or undefined. */
+  /** The live table at `level` covering iovaPfn, or undefined. */
   #find(level: number, iovaPfn: number): PtTable | undefined {
-    return this.#tables[level]!.get(Math.floor(iovaPfn / PTES_PER_TABLE ** level));
+    const t = this.#tables[level]!.get(Math.floor(iovaPfn / TABLE_SPAN[level]!));
+    return t === undefined || t.page === null ? undefined : t;
   }
 
   /** A zeroed page for a table, counted in the domain and machine; null when memory is short. */
@@ -128,9 +138,10 @@ export class IoPageTable {
 
   /** The table at `level` covering iovaPfn, made (with its parents) when missing; null on ENOMEM. */
   #ensure(level: number, iovaPfn: number): PtTable | null {
-    const key = Math.floor(iovaPfn / PTES_PER_TABLE ** level);
-    const have = this.#tables[level]!.get(key);
-    if (have !== undefined) return have;
+    const key = Math.floor(iovaPfn / TABLE_SPAN[level]!);
+    const map = this.#tables[level]!;
+    let t = map.get(key);
+    if (t !== undefined && t.page !== null) return t;
     let parent: PtTable | null = null;
     if (level < this.levels) {
       parent = this.#ensure(level + 1, iovaPfn);
@@ -141,8 +152,16 @@ export class IoPageTable {
       if (parent !== null && parent.used === 0) this.#retire(parent, true);
       return null;
     }
-    const t: PtTable = { page: mem.page, words: mem.words, base: mem.base, level, key, used: 0 };
-    this.#tables[level]!.set(key, t);
+    if (t === undefined) {
+      if (map.size >= RETIRED_RECORDS_MAX) this.#prune(map);
+      t = { page: mem.page, words: mem.words, base: mem.base, level, key, used: 0 };
+      map.set(key, t);
+    } else {
+      t.page = mem.page;
+      t.words = mem.words;
+      t.base = mem.base;
+      t.used = 0;
+    }
     if (parent === null) {
       Atomics.store(this.#regs, REG_ROOT_PFN, mem.page.pfn);
     } else {
@@ -160,19 +179,25 @@ export class IoPageTable {
    * the next invalidation, unless `now` (a table no translation ever went through).
    */
   #retire(t: PtTable, now: boolean): void {
-    this.#tables[t.level]!.delete(t.key);
-    if (now) this.#freeTablePage(t.page);
-    else this.#retired.push(t.page);
+    const page = t.page!;
+    t.page = null;
+    if (now) this.#freeTablePage(page);
+    else this.#retired.push(page);
     if (t.level === this.levels) {
       Atomics.store(this.#regs, REG_ROOT_PFN, 0);
       return;
     }
     const parent = this.#tables[t.level + 1]!.get(Math.floor(t.key / PTES_PER_TABLE));
-    if (parent === undefined) return;
+    if (parent === undefined || parent.page === null) return;
     const i = t.key % PTES_PER_TABLE;
     parent.words[parent.base + 2 * i] = 0;
     parent.words[parent.base + 2 * i + 1] = 0;
     if (--parent.used === 0) this.#retire(parent, now);
+  }
+
+  /** Drops the records of retired tables from a map that has grown large. */
+  #prune(map: Map<number, PtTable>): void {
+    for (const [key, t] of map) if (t.page === null) map.delete(key);
   }
 
   #freeTablePage(page: Page): void {
@@ -325,12 +350,20 @@ export class IoPageTable {
     const protHi = hi - (hi % HI_PFN);
     const bits = (lo % PAGE_SIZE) & ~VTD_PTE_LARGE;
     const key = Math.floor(idx / PTES_PER_TABLE);
-    const leaf: PtTable = { page: mem.page, words: mem.words, base: mem.base, level: 1, key, used: PTES_PER_TABLE };
+    let leaf = this.#tables[1]!.get(key);
+    if (leaf === undefined) {
+      leaf = { page: mem.page, words: mem.words, base: mem.base, level: 1, key, used: PTES_PER_TABLE };
+      this.#tables[1]!.set(key, leaf);
+    } else {
+      leaf.page = mem.page;
+      leaf.words = mem.words;
+      leaf.base = mem.base;
+      leaf.used = PTES_PER_TABLE;
+    }
     for (let k = 0, j = mem.base; k < PTES_PER_TABLE; k++, j += 2) {
       mem.words[j + 1] = Math.floor((pfn0 + k) / HI_PFN) + protHi;
       mem.words[j] = (pfn0 + k) * PAGE_SIZE + bits;
     }
-    this.#tables[1]!.set(key, leaf);
     l2.words[l2.base + 2 * i + 1] = Math.floor(mem.page.pfn / HI_PFN);
     l2.words[l2.base + 2 * i] = mem.page.pfn * PAGE_SIZE + (VTD_PTE_READ | VTD_PTE_WRITE | SW_PTE_MAPPED);
     return leaf;
@@ -379,13 +412,17 @@ export class IoPageTable {
 
   /** Table pages by level now (index 1 = leaf tables), for tests and stats. */
   tablesPerLevel(): number[] {
-    return this.#tables.map((m) => m.size);
+    return this.#tables.map((m) => {
+      let n = 0;
+      for (const t of m.values()) if (t.page !== null) n++;
+      return n;
+    });
   }
 
   /** Domain teardown: every table goes back at once (the caller has invalidated). */
   freeAll(): void {
     for (let l = 1; l <= this.levels; l++) {
-      for (const t of this.#tables[l]!.values()) this.#freeTablePage(t.page);
+      for (const t of this.#tables[l]!.values()) if (t.page !== null) this.#freeTablePage(t.page);
       this.#tables[l]!.clear();
     }
     this.releaseRetired();

@@ -1,0 +1,524 @@
+// A device's bus-master engine: the one way a device model touches memory. Built from a
+// transferable description only (the machine's memory segments by fd or mapped bytes, the device's
+// bus offset and limit, the IOMMU's shared register block), never from a Machine or Device, so the
+// same code runs inline or in a worker. Through an IOMMU it walks the I/O page tables in memory.
+
+import { Region } from '../os/region';
+import {
+  F_FLAGS, F_IOVA_HI, F_IOVA_LO, F_REASON, F_SOURCE, F_VALID, FAULT_SLOT_WORDS, FAULT_SLOTS,
+  DMAR_REASON_BEYOND_MGAW, DMAR_REASON_NEXT_PTR_INVALID, DMAR_REASON_PTE_READ, DMAR_REASON_PTE_WRITE,
+  PTES_PER_TABLE, REG_APERTURE_BITS, REG_FAULT_BASE, REG_FAULT_HEAD, REG_FAULT_OVERFLOW, REG_GEN,
+  REG_ROOT_PFN, VTD_PTE_LARGE, VTD_PTE_READ, VTD_PTE_WRITE,
+} from '../dma/iommu_regs';
+
+/** MemTxResult (QEMU's name for a bus transaction's outcome): the access completed. */
+export const MEMTX_OK = 0;
+/** Nothing answers at that address: beyond the device's mask or bus limit, or not memory (a bus error). */
+export const MEMTX_DECODE_ERROR = 2;
+/** The IOMMU blocked the access (an IOMMU fault, recorded in the domain's fault log). */
+export const MEMTX_ACCESS_ERROR = 4;
+
+/** One segment of machine memory as the engine sees it: by PFN range, and its bytes or its memfd. */
+export interface BusSegment {
+  readonly startPfn: number;
+  readonly pages: number;
+  /** The segment's memfd: a worker maps it itself (the engine owns that mapping until close()). */
+  readonly fd?: number;
+  /** The segment's bytes when already mapped in this thread (inline mode). */
+  readonly bytes?: Uint8Array;
+}
+
+/** Everything an engine needs, all of it structured-cloneable (bytes aside, which stay in their thread). */
+export interface BusDescription {
+  readonly segments: readonly BusSegment[];
+  /** Bus address = physical address + busOffset (the dma_range_map offset). */
+  readonly busOffset: number;
+  /** The highest bus address the device can drive (its DMA mask and the bus limit); -1: none. */
+  readonly busLimit: number;
+  /** The IOMMU's register block when the device is behind one, else null. */
+  readonly iommu: { readonly regs: SharedArrayBuffer } | null;
+  /** Which requester this engine is, in fault records. */
+  readonly sourceId: number;
+}
+
+export interface BusEngineOptions {
+  /** Called after a fault was recorded (the IOMMU's fault interrupt); inline mode drains the log here. */
+  onFault?: (() => void) | null;
+}
+
+const PAGE = 4096;
+const IOTLB_ENTRIES = 64;
+const HI_PFN = 0x100000;
+/** IOVA pages per entry at each level (entry i of a level-L table covers 512^(L-1) pages). */
+const ENTRY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
+
+function describe(v: unknown): string {
+  return v === null ? 'null' : typeof v === 'object' ? (v.constructor?.name ?? 'object') : `${String(v)} of type ${typeof v}`;
+}
+
+function checkDescription(d: unknown): asserts d is BusDescription {
+  const fail = (what: string, v: unknown): never => {
+    throw new TypeError(`BusEngine: Expected ${what} but received ${describe(v)}`);
+  };
+  if (typeof d !== 'object' || d === null) fail('a BusDescription object for description', d);
+  const o = d as Record<string, unknown>;
+  if (!Array.isArray(o.segments)) fail('an array for segments', o.segments);
+  for (const s of o.segments as unknown[]) {
+    const g = s as Record<string, unknown> | null;
+    if (typeof g !== 'object' || g === null) fail('a segment object in segments', s);
+    const seg = g as Record<string, unknown>;
+    if (!Number.isSafeInteger(seg.startPfn) || (seg.startPfn as number) < 0) fail('a non-negative integer for segments[].startPfn', seg.startPfn);
+    if (!Number.isSafeInteger(seg.pages) || (seg.pages as number) <= 0) fail('a positive integer for segments[].pages', seg.pages);
+    if (seg.bytes === undefined && seg.fd === undefined) fail('bytes or fd in every segment', s);
+    if (seg.bytes !== undefined && !(seg.bytes instanceof Uint8Array)) fail('a Uint8Array for segments[].bytes', seg.bytes);
+    if (seg.fd !== undefined && !Number.isInteger(seg.fd)) fail('an integer for segments[].fd', seg.fd);
+  }
+  if (typeof o.busOffset !== 'number' || !Number.isSafeInteger(o.busOffset)) fail('a safe integer for busOffset', o.busOffset);
+  if (typeof o.busLimit !== 'number' || Number.isNaN(o.busLimit)) fail('a number for busLimit', o.busLimit);
+  if (!Number.isSafeInteger(o.sourceId)) fail('an integer for sourceId', o.sourceId);
+  if (o.iommu !== null) {
+    const io = o.iommu as Record<string, unknown> | undefined;
+    if (typeof io !== 'object' || io === null || !(io.regs instanceof SharedArrayBuffer)) fail('null or { regs: SharedArrayBuffer } for iommu', o.iommu);
+  }
+}
+
+/**
+ * The bus side of one device. Every access is checked whole before a byte moves: a transfer that
+ * would fault on its last page changes nothing. Errors are return values (MemTxResult), loads of
+ * a failed access give all-ones, and `status` holds the last result; nothing here throws for an
+ * address, however wrong (only for misuse: a non-integer address, a negative length).
+ * @example const bus = busMaster(dev); if (bus.write(handle, data) !== MEMTX_OK) setErrorStatus();
+ */
+export class BusEngine {
+  /** The result of the last access (MEMTX_*). */
+  status = MEMTX_OK;
+  readonly #segStart: Float64Array;
+  readonly #segEnd: Float64Array;
+  readonly #bytes: Uint8Array[] = [];
+  readonly #words: Uint32Array[] = [];
+  readonly #dv: DataView[] = [];
+  readonly #regions: Region[] = [];
+  readonly #busOffset: number;
+  readonly #busLimit: number;
+  readonly #regs: Int32Array | null;
+  readonly #levels: number;
+  readonly #apertureEnd: number;
+  readonly #sourceId: number;
+  readonly #onFault: (() => void) | null;
+  #gen = -1;
+  /** IOTLB: direct-mapped by IOVA page; tag -1 = empty. */
+  readonly #tlbTag = new Float64Array(IOTLB_ENTRIES).fill(-1);
+  readonly #tlbPfn = new Float64Array(IOTLB_ENTRIES);
+  readonly #tlbPerm = new Uint8Array(IOTLB_ENTRIES);
+  /** Runs of the access being resolved: segment index, offset, length (reused, grown as needed). */
+  #runs = new Float64Array(3 * 16);
+  #lastSeg = 0;
+  /** Out values of #walk and #xlate (no object per access). */
+  #walkPerm = 0;
+  #seg = 0;
+  #closed = false;
+
+  constructor(description: BusDescription, options: BusEngineOptions = {}) {
+    checkDescription(description);
+    const segs = [...description.segments].sort((a, b) => a.startPfn - b.startPfn);
+    this.#segStart = new Float64Array(segs.length);
+    this.#segEnd = new Float64Array(segs.length);
+    try {
+      segs.forEach((s, i) => {
+        let bytes = s.bytes;
+        if (bytes === undefined) {
+          const r = Region.fromFd(s.fd!, s.pages * PAGE);
+          this.#regions.push(r);
+          bytes = r.view();
+        }
+        this.#segStart[i] = s.startPfn;
+        this.#segEnd[i] = s.startPfn + Math.min(s.pages, Math.floor(bytes.byteLength / PAGE));
+        this.#bytes.push(bytes);
+        this.#words.push(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2));
+        this.#dv.push(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      });
+    } catch (err) {
+      for (const r of this.#regions) r.close();
+      throw err;
+    }
+    this.#busOffset = description.busOffset;
+    this.#busLimit = description.busLimit;
+    this.#sourceId = description.sourceId;
+    this.#regs = description.iommu === null ? null : new Int32Array(description.iommu.regs);
+    const bits = this.#regs === null ? 64 : Atomics.load(this.#regs, REG_APERTURE_BITS);
+    this.#levels = bits > 48 ? 5 : 4;
+    this.#apertureEnd = 2 ** bits;
+    this.#onFault = options.onFault ?? null;
+  }
+
+  /** Unmaps what the engine mapped itself (segments given by fd). Idempotent; later accesses are bus errors. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#segEnd.fill(0);
+    for (const r of this.#regions) r.close();
+    this.#regions.length = 0;
+  }
+
+  /** Whether the device sits behind an IOMMU. */
+  get translated(): boolean {
+    return this.#regs !== null;
+  }
+
+  // ---- address translation ----
+
+  /** The segment holding pfn, or -1. */
+  #segOf(pfn: number): number {
+    const i = this.#lastSeg;
+    if (pfn >= this.#segStart[i]! && pfn < this.#segEnd[i]!) return i;
+    for (let k = 0; k < this.#segStart.length; k++) {
+      if (pfn >= this.#segStart[k]! && pfn < this.#segEnd[k]!) {
+        this.#lastSeg = k;
+        return k;
+      }
+    }
+    return -1;
+  }
+
+  /** Records a fault in the first free slot of the register block and raises the fault "interrupt". */
+  #fault(iovaPfn: number, write: boolean, reason: number): void {
+    const regs = this.#regs!;
+    const seq = ((Atomics.add(regs, REG_FAULT_HEAD, 1) + 1) & 0x7fffffff) || 1;
+    const b = REG_FAULT_BASE + ((seq - 1) % FAULT_SLOTS) * FAULT_SLOT_WORDS;
+    if (Atomics.load(regs, b + F_VALID) !== 0) {
+      Atomics.add(regs, REG_FAULT_OVERFLOW, 1);
+    } else {
+      const iova = iovaPfn * PAGE;
+      regs[b + F_FLAGS] = write ? 1 : 0;
+      regs[b + F_REASON] = reason;
+      regs[b + F_SOURCE] = this.#sourceId;
+      regs[b + F_IOVA_LO] = iova % 2 ** 32;
+      regs[b + F_IOVA_HI] = Math.floor(iova / 2 ** 32);
+      Atomics.store(regs, b + F_VALID, seq);
+    }
+    this.status = MEMTX_ACCESS_ERROR;
+    if (this.#onFault !== null) this.#onFault();
+  }
+
+  /**
+   * The second-level walk from the root pointer: the target PFN, or -reason. Non-leaf entries need
+   * the access's permission too, as on VT-d; a 2 MiB entry at level 2 ends the walk.
+   */
+  #walk(iovaPfn: number, write: boolean): number {
+    const regs = this.#regs!;
+    const need = write ? VTD_PTE_WRITE : VTD_PTE_READ;
+    const denied = write ? DMAR_REASON_PTE_WRITE : DMAR_REASON_PTE_READ;
+    let table = Atomics.load(regs, REG_ROOT_PFN);
+    if (table === 0) return -denied;
+    for (let level = this.#levels; level >= 1; level--) {
+      const s = this.#segOf(table);
+      if (s < 0) return -DMAR_REASON_NEXT_PTR_INVALID;
+      const j = (table - this.#segStart[s]!) * (PAGE / 4) + 2 * (Math.floor(iovaPfn / ENTRY_SPAN[level]!) % PTES_PER_TABLE);
+      const w = this.#words[s]!;
+      const lo = w[j]!;
+      if ((lo & need) === 0) return -denied;
+      const target = (w[j + 1]! % HI_PFN) * HI_PFN + Math.floor(lo / PAGE);
+      if (level === 1) {
+        this.#walkPerm = lo & (VTD_PTE_READ | VTD_PTE_WRITE);
+        return target;
+      }
+      if (level === 2 && (lo & VTD_PTE_LARGE) !== 0) {
+        this.#walkPerm = lo & (VTD_PTE_READ | VTD_PTE_WRITE);
+        return target + (iovaPfn % PTES_PER_TABLE);
+      }
+      table = target;
+    }
+    return -DMAR_REASON_NEXT_PTR_INVALID;
+  }
+
+  /** Drops every IOTLB entry when the driver side invalidated since the last look. */
+  #syncIotlb(): void {
+    const g = Atomics.load(this.#regs!, REG_GEN);
+    if (g !== this.#gen) {
+      this.#gen = g;
+      this.#tlbTag.fill(-1);
+    }
+  }
+
+  /**
+   * The physical PFN behind a bus page for an access, or -1 after recording a fault / -2 for a
+   * bus error (status set either way). An IOTLB hit is three typed-array reads.
+   */
+  #xlatePage(busPfn: number, write: boolean): number {
+    if (busPfn * PAGE >= this.#apertureEnd) {
+      this.#fault(busPfn, write, DMAR_REASON_BEYOND_MGAW);
+      return -1;
+    }
+    const e = busPfn % IOTLB_ENTRIES;
+    if (this.#tlbTag[e] === busPfn && (this.#tlbPerm[e]! & (write ? VTD_PTE_WRITE : VTD_PTE_READ)) !== 0) return this.#tlbPfn[e]!;
+    const pfn = this.#walk(busPfn, write);
+    if (pfn < 0) {
+      this.#fault(busPfn, write, -pfn);
+      return -1;
+    }
+    this.#tlbTag[e] = busPfn;
+    this.#tlbPfn[e] = pfn;
+    this.#tlbPerm[e] = this.#walkPerm;
+    return pfn;
+  }
+
+  /**
+   * Resolves [addr, addr + len) for one access into runs of segment bytes (this.#runs), checking
+   * every page first. Returns the number of runs, or -1 (status set) when any page fails.
+   */
+  #resolve(addr: number, len: number, write: boolean): number {
+    if (this.#regs !== null) this.#syncIotlb();
+    if (len === 0) return 0;
+    if (!(addr + len - 1 <= this.#busLimit)) {
+      this.status = MEMTX_DECODE_ERROR;
+      return -1;
+    }
+    let n = 0;
+    let pos = addr;
+    const end = addr + len;
+    while (pos < end) {
+      const busPfn = Math.floor(pos / PAGE);
+      let physPfn: number;
+      let chunk: number;
+      let inPage: number;
+      if (this.#regs === null) {
+        // Direct: one translation for the whole rest of the range, cut at segment ends below.
+        const phys = pos - this.#busOffset;
+        physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
+        inPage = phys % PAGE;
+        chunk = end - pos;
+      } else {
+        physPfn = this.#xlatePage(busPfn, write);
+        if (physPfn === -1) return -1;
+        inPage = pos % PAGE;
+        chunk = Math.min(end - pos, (busPfn + 1) * PAGE - pos);
+      }
+      const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
+      if (s < 0) {
+        this.status = MEMTX_DECODE_ERROR;
+        return -1;
+      }
+      const off = (physPfn - this.#segStart[s]!) * PAGE + inPage;
+      const room = (this.#segEnd[s]! - this.#segStart[s]!) * PAGE - off;
+      if (chunk > room) chunk = room;
+      const runs = this.#runs;
+      if (n > 0 && runs[3 * n - 3] === s && runs[3 * n - 2]! + runs[3 * n - 1]! === off) {
+        runs[3 * n - 1] = runs[3 * n - 1]! + chunk;
+      } else {
+        if (3 * n + 3 > runs.length) {
+          const grown = new Float64Array(runs.length * 2);
+          grown.set(runs);
+          this.#runs = grown;
+        }
+        this.#runs[3 * n] = s;
+        this.#runs[3 * n + 1] = off;
+        this.#runs[3 * n + 2] = chunk;
+        n++;
+      }
+      pos += chunk;
+    }
+    this.status = MEMTX_OK;
+    return n;
+  }
+
+  /**
+   * One access of `size` bytes inside one page: the offset in segment this.#seg, or -1 (status
+   * set). The fast path of the 8/16/32/64-bit accessors.
+   */
+  #xlate(addr: number, size: number, write: boolean): number {
+    if (addr % PAGE > PAGE - size) {
+      // Crosses a page: the general path, which must find one run.
+      const n = this.#resolve(addr, size, write);
+      if (n !== 1) {
+        if (n > 1) this.status = MEMTX_DECODE_ERROR; // split over two segments: no device does that in one beat
+        return -1;
+      }
+      this.#seg = this.#runs[0]!;
+      return this.#runs[1]!;
+    }
+    if (!(addr + size - 1 <= this.#busLimit)) {
+      this.status = MEMTX_DECODE_ERROR;
+      return -1;
+    }
+    if (this.#regs !== null) this.#syncIotlb();
+    const busPfn = Math.floor(addr / PAGE);
+    let physPfn: number;
+    let inPage: number;
+    if (this.#regs === null) {
+      const phys = addr - this.#busOffset;
+      physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
+      inPage = phys % PAGE;
+    } else {
+      physPfn = this.#xlatePage(busPfn, write);
+      if (physPfn === -1) return -1;
+      inPage = addr % PAGE;
+    }
+    const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
+    if (s < 0 || (this.#regs === null && inPage > PAGE - size && physPfn + 1 >= this.#segEnd[s]!)) {
+      this.status = MEMTX_DECODE_ERROR;
+      return -1;
+    }
+    this.status = MEMTX_OK;
+    this.#seg = s;
+    return (physPfn - this.#segStart[s]!) * PAGE + inPage;
+  }
+
+  // ---- the accessors ----
+
+  /**
+   * Copies `length` bytes at bus address `addr` into dst[dstOffset..] (device reads memory).
+   * @returns MEMTX_OK, or the error with dst unchanged.
+   */
+  read(addr: number | bigint, dst: Uint8Array, dstOffset = 0, length = dst.length - dstOffset): number {
+    const a = busAddr('read', addr);
+    checkBuffer('read', dst, dstOffset, length);
+    const n = this.#resolve(a, length, false);
+    if (n < 0) return this.status;
+    const runs = this.#runs;
+    for (let i = 0, at = dstOffset; i < n; i++) {
+      const s = runs[3 * i]!;
+      const off = runs[3 * i + 1]!;
+      const len = runs[3 * i + 2]!;
+      dst.set(this.#bytes[s]!.subarray(off, off + len), at);
+      at += len;
+    }
+    return MEMTX_OK;
+  }
+
+  /**
+   * Copies `length` bytes of src[srcOffset..] to bus address `addr` (device writes memory).
+   * @returns MEMTX_OK, or the error with no byte of memory changed.
+   */
+  write(addr: number | bigint, src: Uint8Array, srcOffset = 0, length = src.length - srcOffset): number {
+    const a = busAddr('write', addr);
+    checkBuffer('write', src, srcOffset, length);
+    const n = this.#resolve(a, length, true);
+    if (n < 0) return this.status;
+    const runs = this.#runs;
+    for (let i = 0, at = srcOffset; i < n; i++) {
+      const s = runs[3 * i]!;
+      const len = runs[3 * i + 2]!;
+      this.#bytes[s]!.set(len === src.length ? src : src.subarray(at, at + len), runs[3 * i + 1]!);
+      at += len;
+    }
+    return MEMTX_OK;
+  }
+
+  /** Sets `length` bytes at `addr` to `byte` (dma_memory_set). @returns MEMTX_*. */
+  fill(addr: number | bigint, byte: number, length: number): number {
+    const a = busAddr('fill', addr);
+    if (!Number.isInteger(byte) || byte < 0 || byte > 255) throw new RangeError(`BusEngine.fill: Expected an integer from 0 to 255 for byte but received ${String(byte)}`);
+    checkLength('fill', length);
+    const n = this.#resolve(a, length, true);
+    if (n < 0) return this.status;
+    const runs = this.#runs;
+    for (let i = 0; i < n; i++) this.#bytes[runs[3 * i]!]!.fill(byte, runs[3 * i + 1]!, runs[3 * i + 1]! + runs[3 * i + 2]!);
+    return MEMTX_OK;
+  }
+
+  /** An 8-bit load; 0xff when the access fails (status tells). */
+  read8(addr: number | bigint): number {
+    const off = this.#xlate(busAddr('read8', addr), 1, false);
+    return off < 0 ? 0xff : this.#bytes[this.#seg]![off]!;
+  }
+
+  /** A little-endian 16-bit load; 0xffff when the access fails. */
+  read16(addr: number | bigint): number {
+    const off = this.#xlate(busAddr('read16', addr), 2, false);
+    return off < 0 ? 0xffff : this.#dv[this.#seg]!.getUint16(off, true);
+  }
+
+  /** A little-endian 32-bit load; 0xffffffff when the access fails. */
+  read32(addr: number | bigint): number {
+    const off = this.#xlate(busAddr('read32', addr), 4, false);
+    return off < 0 ? 0xffffffff : this.#dv[this.#seg]!.getUint32(off, true);
+  }
+
+  /** A little-endian 64-bit load; all-ones when the access fails. */
+  read64(addr: number | bigint): bigint {
+    const off = this.#xlate(busAddr('read64', addr), 8, false);
+    return off < 0 ? 0xffff_ffff_ffff_ffffn : this.#dv[this.#seg]!.getBigUint64(off, true);
+  }
+
+  /** An 8-bit store. @returns MEMTX_*. */
+  write8(addr: number | bigint, value: number): number {
+    const a = busAddr('write8', addr);
+    checkValue('write8', value, 0xff);
+    const off = this.#xlate(a, 1, true);
+    if (off >= 0) this.#bytes[this.#seg]![off] = value;
+    return this.status;
+  }
+
+  /** A little-endian 16-bit store. @returns MEMTX_*. */
+  write16(addr: number | bigint, value: number): number {
+    const a = busAddr('write16', addr);
+    checkValue('write16', value, 0xffff);
+    const off = this.#xlate(a, 2, true);
+    if (off >= 0) this.#dv[this.#seg]!.setUint16(off, value, true);
+    return this.status;
+  }
+
+  /** A little-endian 32-bit store. @returns MEMTX_*. */
+  write32(addr: number | bigint, value: number): number {
+    const a = busAddr('write32', addr);
+    checkValue('write32', value, 0xffffffff);
+    const off = this.#xlate(a, 4, true);
+    if (off >= 0) this.#dv[this.#seg]!.setUint32(off, value, true);
+    return this.status;
+  }
+
+  /** A little-endian 64-bit store. @returns MEMTX_*. */
+  write64(addr: number | bigint, value: bigint): number {
+    const a = busAddr('write64', addr);
+    if (typeof value !== 'bigint') throw new TypeError(`BusEngine.write64: Expected a bigint for value but received ${describe(value)}`);
+    const off = this.#xlate(a, 8, true);
+    if (off >= 0) this.#dv[this.#seg]!.setBigUint64(off, BigInt.asUintN(64, value), true);
+    return this.status;
+  }
+
+  /**
+   * The physical address an access at `addr` would reach, or -1 (status says why; a fault is
+   * recorded, as the access would record it). Through the IOMMU an IOTLB hit is the fast path.
+   */
+  translate(addr: number | bigint, write = false): number {
+    const a = busAddr('translate', addr);
+    const off = this.#xlate(a, 1, write === true);
+    return off < 0 ? -1 : this.#segStart[this.#seg]! * PAGE + off;
+  }
+}
+
+/** A bus address as a number: a non-negative integer or bigint (above 2^53 it is past any memory anyway). */
+function busAddr(fn: string, addr: unknown): number {
+  if (typeof addr === 'number') {
+    if (Number.isInteger(addr) && addr >= 0) return addr;
+    throw new RangeError(`BusEngine.${fn}: Expected a non-negative integer for addr but received ${String(addr)}`);
+  }
+  if (typeof addr === 'bigint') {
+    if (addr >= 0n) return Number(addr);
+    throw new RangeError(`BusEngine.${fn}: Expected a non-negative bigint for addr but received ${addr}`);
+  }
+  throw new TypeError(`BusEngine.${fn}: Expected a number or bigint for addr but received ${describe(addr)}`);
+}
+
+function checkLength(fn: string, length: unknown): void {
+  if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) {
+    throw new RangeError(`BusEngine.${fn}: Expected a non-negative integer for length but received ${describe(length)}`);
+  }
+}
+
+function checkBuffer(fn: string, buf: unknown, offset: unknown, length: unknown): void {
+  if (!(buf instanceof Uint8Array)) throw new TypeError(`BusEngine.${fn}: Expected a Uint8Array for the buffer but received ${describe(buf)}`);
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || offset > buf.length) {
+    throw new RangeError(`BusEngine.${fn}: Expected an integer from 0 to ${buf.length} for the buffer offset but received ${describe(offset)}`);
+  }
+  checkLength(fn, length);
+  if ((offset) + (length as number) > buf.length) {
+    throw new RangeError(`BusEngine.${fn}: ${String(length)} bytes from offset ${offset} leave the ${buf.length}-byte buffer`);
+  }
+}
+
+function checkValue(fn: string, value: unknown, max: number): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`BusEngine.${fn}: Expected an integer from 0 to 0x${max.toString(16)} for value but received ${describe(value)}`);
+  }
+}

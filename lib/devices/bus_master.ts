@@ -1,0 +1,69 @@
+// Inline bus mastering: a device's transferable bus description made from the machine and the
+// device (what a worker would be given), and the device's own engine built from it in this thread.
+// The engine is the same code a worker runs; only the fault "interrupt" is delivered by a call here.
+
+import { segmentBytes } from '../mm/segment';
+import { min_not_zero } from '../dma/direct';
+import type { Device } from '../dma/device';
+import { checkLiveDevice } from '../dma/validate';
+import { BusEngine, type BusDescription } from './bus_engine';
+
+/** Source ids handed to engines (fault records name the engine that took the fault). */
+let nextSourceId = 1;
+
+export interface BusDescriptionOptions {
+  /**
+   * Give the segments by memfd only (no mapped bytes), as a worker must receive them: the engine
+   * then maps them itself and owns those mappings until close(). Default false.
+   */
+  fdOnly?: boolean;
+}
+
+/**
+ * The transferable description of a device's bus (see BusDescription): the machine's segments
+ * (PFN ranges with their memfds, and in this thread their bytes), the device's bus offset, the
+ * highest bus address its DMA mask and bus limit let it drive, and its IOMMU's register block.
+ * The mask is read now: a device's address lines do not change when a driver later calls
+ * dma_set_mask.
+ * @example const engine = new BusEngine(busDescription(dev, { fdOnly: true }));
+ */
+export function busDescription(dev: Device, options: BusDescriptionOptions = {}): BusDescription {
+  checkLiveDevice('busDescription', dev);
+  if (typeof options !== 'object' || options === null) throw new TypeError(`busDescription: Expected an options object but received ${String(options)}`);
+  for (const k of Object.keys(options)) if (k !== 'fdOnly') throw new TypeError(`busDescription: Unknown option '${k}' (expected fdOnly)`);
+  if (options.fdOnly !== undefined && typeof options.fdOnly !== 'boolean') throw new TypeError(`busDescription: Expected a boolean for fdOnly but received ${String(options.fdOnly)}`);
+  const m = dev.machine;
+  m.assertAlive();
+  const fdOnly = options.fdOnly === true;
+  const segments = m.segments.map((s) => (fdOnly
+    ? { startPfn: s.startPfn, pages: s.pages, fd: s.fd }
+    : { startPfn: s.startPfn, pages: s.pages, fd: s.fd, bytes: segmentBytes(s) }));
+  const limit = dev.dma_mask === null ? -1 : Number(min_not_zero(dev.dma_mask, dev.bus_dma_limit));
+  return {
+    segments,
+    busOffset: Number(dev.busOffset),
+    busLimit: limit,
+    iommu: dev.iommu === null ? null : { regs: dev.iommu.regs },
+    sourceId: nextSourceId++,
+  };
+}
+
+/** The inline engine of each device, with the segment count it was made for. */
+const engines = new WeakMap<Device, { engine: BusEngine; segments: number; mask: bigint | null }>();
+
+/**
+ * The device's bus-master engine in this thread (the same one each time, remade when the machine
+ * gained a segment or the device's mask changed). A fault it takes is reported at once: logged in
+ * the domain, given to the fault handler, printed when unhandled.
+ * @example const bus = busMaster(dev); bus.write32(desc + 8n, 0x1) === MEMTX_OK
+ */
+export function busMaster(dev: Device): BusEngine {
+  checkLiveDevice('busMaster', dev);
+  dev.machine.assertAlive();
+  const have = engines.get(dev);
+  if (have !== undefined && have.segments === dev.machine.segments.length && have.mask === dev.dma_mask) return have.engine;
+  const domain = dev.iommu;
+  const engine = new BusEngine(busDescription(dev), { onFault: domain === null ? null : () => { domain.processFaults(); } });
+  engines.set(dev, { engine, segments: dev.machine.segments.length, mask: dev.dma_mask });
+  return engine;
+}
