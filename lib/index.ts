@@ -121,5 +121,15 @@ export type { DmaDebug, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebug
 export {
   IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, IOVA_FQ_SIZE,
   iommu_get_dma_domain, iommu_iova_to_phys, iommu_iova_to_prot, iommu_map, iommu_unmap,
+  iommu_set_fault_handler, IOMMU_FAULT_READ, IOMMU_FAULT_WRITE, FAULT_LOG_MAX,
 } from './dma/iommu';
-export type { IommuDomain, IommuOptions, IommuStats } from './dma/iommu';
+export type { IommuDomain, IommuOptions, IommuStats, IommuFault, iommu_fault_handler_t } from './dma/iommu';
+export {
+  DMAR_REASON_BEYOND_MGAW, DMAR_REASON_PTE_WRITE, DMAR_REASON_PTE_READ, DMAR_REASON_NEXT_PTR_INVALID,
+} from './dma/iommu_regs';
+
+// ---- Devices: bus mastering (lib/devices) ----
+export { BusEngine, MEMTX_OK, MEMTX_DECODE_ERROR, MEMTX_ACCESS_ERROR } from './devices/bus_engine';
+export type { BusDescription, BusSegment, BusEngineOptions } from './devices/bus_engine';
+export { busMaster, busDescription } from './devices/bus_master';
+export type { BusDescriptionOptions } from './devices/bus_master';
