@@ -110,6 +110,8 @@ export class BusEngine {
   readonly #tlbTag = new Float64Array(IOTLB_ENTRIES).fill(-1);
   readonly #tlbPfn = new Float64Array(IOTLB_ENTRIES);
   readonly #tlbPerm = new Uint8Array(IOTLB_ENTRIES);
+  readonly #tlbSeg = new Int32Array(IOTLB_ENTRIES);
+  readonly #tlbOff = new Float64Array(IOTLB_ENTRIES);
   /** Runs of the access being resolved: segment index, offset, length (reused, grown as needed). */
   #runs = new Float64Array(3 * 16);
   #lastSeg = 0;
@@ -156,6 +158,7 @@ export class BusEngine {
     if (this.#closed) return;
     this.#closed = true;
     this.#segEnd.fill(0);
+    this.#tlbTag.fill(-1);
     for (const r of this.#regions) r.close();
     this.#regions.length = 0;
   }
@@ -249,16 +252,22 @@ export class BusEngine {
       this.#fault(busPfn, write, DMAR_REASON_BEYOND_MGAW);
       return -1;
     }
-    const e = busPfn % IOTLB_ENTRIES;
+    const e = (busPfn | 0) & (IOTLB_ENTRIES - 1);
     if (this.#tlbTag[e] === busPfn && (this.#tlbPerm[e]! & (write ? VTD_PTE_WRITE : VTD_PTE_READ)) !== 0) return this.#tlbPfn[e]!;
     const pfn = this.#walk(busPfn, write);
     if (pfn < 0) {
       this.#fault(busPfn, write, -pfn);
       return -1;
     }
-    this.#tlbTag[e] = busPfn;
-    this.#tlbPfn[e] = pfn;
-    this.#tlbPerm[e] = this.#walkPerm;
+    // Only translations to memory are cached (with where they land), so a hit needs no lookup.
+    const s = this.#segOf(pfn);
+    if (s >= 0) {
+      this.#tlbTag[e] = busPfn;
+      this.#tlbPfn[e] = pfn;
+      this.#tlbPerm[e] = this.#walkPerm;
+      this.#tlbSeg[e] = s;
+      this.#tlbOff[e] = (pfn - this.#segStart[s]!) * PAGE;
+    }
     return pfn;
   }
 
@@ -285,12 +294,12 @@ export class BusEngine {
         // Direct: one translation for the whole rest of the range, cut at segment ends below.
         const phys = pos - this.#busOffset;
         physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
-        inPage = phys % PAGE;
+        inPage = phys - physPfn * PAGE;
         chunk = end - pos;
       } else {
         physPfn = this.#xlatePage(busPfn, write);
         if (physPfn === -1) return -1;
-        inPage = pos % PAGE;
+        inPage = pos - busPfn * PAGE;
         chunk = Math.min(end - pos, (busPfn + 1) * PAGE - pos);
       }
       const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
@@ -323,44 +332,62 @@ export class BusEngine {
 
   /**
    * One access of `size` bytes inside one page: the offset in segment this.#seg, or -1 (status
-   * set). The fast path of the 8/16/32/64-bit accessors.
+   * set). The fast path of the 8/16/32/64-bit accessors and translate(): through the IOMMU, an
+   * IOTLB hit is a generation check and three typed-array reads (the entry keeps the segment).
    */
   #xlate(addr: number, size: number, write: boolean): number {
-    if (addr % PAGE > PAGE - size) {
-      // Crosses a page: the general path, which must find one run.
-      const n = this.#resolve(addr, size, write);
-      if (n !== 1) {
-        if (n > 1) this.status = MEMTX_DECODE_ERROR; // split over two segments: no device does that in one beat
-        return -1;
-      }
-      this.#seg = this.#runs[0]!;
-      return this.#runs[1]!;
-    }
+    // floor, not %: a double modulo is a C call in V8, and bus addresses are doubles above 2^31.
+    const busPfn = Math.floor(addr / PAGE);
+    const inPage = addr - busPfn * PAGE;
+    if (inPage > PAGE - size) return this.#xlateSlow(addr, size, write);
     if (!(addr + size - 1 <= this.#busLimit)) {
       this.status = MEMTX_DECODE_ERROR;
       return -1;
     }
-    if (this.#regs !== null) this.#syncIotlb();
-    const busPfn = Math.floor(addr / PAGE);
-    let physPfn: number;
-    let inPage: number;
-    if (this.#regs === null) {
-      const phys = addr - this.#busOffset;
-      physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
-      inPage = phys % PAGE;
-    } else {
-      physPfn = this.#xlatePage(busPfn, write);
-      if (physPfn === -1) return -1;
-      inPage = addr % PAGE;
+    const regs = this.#regs;
+    if (regs === null) return this.#xlateDirect(addr, size);
+    const g = Atomics.load(regs, REG_GEN);
+    if (g !== this.#gen) {
+      this.#gen = g;
+      this.#tlbTag.fill(-1);
     }
+    const e = (busPfn | 0) & (IOTLB_ENTRIES - 1);
+    if (this.#tlbTag[e] !== busPfn || (this.#tlbPerm[e]! & (write ? VTD_PTE_WRITE : VTD_PTE_READ)) === 0) {
+      if (this.#xlatePage(busPfn, write) < 0) return -1;
+      if (this.#tlbTag[e] !== busPfn) {
+        this.status = MEMTX_DECODE_ERROR; // translated to no memory
+        return -1;
+      }
+    }
+    this.status = MEMTX_OK;
+    this.#seg = this.#tlbSeg[e]!;
+    return this.#tlbOff[e]! + inPage;
+  }
+
+  /** #xlate for a direct device: bus offset, then the segment (a word may continue into the next page of it). */
+  #xlateDirect(addr: number, size: number): number {
+    const phys = addr - this.#busOffset;
+    const physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
     const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
-    if (s < 0 || (this.#regs === null && inPage > PAGE - size && physPfn + 1 >= this.#segEnd[s]!)) {
+    const inPage = phys - physPfn * PAGE;
+    if (s < 0 || (inPage > PAGE - size && physPfn + 1 >= this.#segEnd[s]!)) {
       this.status = MEMTX_DECODE_ERROR;
       return -1;
     }
     this.status = MEMTX_OK;
     this.#seg = s;
     return (physPfn - this.#segStart[s]!) * PAGE + inPage;
+  }
+
+  /** A word across a page boundary: the general path, which must find one run. */
+  #xlateSlow(addr: number, size: number, write: boolean): number {
+    const n = this.#resolve(addr, size, write);
+    if (n !== 1) {
+      if (n > 1) this.status = MEMTX_DECODE_ERROR; // split over two segments: no device does that in one beat
+      return -1;
+    }
+    this.#seg = this.#runs[0]!;
+    return this.#runs[1]!;
   }
 
   // ---- the accessors ----
