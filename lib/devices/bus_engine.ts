@@ -71,6 +71,7 @@ function checkDescription(d: unknown): asserts d is BusDescription {
     if (!Number.isSafeInteger(seg.pages) || (seg.pages as number) <= 0) fail('a positive integer for segments[].pages', seg.pages);
     if (seg.bytes === undefined && seg.fd === undefined) fail('bytes or fd in every segment', s);
     if (seg.bytes !== undefined && !(seg.bytes instanceof Uint8Array)) fail('a Uint8Array for segments[].bytes', seg.bytes);
+    if (seg.bytes instanceof Uint8Array && seg.bytes.byteOffset % 8 !== 0) fail('segments[].bytes starting 8-byte aligned (page tables are read as 64-bit entries)', `byteOffset ${seg.bytes.byteOffset}`);
     if (seg.fd !== undefined && !Number.isInteger(seg.fd)) fail('an integer for segments[].fd', seg.fd);
   }
   if (typeof o.busOffset !== 'number' || !Number.isSafeInteger(o.busOffset)) fail('a safe integer for busOffset', o.busOffset);
