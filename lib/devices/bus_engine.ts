@@ -44,6 +44,11 @@ export interface BusDescription {
 export interface BusEngineOptions {
   /** Called after a fault was recorded (the IOMMU's fault interrupt); inline mode drains the log here. */
   onFault?: (() => void) | null;
+  /**
+   * Called after every access the bus let through (bus address, bytes, write), before it returns:
+   * inline mode's DMA-API debug check. Not called when null (the default), which costs one test.
+   */
+  onAccess?: ((addr: number, length: number, write: boolean) => void) | null;
 }
 
 const PAGE = 4096;
@@ -106,6 +111,7 @@ export class BusEngine {
   readonly #apertureEnd: number;
   readonly #sourceId: number;
   readonly #onFault: (() => void) | null;
+  readonly #onAccess: ((addr: number, length: number, write: boolean) => void) | null;
   #gen = -1;
   /** IOTLB: direct-mapped by IOVA page; tag -1 = empty. */
   readonly #tlbTag = new Float64Array(IOTLB_ENTRIES).fill(-1);
@@ -152,6 +158,7 @@ export class BusEngine {
     this.#levels = bits > 48 ? 5 : 4;
     this.#apertureEnd = 2 ** bits;
     this.#onFault = options.onFault ?? null;
+    this.#onAccess = options.onAccess ?? null;
   }
 
   /** Unmaps what the engine mapped itself (segments given by fd). Idempotent; later accesses are bus errors. */
@@ -365,6 +372,13 @@ export class BusEngine {
     return this.#tlbOff[e]! + inPage;
   }
 
+  /** #xlate, then the access hook (DMA-API debug) when one is set. */
+  #xlateChecked(addr: number, size: number, write: boolean): number {
+    const off = this.#xlate(addr, size, write);
+    if (off >= 0 && this.#onAccess !== null) this.#onAccess(addr, size, write);
+    return off;
+  }
+
   /** #xlate for a direct device: bus offset, then the segment (a word may continue into the next page of it). */
   #xlateDirect(addr: number, size: number): number {
     const phys = addr - this.#busOffset;
@@ -402,6 +416,7 @@ export class BusEngine {
     checkBuffer('read', dst, dstOffset, length);
     const n = this.#resolve(a, length, false);
     if (n < 0) return this.status;
+    if (this.#onAccess !== null && length > 0) this.#onAccess(a, length, false);
     const runs = this.#runs;
     for (let i = 0, at = dstOffset; i < n; i++) {
       const s = runs[3 * i]!;
@@ -422,6 +437,7 @@ export class BusEngine {
     checkBuffer('write', src, srcOffset, length);
     const n = this.#resolve(a, length, true);
     if (n < 0) return this.status;
+    if (this.#onAccess !== null && length > 0) this.#onAccess(a, length, true);
     const runs = this.#runs;
     for (let i = 0, at = srcOffset; i < n; i++) {
       const s = runs[3 * i]!;
@@ -439,6 +455,7 @@ export class BusEngine {
     checkLength('fill', length);
     const n = this.#resolve(a, length, true);
     if (n < 0) return this.status;
+    if (this.#onAccess !== null && length > 0) this.#onAccess(a, length, true);
     const runs = this.#runs;
     for (let i = 0; i < n; i++) this.#bytes[runs[3 * i]!]!.fill(byte, runs[3 * i + 1]!, runs[3 * i + 1]! + runs[3 * i + 2]!);
     return MEMTX_OK;
@@ -446,25 +463,25 @@ export class BusEngine {
 
   /** An 8-bit load; 0xff when the access fails (status tells). */
   read8(addr: number | bigint): number {
-    const off = this.#xlate(busAddr('read8', addr), 1, false);
+    const off = this.#xlateChecked(busAddr('read8', addr), 1, false);
     return off < 0 ? 0xff : this.#bytes[this.#seg]![off]!;
   }
 
   /** A little-endian 16-bit load; 0xffff when the access fails. */
   read16(addr: number | bigint): number {
-    const off = this.#xlate(busAddr('read16', addr), 2, false);
+    const off = this.#xlateChecked(busAddr('read16', addr), 2, false);
     return off < 0 ? 0xffff : this.#dv[this.#seg]!.getUint16(off, true);
   }
 
   /** A little-endian 32-bit load; 0xffffffff when the access fails. */
   read32(addr: number | bigint): number {
-    const off = this.#xlate(busAddr('read32', addr), 4, false);
+    const off = this.#xlateChecked(busAddr('read32', addr), 4, false);
     return off < 0 ? 0xffffffff : this.#dv[this.#seg]!.getUint32(off, true);
   }
 
   /** A little-endian 64-bit load; all-ones when the access fails. */
   read64(addr: number | bigint): bigint {
-    const off = this.#xlate(busAddr('read64', addr), 8, false);
+    const off = this.#xlateChecked(busAddr('read64', addr), 8, false);
     return off < 0 ? 0xffff_ffff_ffff_ffffn : this.#dv[this.#seg]!.getBigUint64(off, true);
   }
 
@@ -472,7 +489,7 @@ export class BusEngine {
   write8(addr: number | bigint, value: number): number {
     const a = busAddr('write8', addr);
     checkValue('write8', value, 0xff);
-    const off = this.#xlate(a, 1, true);
+    const off = this.#xlateChecked(a, 1, true);
     if (off >= 0) this.#bytes[this.#seg]![off] = value;
     return this.status;
   }
@@ -481,7 +498,7 @@ export class BusEngine {
   write16(addr: number | bigint, value: number): number {
     const a = busAddr('write16', addr);
     checkValue('write16', value, 0xffff);
-    const off = this.#xlate(a, 2, true);
+    const off = this.#xlateChecked(a, 2, true);
     if (off >= 0) this.#dv[this.#seg]!.setUint16(off, value, true);
     return this.status;
   }
@@ -490,7 +507,7 @@ export class BusEngine {
   write32(addr: number | bigint, value: number): number {
     const a = busAddr('write32', addr);
     checkValue('write32', value, 0xffffffff);
-    const off = this.#xlate(a, 4, true);
+    const off = this.#xlateChecked(a, 4, true);
     if (off >= 0) this.#dv[this.#seg]!.setUint32(off, value, true);
     return this.status;
   }
@@ -499,7 +516,7 @@ export class BusEngine {
   write64(addr: number | bigint, value: bigint): number {
     const a = busAddr('write64', addr);
     if (typeof value !== 'bigint') throw new TypeError(`BusEngine.write64: Expected a bigint for value but received ${describe(value)}`);
-    const off = this.#xlate(a, 8, true);
+    const off = this.#xlateChecked(a, 8, true);
     if (off >= 0) this.#dv[this.#seg]!.setBigUint64(off, BigInt.asUintN(64, value), true);
     return this.status;
   }

@@ -480,4 +480,13 @@ export class DmaDebug {
     this.pending = null;
     throw new DmaDebugError(report);
   }
+  /**
+   * The live mapping of `dev` that holds all of [dev_addr, dev_addr + size), or null. Read-only:
+   * the device-side access check (lib/devices/access_check.ts) asks it.
+   */
+  mappingCovering(dev: DmaDebugDevice, dev_addr: bigint, size: number): DmaDebugEntry | null {
+    const end = dev_addr + BigInt(size);
+    for (const e of this.entries.entries(dev)) if (e.dev_addr <= dev_addr && end <= e.dev_addr + BigInt(e.size)) return e;
+    return null;
+  }
 }
