@@ -12,7 +12,8 @@
         "native/buffer.cc",
         "native/pagemap.cc",
         "native/sysinfo.cc",
-        "native/futex.cc"
+        "native/futex.cc",
+        "native/ipc.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -6,6 +6,9 @@
 export { Region } from './os/region';
 export { PROTECTIONS } from './os/region-options';
 export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './os/region-options';
+export type { ShareHandle, ShareOptions } from './os/region-share';
+export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
+export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
 export type { Backing, HugepagePolicy } from './os/backing';
 export { trackedExternalMemory, viewAddress } from './os/views';

@@ -145,6 +145,14 @@ export interface Native {
   /** Pending async waits and waiter threads started in this environment (for tests). */
   futexStats(): { pending: number; threads: number };
 
+  // --- descriptor passing (native/ipc.cc) ---
+  /** socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) -> [fd, fd] (not tracked: close with fs.closeSync). */
+  socketPair(): [number, number];
+  /** sendmsg(sock) of `payload` with `fd` as SCM_RIGHTS -> bytes sent (EPIPE, never SIGPIPE). */
+  sendFd(sock: number, fd: number, payload: Uint8Array): number;
+  /** recvmsg(sock) into `buffer` (blocking) -> [bytes, fd or -1]; the fd is close-on-exec and the caller's. */
+  recvFd(sock: number, buffer: Uint8Array): [number, number];
+
   // --- system (native/sysinfo.cc) ---
   /** getrlimit(RLIMIT_MEMLOCK) -> [soft, hard], -1 for RLIM_INFINITY. */
   memlockLimit(): [number, number];
