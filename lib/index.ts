@@ -23,6 +23,10 @@ export type { SystemInfo, HugepagePool, NumaNode, MissingCapability } from './os
 export { isErrno, errnoError, DmamemError } from './os/errors';
 export type { ErrnoError, DmamemErrorCode } from './os/errors';
 
+// ---- Channels (lib/ipc) ----
+export { Channel } from './ipc/channel';
+export type { ChannelRole, ChannelOptions, ChannelShare } from './ipc/channel';
+
 // ---- The machine (lib/mm) ----
 export { Machine } from './mm/machine';
 export type { MachineOptions, KernelWarning, SegmentStats } from './mm/machine';
