@@ -9,9 +9,10 @@ import { mapping } from './mapping';
 import { scatter } from './scatter';
 import { bandwidth } from './bandwidth';
 import { mapbench } from './mapbench';
+import { channel } from './channel';
 
 /** Every group, in the order of the issue. */
-export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench];
+export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, channel];
 
 const USAGE = `Usage: dmamem bench [--quick] [--json] [--only <group>[,<group>...]]
   --quick   smaller sizes and fewer rounds (under a minute)
