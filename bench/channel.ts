@@ -112,6 +112,7 @@ async function messageRate(ctx: BenchContext, kind: 'process' | 'worker'): Promi
 
 async function bandwidth(ctx: BenchContext): Promise<void> {
   const size = 64 * 1024;
+  const slots = 32;
   const peer = workerPeer();
   try {
     using tx = Channel.create('producer', { capacity: slots * size });
@@ -121,7 +122,6 @@ async function bandwidth(ctx: BenchContext): Promise<void> {
     const n = ctx.quick ? 2000 : 10000;
     // The baseline copies the same bytes through a ring-sized buffer, as the channel's copies go
     // (a 64 KiB copy into one hot 64 KiB buffer would measure the L2 cache, not memory).
-    const slots = 32;
     const src = Buffer.alloc(size, 5);
     const dst = Buffer.alloc(slots * size);
     const memcpy = async (): Promise<number> => {
