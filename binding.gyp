@@ -11,7 +11,9 @@
         "native/advise.cc",
         "native/buffer.cc",
         "native/pagemap.cc",
-        "native/sysinfo.cc"
+        "native/sysinfo.cc",
+        "native/futex.cc",
+        "native/ipc.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -10,9 +10,10 @@ import { scatter } from './scatter';
 import { bandwidth } from './bandwidth';
 import { mapbench } from './mapbench';
 import { devices } from './devices';
+import { channel } from './channel';
 
 /** Every group, in the order of the issue. */
-export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices];
+export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel];
 
 const USAGE = `Usage: dmamem bench [--quick] [--json] [--only <group>[,<group>...]]
   --quick   smaller sizes and fewer rounds (under a minute)

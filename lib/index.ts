@@ -6,6 +6,9 @@
 export { Region } from './os/region';
 export { PROTECTIONS } from './os/region-options';
 export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './os/region-options';
+export type { ShareHandle, ShareOptions } from './os/region-share';
+export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
+export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
 export type { Backing, HugepagePolicy } from './os/backing';
 export { trackedExternalMemory, viewAddress } from './os/views';
@@ -19,6 +22,10 @@ export { systemInfo, explainMissing, thpMode } from './os/sysinfo';
 export type { SystemInfo, HugepagePool, NumaNode, MissingCapability } from './os/sysinfo';
 export { isErrno, errnoError, DmamemError } from './os/errors';
 export type { ErrnoError, DmamemErrorCode } from './os/errors';
+
+// ---- Channels (lib/ipc) ----
+export { Channel } from './ipc/channel';
+export type { ChannelRole, ChannelOptions, ChannelShare } from './ipc/channel';
 
 // ---- The machine (lib/mm) ----
 export { Machine } from './mm/machine';

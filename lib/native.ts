@@ -126,6 +126,33 @@ export interface Native {
    */
   trackedResources(): { ranges: number; bytes: number; fds: number };
 
+  // --- shared futexes (native/futex.cc) ---
+  /**
+   * FUTEX_WAIT (shared) on the 32-bit word at `addr` while it holds `expected` (as uint32):
+   * 0 woken ('ok'), 1 'not-equal', 2 'timed-out'. timeoutNs < 0 waits without limit. Sleeps in
+   * 50 ms slices so a terminated worker returns (undefined, nothing thrown).
+   */
+  futexWait(addr: number, expected: number, timeoutNs: number): number;
+  /** FUTEX_WAKE (shared): wakes up to `count` waiters on `addr` in any process; returns how many. */
+  futexWake(addr: number, count: number): number;
+  /**
+   * Waits on a pooled native thread (futex_waitv on the word and a private cancel word); the
+   * promise settles on this thread. A pending wait keeps the event loop alive, like a timer.
+   */
+  futexWaitAsync(addr: number, expected: number, timeoutNs: number): [id: number, settled: Promise<'ok' | 'not-equal' | 'timed-out' | 'cancelled'>];
+  /** Cancels a pending futexWaitAsync: it settles with 'cancelled'. False if it was not pending. */
+  futexCancel(id: number): boolean;
+  /** Pending async waits and waiter threads started in this environment (for tests). */
+  futexStats(): { pending: number; threads: number };
+
+  // --- descriptor passing (native/ipc.cc) ---
+  /** socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) -> [fd, fd] (not tracked: close with fs.closeSync). */
+  socketPair(): [number, number];
+  /** sendmsg(sock) of `payload` with `fd` as SCM_RIGHTS -> bytes sent (EPIPE, never SIGPIPE). */
+  sendFd(sock: number, fd: number, payload: Uint8Array): number;
+  /** recvmsg(sock) into `buffer` (blocking) -> [bytes, fd or -1]; the fd is close-on-exec and the caller's. */
+  recvFd(sock: number, buffer: Uint8Array): [number, number];
+
   // --- system (native/sysinfo.cc) ---
   /** getrlimit(RLIMIT_MEMLOCK) -> [soft, hard], -1 for RLIM_INFINITY. */
   memlockLimit(): [number, number];

@@ -9,6 +9,8 @@ bool InitBuffer(Napi::Env env, Napi::Object exports);
 bool InitPagemap(Napi::Env env, Napi::Object exports);
 bool InitSysinfo(Napi::Env env, Napi::Object exports);
 bool InitTeardown(Napi::Env env, Napi::Object exports);
+bool InitFutex(Napi::Env env, Napi::Object exports);
+bool InitIpc(Napi::Env env, Napi::Object exports);
 }  // namespace dmamem
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -17,7 +19,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // worker terminated during require): no JS will see the exports, so init just stops, quietly.
   (void)(dmamem::InitTeardown(env, exports) && dmamem::InitMemfd(env, exports) && dmamem::InitMapping(env, exports) &&
          dmamem::InitAdvise(env, exports) && dmamem::InitBuffer(env, exports) && dmamem::InitPagemap(env, exports) &&
-         dmamem::InitSysinfo(env, exports));
+         dmamem::InitSysinfo(env, exports) && dmamem::InitFutex(env, exports) &&
+         dmamem::InitIpc(env, exports));
   return exports;
 }
 

@@ -41,7 +41,9 @@ export type DmamemErrorCode =
   | 'ERR_DMAMEM_CLOSED'
   | 'ERR_DMAMEM_BUSY'
   | 'ERR_DMAMEM_SEALED'
-  | 'ERR_DMAMEM_UNSUPPORTED';
+  | 'ERR_DMAMEM_UNSUPPORTED'
+  | 'ERR_DMAMEM_PEER_CLOSED'
+  | 'ERR_DMAMEM_PEER_DEAD';
 
 /** An Error with a literal name and a typed code, for states (not arguments) that forbid a call. */
 export class DmamemError extends Error {

@@ -97,3 +97,56 @@ export function mapSharedFd(fd: number, length: number, o: MapOptions): SharedMa
     granule,
   };
 }
+
+/** Options of Region.share. */
+export interface ShareOptions {
+  /** Hand out an O_RDONLY reopen: the receiver maps it read-only and cannot write (default false). */
+  readOnly?: boolean;
+  /** With readOnly: also seal F_SEAL_FUTURE_WRITE, so nobody else can ever write (default false). */
+  enforce?: boolean;
+}
+
+/**
+ * Everything another thread or process needs to map a Region: plain data, structured-clonable.
+ * `fd` is a descriptor of the sender (process `pid`), owned by the sending Region.
+ */
+export interface ShareHandle {
+  fd: number;
+  /** Usable bytes. */
+  length: number;
+  /** File offset of the shared mapping. */
+  offset: number;
+  backing: Backing;
+  /** True when `fd` is read-only: the receiver gets copies only. */
+  readOnly: boolean;
+  /** The process `fd` belongs to. */
+  pid: number;
+}
+
+/** Checks Region.share options and applies the defaults. */
+export function readShareOptions(options: ShareOptions | undefined): Required<ShareOptions> {
+  const o = v.assertOptions('options', options);
+  const readOnly = o.readOnly ?? false;
+  v.assertBoolean('readOnly', readOnly);
+  const enforce = o.enforce ?? false;
+  v.assertBoolean('enforce', enforce);
+  if (enforce && !readOnly) throw new TypeError('Expected readOnly: true with enforce: true for options but received readOnly: false');
+  return { readOnly, enforce };
+}
+
+const BACKINGS: readonly Backing[] = ['hugetlb-2M', 'thp', '4k'];
+
+/** Checks a ShareHandle received from elsewhere (TypeError/RangeError), field by field. */
+export function checkShareHandle(handle: unknown): ShareHandle {
+  if (handle === null || typeof handle !== 'object' || Array.isArray(handle)) {
+    throw new TypeError(`Expected a share handle (from region.share()) for handle but received ${v.describeValue(handle)}`);
+  }
+  const h = handle as Partial<Record<keyof ShareHandle, unknown>>;
+  v.assertInteger('handle.fd', h.fd);
+  v.assertPositiveInteger('handle.length', h.length);
+  v.assertPageAligned('handle.offset', h.offset);
+  v.assertOneOf('handle.backing', h.backing, BACKINGS);
+  v.assertBoolean('handle.readOnly', h.readOnly);
+  v.assertPositiveInteger('handle.pid', h.pid);
+  return { fd: h.fd, length: h.length, offset: h.offset, backing: h.backing, readOnly: h.readOnly, pid: h.pid };
+}

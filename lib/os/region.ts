@@ -9,7 +9,8 @@ import { assertBackable } from './memory-limits';
 import { PFN_HIDDEN, PFN_NOT_PRESENT, pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
-import { mapSharedFd, readMapOptions, sealAgainstShrinking, type SharedMapping } from './region-share';
+import { checkShareHandle, mapSharedFd, readMapOptions, readShareOptions, sealAgainstShrinking, type ShareHandle, type ShareOptions, type SharedMapping } from './region-share';
+import { checkCount, checkExpected, checkTimeout, checkWordOffset, PendingWaits, waitBlocking, type WaitAsyncOptions, type WaitResult } from './region-wait';
 import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingState } from './region-state';
 import { trackExternalMemory, ViewSet } from './views';
 import * as v from './validate';
@@ -36,16 +37,19 @@ export class Region {
   #shared = false;
   /** mlock2 flags of the last lock(), null when unlocked (a resize that maps afresh locks again). */
   #lockFlags: number | null = null;
+  readonly #backing: Backing;
+  readonly #backingReason: string;
+  readonly #granule: number;
+  /** waitAsync() calls pending on this Region: close() rejects them before the memory goes. */
+  readonly #waits = new PendingWaits(this);
 
   private constructor(
     s: MappingState, length: number, prot: Protection, fileWritable: boolean, ownsFile: boolean, offset: number,
-    /** The backing actually obtained. @example r.backing === 'hugetlb-2M' */
-    readonly backing: Backing,
-    /** Why this backing (what was tried and why it was not taken). @example console.log(r.backingReason) */
-    readonly backingReason: string,
-    /** 2 MiB for hugetlb memory (map, advise and resize in such units), else the page size. @example r.granule */
-    readonly granule: number,
+    backing: Backing, backingReason: string, granule: number,
   ) {
+    this.#backing = backing;
+    this.#backingReason = backingReason;
+    this.#granule = granule;
     this.#s = s;
     this.#length = length;
     this.#prot = prot;
@@ -126,12 +130,51 @@ export class Region {
     }
   }
 
+  /**
+   * Maps a handle made by share() (received through postMessage, JSON, or receiveShare()). The fd
+   * is dup'ed: the sender's stays the sender's. In another process the handle's fd number means
+   * nothing: pass `fd` (the number the descriptor has here, e.g. 3 for stdio[3]), or, without it,
+   * the memfd is opened through /proc/<pid>/fd/<fd> of the sender (same user, sender alive).
+   * A read-only handle maps read-only (copies only).
+   * @example worker: parentPort.on('message', (h) => { const r = Region.fromShare(h); ... });
+   * @example child with the fd as stdio[3]: Region.fromShare(JSON.parse(process.env.SHARE!), { fd: 3 })
+   */
+  static fromShare(handle: ShareHandle, options?: { fd?: number; populate?: boolean }): Region {
+    const h = checkShareHandle(handle);
+    const o = v.assertOptions('options', options);
+    if (o.fd !== undefined) v.assertInteger('fd', o.fd);
+    const populate = o.populate ?? true;
+    v.assertBoolean('populate', populate);
+    const mapOptions = { writable: !h.readOnly, offset: h.offset, populate };
+    if (o.fd !== undefined) return Region.fromFd(o.fd, h.length, mapOptions);
+    if (h.pid === process.pid) return Region.fromFd(h.fd, h.length, mapOptions);
+    return Region.open(`/proc/${h.pid}/fd/${h.fd}`, h.length, mapOptions);
+  }
+
   static #fromShared(m: SharedMapping, length: number, offset: number): Region {
     return new Region(m.state, length, m.prot, m.prot === 'readwrite', false, offset, m.backing, m.reason, m.granule);
   }
 
-  /** The real virtual address of byte 0. @example r.address.toString(16) */
+  /** The backing actually obtained. @example r.backing === 'hugetlb-2M' */
+  get backing(): Backing {
+    return this.#backing;
+  }
+  /** Why this backing (what was tried and why it was not taken). @example console.log(r.backingReason) */
+  get backingReason(): string {
+    return this.#backingReason;
+  }
+  /** 2 MiB for hugetlb memory (map, advise and resize in such units), else the page size. @example r.granule */
+  get granule(): number {
+    return this.#granule;
+  }
+
+  /**
+   * The real virtual address of byte 0. Throws ERR_DMAMEM_CLOSED after close(): the range may
+   * already belong to another mapping.
+   * @example r.address.toString(16)
+   */
   get address(): number {
+    this.#live();
     return this.#s.address;
   }
   /** Usable bytes (the mapping is this rounded up to the granule). @example r.length */
@@ -146,10 +189,12 @@ export class Region {
    * The memfd (owned by the Region; dup it to keep it past close()). Taking it shares the memory:
    * the memfd is sealed against shrinking (F_SEAL_SHRINK) first, so whoever receives the fd cannot
    * truncate the pages under this mapping (SIGBUS), and resize() may then only grow it.
+   * Throws ERR_DMAMEM_CLOSED after close(): the number may already name another file.
    * @example spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit', r.fd] })
    */
   get fd(): number {
-    if (!this.#s.closed) this.#markShared();
+    this.#live();
+    this.#markShared();
     return this.#s.fd;
   }
 
@@ -172,7 +217,7 @@ export class Region {
   }
 
   #live(): void {
-    if (this.#s.closed) throw new DmamemError('ERR_DMAMEM_CLOSED', `the region at 0x${this.address.toString(16)} was closed`);
+    if (this.#s.closed) throw new DmamemError('ERR_DMAMEM_CLOSED', `the region at 0x${this.#s.address.toString(16)} was closed`);
   }
 
   #range(offset: number | undefined, length: number | undefined): [number, number] {
@@ -429,12 +474,76 @@ export class Region {
   }
 
   /**
+   * One object that maps these pages elsewhere: `{ fd, length, offset, backing, readOnly, pid }`,
+   * plain and structured-clonable (postMessage, JSON). The fd is owned by this Region (valid until
+   * close()). Sharing seals the memfd against shrinking, as taking `fd` does; `readOnly` hands out
+   * an O_RDONLY reopen (shareReadOnly(), with `enforce` likewise), so the receiver cannot write.
+   * @example worker.postMessage(r.share()); // the worker: Region.fromShare(handle)
+   */
+  share(options?: ShareOptions): ShareHandle {
+    const o = readShareOptions(options);
+    this.#live();
+    const fd = o.readOnly ? this.shareReadOnly({ enforce: o.enforce }).fd : this.fd;
+    return { fd, length: this.#length, offset: this.#offset, backing: this.#backing, readOnly: o.readOnly || !this.#fileWritable, pid: process.pid };
+  }
+
+  /**
+   * Blocks until the 32-bit word at `offset` is woken by notify() (here, in another thread or in
+   * another process mapping the same memory), as Atomics.wait does: 'not-equal' at once when the
+   * word does not hold `expected` (an int32 or uint32), 'timed-out' after `timeoutMs`
+   * (default Infinity). For workers; the main thread should use waitAsync().
+   * @example const r2 = Region.fromShare(h); r2.wait(0, 0, 1000); // 'ok' | 'not-equal' | 'timed-out'
+   */
+  wait(offset: number, expected: number, timeoutMs?: number): WaitResult {
+    const off = checkWordOffset(offset, this.#length);
+    const value = checkExpected(expected);
+    const ns = checkTimeout(timeoutMs);
+    this.#waitable();
+    return waitBlocking(this.#s.address + off, value, ns);
+  }
+
+  /**
+   * wait() without blocking: a pooled native thread sleeps on the futex, and the promise settles
+   * on this thread. It rejects with the signal's reason when `signal` aborts and with
+   * ERR_DMAMEM_CLOSED when the region is closed. A pending wait keeps the process alive, like a timer.
+   * @example const res = await r.waitAsync(0, 0, 5000, { signal: AbortSignal.timeout(100) });
+   */
+  waitAsync(offset: number, expected: number, timeoutMs?: number, options?: WaitAsyncOptions): Promise<WaitResult> {
+    const off = checkWordOffset(offset, this.#length);
+    const value = checkExpected(expected);
+    const ns = checkTimeout(timeoutMs);
+    const o = v.assertOptions('options', options);
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError(`Expected an AbortSignal for signal but received ${v.describeValue(o.signal)}`);
+    this.#waitable();
+    return this.#waits.wait(this.#s.address + off, value, ns, o.signal);
+  }
+
+  /**
+   * Wakes up to `count` (default all) waiters on the 32-bit word at `offset`, in every thread and
+   * process that maps these pages, and returns how many woke. Store the new value first.
+   * @example Atomics.store(i32, 0, 1); r.notify(0);
+   */
+  notify(offset: number, count?: number): number {
+    const off = checkWordOffset(offset, this.#length);
+    const n = checkCount(count);
+    this.#waitable();
+    return native.futexWake(this.#s.address + off, n);
+  }
+
+  /** A futex reads the word: the region must be open and not protected 'none' (EFAULT otherwise). */
+  #waitable(): void {
+    this.#live();
+    if (this.#prot === 'none') throw new DmamemError('ERR_DMAMEM_PROT_NONE', "the region is protected 'none', so its words cannot be waited on; protect('read') first");
+  }
+
+  /**
    * Detaches every view, unmaps, closes the fd(s) and takes the bytes back from V8's accounting.
-   * Safe to call twice.
+   * Pending waitAsync() promises reject with ERR_DMAMEM_CLOSED. Safe to call twice.
    * @example r.close(); r.close(); r.closed === true
    */
   close(): void {
     if (this.#s.closed) return;
+    this.#waits.cancelAll(this.#s.address);
     backstop.unregister(this);
     this.#views.revoke();
     releaseMapping(this.#s);
