@@ -122,7 +122,7 @@ export {
 
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';
-export type { DmaDebug, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
+export type { DmaDebug, DmaDebugView, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
 
 // ---- IOMMU (drivers/iommu) ----
 export {
