@@ -99,12 +99,14 @@ function pick<T>(arr: readonly T[], i: number): T | undefined {
 }
 
 /** Built-in containers: their methods mutate data, they are not calls of the package's API. */
+/** Generators and iterators are the language's (a generator's throw(x) throws x by definition). */
+const BUILTIN_TAGS = /^\[object (Generator|AsyncGenerator|.* Iterator)\]$/;
 const BUILTIN = [Array, Map, Set, WeakMap, WeakSet, ArrayBuffer, Promise, Error, Date, RegExp, Object.getPrototypeOf(Uint8Array)];
 
 /** Method names along the prototype chain of the package's own objects (getters excluded). */
 function methodsOf(obj: any): string[] {
   const names = new Set<string>();
-  if (BUILTIN.some((C) => obj instanceof C)) return [];
+  if (BUILTIN.some((C) => obj instanceof C) || BUILTIN_TAGS.test(Object.prototype.toString.call(obj))) return [];
   for (let p = Object.getPrototypeOf(obj); p !== null && p !== Object.prototype && p !== Function.prototype; p = Object.getPrototypeOf(p)) {
     for (const n of Object.getOwnPropertyNames(p)) {
       const desc = Object.getOwnPropertyDescriptor(p, n);
