@@ -5,7 +5,7 @@ import { native } from '../native';
 import { trackExternalMemory, ViewSet } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
 import { PFN_HIDDEN, PFN_NOT_PRESENT, readPfns } from '../os/pagemap';
-import { assertBackable, type HugetlbUse } from '../os/memory-limits';
+import { allocCopy, assertBackable, type HugetlbUse } from '../os/memory-limits';
 import { FrozenList, lockFields } from '../os/lock';
 
 import { BuddyAllocator } from './buddy';
@@ -547,16 +547,14 @@ export class Machine {
     if (this.isLinearAddress(addr)) {
       const seg = this.#linearSegment(addr, length, 'read');
       const off = addr - seg.address;
-      // A copy in its own ArrayBuffer: Buffer.from would place a small one in Node's shared pool,
-      // whose .buffer reaches past what was asked for.
-      const out = Buffer.allocUnsafeSlow(length);
+      const out = allocCopy(length, `${this.name}: read(0x${addr.toString(16)}, ${length})`);
       out.set(segmentBytes(seg).subarray(off, off + length));
       return out;
     }
     const area = this.#vmallocSpace.find(addr);
     if (area !== null) {
       if (addr + length > area.addr + area.size) throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its vmalloc area`);
-      const out = Buffer.alloc(length);
+      const out = allocCopy(length, `${this.name}: read(0x${addr.toString(16)}, ${length})`);
       if (length > 0) native.copyOut(addr, length, out, 0);
       return out;
     }

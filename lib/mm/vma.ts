@@ -11,6 +11,7 @@ import { mapRuns, type SpillBounds } from './remap';
 import { HUGE_2M } from '../os/backing';
 import { checkInt, describeValue } from './validate';
 import { FrozenList } from '../os/lock';
+import { allocCopy } from '../os/memory-limits';
 
 // vm_flags (include/linux/mm.h)
 export const VM_READ = 0x00000001;
@@ -272,7 +273,7 @@ export class VmArea {
   /** A copy of mapped bytes of the VMA (works for read-only VMAs). */
   read(offset = 0, length = this.length - offset): Buffer {
     this.#checkRange(offset, length);
-    const out = Buffer.alloc(length);
+    const out = allocCopy(length, `vma.read(${offset}, ${length})`);
     if (length > 0) native.copyOut(this.#start + offset, length, out, 0);
     return out;
   }
