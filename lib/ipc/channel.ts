@@ -32,8 +32,12 @@ export interface ChannelShare {
 }
 
 const MAX_CAPACITY = 1 << 30;
-/** Loads of the peer's word before sleeping on it: about 10 µs. */
-const SPIN = 4000;
+/**
+ * Loads of the peer's word before sleeping on it: at most about 10 µs (a futex sleep and wake
+ * costs tens of them), at least a few hundred ns. The budget adapts per end (see #prepareSleep).
+ */
+const SPIN_MAX = 4000;
+const SPIN_MIN = 64;
 
 /**
  * One end of an SPSC channel. The producer sends, the consumer receives; received messages are
@@ -56,6 +60,8 @@ export class Channel {
   #pos: number;
   /** Consumer: where head goes when the last message handed out is released. */
   #next = -1;
+  /** This end's current spin budget (loads), between SPIN_MIN and SPIN_MAX. */
+  #spin = SPIN_MAX;
   #closed = false;
 
   private constructor(r: Region, role: ChannelRole, livenessMs: number) {
@@ -359,10 +365,19 @@ export class Channel {
   /**
    * Spins briefly on the word (a peer in full flow moves it within microseconds, and a futex
    * sleep costs tens of them), then raises this end's sleep flag and re-checks: false when the
-   * word moved meanwhile (no sleep).
+   * word moved meanwhile (no sleep). The budget doubles after a spin that saw the word move and
+   * halves after one that did not: when the peer is not running at the same time (fewer free
+   * CPUs than threads), spinning only takes the CPU it needs, so the spin shrinks to almost none.
    */
   #prepareSleep(flag: number, word: number, seen: number): boolean {
-    for (let i = 0; i < SPIN; i++) if (Atomics.load(this.#h, word) !== seen) return false;
+    const n = this.#spin;
+    for (let i = 0; i < n; i++) {
+      if (Atomics.load(this.#h, word) !== seen) {
+        this.#spin = n >= SPIN_MAX / 2 ? SPIN_MAX : n * 2;
+        return false;
+      }
+    }
+    this.#spin = n <= SPIN_MIN * 2 ? SPIN_MIN : n >> 1;
     Atomics.store(this.#h, flag, 1);
     if (Atomics.load(this.#h, word) !== seen) {
       Atomics.store(this.#h, flag, 0);
