@@ -146,6 +146,38 @@ describe('21 channel (SPSC ring over shared memory)', function () {
     assert.throws(() => tx2.trySend(Buffer.alloc(1)), { code: 'ERR_DMAMEM_CLOSED' });
   });
 
+  it('an end closed in one thread wakes the other end blocked in a futex wait in another thread: the producer errors, the consumer ends', async function () {
+    this.timeout(20000);
+    // livenessMs of a minute: only close()'s wake, not a liveness check, can end these sleeps in time.
+    const run = async (blocked: 'sendSync' | 'receiveSync'): Promise<unknown> => {
+      const mine = Channel.create(blocked === 'sendSync' ? 'consumer' : 'producer', { capacity: 4096, livenessMs: 60000 });
+      const worker = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+        const { Channel } = require(${INDEX_JS}); const ch = Channel.attach(workerData, { livenessMs: 60000 });
+        const msg = Buffer.alloc(1000);
+        if (ch.role === 'producer') while (ch.trySend(msg));
+        parentPort.postMessage('about to sleep');
+        let out;
+        try { out = ch.role === 'producer' ? (ch.sendSync(msg), 'sent') : ch.receiveSync(); } catch (e) { out = e.code; }
+        ch.close(); parentPort.postMessage(out);`,
+        { eval: true, workerData: mine.share() },
+      );
+      const msgs: unknown[] = [];
+      const second = new Promise((res, rej) => {
+        worker.on('message', (m) => msgs.push(m) === 2 && res(m));
+        worker.once('error', rej);
+      });
+      while (msgs.length === 0) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50)); // the worker is now asleep in its futex wait
+      mine.close();
+      const out = await second;
+      await worker.terminate();
+      return out;
+    };
+    assert.equal(await run('sendSync'), 'ERR_DMAMEM_PEER_CLOSED', 'a producer blocked on a full ring');
+    assert.equal(await run('receiveSync'), null, 'a consumer blocked on an empty ring: end of messages');
+  });
+
   it('a producer process killed mid-stream gives the waiting consumer ERR_DMAMEM_PEER_DEAD, not a hang', async () => {
     using rx = Channel.create('consumer', { capacity: 4096, livenessMs: 50 });
     const share = rx.share();
