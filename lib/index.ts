@@ -2,6 +2,11 @@
 // it. Nothing internal is exported: no class whose constructor maps or wraps memory, no helper of
 // the routing, no test hook. test/44.public-surface.test.ts checks this list against the README.
 
+import { deferRequires } from './lazy';
+
+// Everything but lib/os loads on first use (see lib/lazy.ts): `require('dmamem')` pays for Regions only.
+const restoreRequire = deferRequires(module, (id) => /^\.\/(mm|dma|ipc|devices)\//.test(id));
+
 // ---- Real buffers (lib/os) ----
 export { Region } from './os/region';
 export { PROTECTIONS } from './os/region-options';
@@ -143,3 +148,5 @@ export { BusEngine, MEMTX_OK, MEMTX_DECODE_ERROR, MEMTX_ACCESS_ERROR } from './d
 export type { BusDescription, BusSegment, BusEngineOptions } from './devices/bus_engine';
 export { busMaster, busDescription } from './devices/bus_master';
 export type { BusDescriptionOptions } from './devices/bus_master';
+
+restoreRequire();
