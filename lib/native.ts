@@ -112,9 +112,11 @@ export interface Native {
   /**
    * A Buffer whose ArrayBuffer covers exactly [addr, addr+length) (length >= 1), made with V8's
    * external backing store and no finalizer (the owner unmaps and detaches). Undefined in a
-   * terminating worker.
+   * terminating worker; ERR_DMAMEM_NO_EXTERNAL_BUFFERS where the runtime forbids external buffers.
    */
   arenaBuffer(addr: number, length: number): Buffer;
+  /** The same ArrayBuffer without the Buffer (Region views; length >= 1). */
+  viewArrayBuffer(addr: number, length: number): ArrayBuffer;
 
   // --- physical addresses (native/pagemap.cc) ---
   /**

@@ -30,7 +30,7 @@ function nativeCalls(fn: () => void): Call[] {
   } finally {
     for (const [key, f] of saved) target[key] = f;
   }
-  return calls.filter((c) => !['adjustExternalMemory', 'externalArrayBuffer', 'detach'].includes(c.name));
+  return calls.filter((c) => !['adjustExternalMemory', 'externalArrayBuffer', 'viewArrayBuffer', 'arenaBuffer', 'detach'].includes(c.name));
 }
 
 describe('23 Region syscalls', function () {
