@@ -2,11 +2,19 @@
 // it. Nothing internal is exported: no class whose constructor maps or wraps memory, no helper of
 // the routing, no test hook. test/44.public-surface.test.ts checks this list against the README.
 
+import { deferRequires } from './lazy';
+
+// Everything but lib/os loads on first use (see lib/lazy.ts): `require('dmamem')` pays for Regions only.
+const restoreRequire = deferRequires(module, (id) => /^\.\/(mm|dma|ipc|devices)\//.test(id));
+
 // ---- Real buffers (lib/os) ----
 export { Region } from './os/region';
 export { PROTECTIONS } from './os/region-options';
 export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './os/region-options';
 export type { ShareHandle, ShareOptions } from './os/region-share';
+export { Arena } from './os/arena';
+export type { ArenaOptions, ArenaStats, ArenaClassStats } from './os/arena';
+export type { ArenaPeer, ArenaShareHandle } from './os/arena-share';
 export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
 export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
@@ -140,3 +148,5 @@ export { BusEngine, MEMTX_OK, MEMTX_DECODE_ERROR, MEMTX_ACCESS_ERROR } from './d
 export type { BusDescription, BusSegment, BusEngineOptions } from './devices/bus_engine';
 export { busMaster, busDescription } from './devices/bus_master';
 export type { BusDescriptionOptions } from './devices/bus_master';
+
+restoreRequire();
