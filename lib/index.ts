@@ -62,6 +62,12 @@ export {
 } from './mm/kernel';
 export type { VmallocArea } from './mm/vmalloc';
 
+// ---- kmalloc (mm/slub.c, mm/slab_common.c) ----
+export {
+  kmalloc, kmalloc_node, kzalloc, kmalloc_array, kcalloc, kfree, ksize, krealloc, kmalloc_stats, KMALLOC_SIZES,
+  KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, ARCH_KMALLOC_MINALIGN, ZERO_SIZE_PTR,
+} from './mm/slab';
+
 // ---- CMA (mm/cma.c) ----
 export { cma_alloc, cma_release, cma_alloc_aligned, cma_pages_valid, CMA_MAX_RANGES, CONFIG_CMA_ALIGNMENT } from './mm/cma';
 export type { Cma } from './mm/cma';
