@@ -13,7 +13,8 @@
         "native/pagemap.cc",
         "native/sysinfo.cc",
         "native/futex.cc",
-        "native/ipc.cc"
+        "native/ipc.cc",
+        "native/arena.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -11,9 +11,10 @@ import { bandwidth } from './bandwidth';
 import { mapbench } from './mapbench';
 import { devices } from './devices';
 import { channel } from './channel';
+import { arena } from './arena';
 
 /** Every group, in the order of the issue. */
-export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel];
+export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena];
 
 const USAGE = `Usage: dmamem bench [--quick] [--json] [--only <group>[,<group>...]]
   --quick   smaller sizes and fewer rounds (under a minute)

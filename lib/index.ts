@@ -2,11 +2,19 @@
 // it. Nothing internal is exported: no class whose constructor maps or wraps memory, no helper of
 // the routing, no test hook. test/44.public-surface.test.ts checks this list against the README.
 
+import { deferRequires } from './lazy';
+
+// Everything but lib/os loads on first use (see lib/lazy.ts): `require('dmamem')` pays for Regions only.
+const restoreRequire = deferRequires(module, (id) => /^\.\/(mm|dma|ipc|devices|drivers)\//.test(id));
+
 // ---- Real buffers (lib/os) ----
 export { Region } from './os/region';
 export { PROTECTIONS } from './os/region-options';
 export type { AllocateOptions, FromFdOptions, Protection, Advice, Seal, ReadOnlyShare } from './os/region-options';
 export type { ShareHandle, ShareOptions } from './os/region-share';
+export { Arena } from './os/arena';
+export type { ArenaOptions, ArenaStats, ArenaClassStats } from './os/arena';
+export type { ArenaPeer, ArenaShareHandle } from './os/arena-share';
 export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
 export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
@@ -122,7 +130,7 @@ export {
 
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';
-export type { DmaDebug, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
+export type { DmaDebug, DmaDebugView, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
 
 // ---- IOMMU (drivers/iommu) ----
 export {
@@ -175,3 +183,5 @@ export {
   pci_register_driver, pci_unregister_driver, pci_driver_of,
 } from './drivers/pci';
 export type { pci_device_id, pci_driver } from './drivers/pci';
+
+restoreRequire();

@@ -108,6 +108,16 @@ export interface Native {
   /** The address of the first byte of an ArrayBuffer's backing store (0 when detached/empty). */
   addressOf(buffer: ArrayBuffer | SharedArrayBuffer): number;
 
+  // --- the arena's hot path (native/arena.cc) ---
+  /**
+   * A Buffer whose ArrayBuffer covers exactly [addr, addr+length) (length >= 1), made with V8's
+   * external backing store and no finalizer (the owner unmaps and detaches). Undefined in a
+   * terminating worker; ERR_DMAMEM_NO_EXTERNAL_BUFFERS where the runtime forbids external buffers.
+   */
+  arenaBuffer(addr: number, length: number): Buffer;
+  /** The same ArrayBuffer without the Buffer (Region views; length >= 1). */
+  viewArrayBuffer(addr: number, length: number): ArrayBuffer;
+
   // --- physical addresses (native/pagemap.cc) ---
   /**
    * Raw 64-bit /proc/self/pagemap entries for `pages` pages starting at page-aligned `addr`,

@@ -11,6 +11,7 @@ bool InitSysinfo(Napi::Env env, Napi::Object exports);
 bool InitTeardown(Napi::Env env, Napi::Object exports);
 bool InitFutex(Napi::Env env, Napi::Object exports);
 bool InitIpc(Napi::Env env, Napi::Object exports);
+bool InitArena(Napi::Env env, Napi::Object exports);
 }  // namespace dmamem
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -20,7 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   (void)(dmamem::InitTeardown(env, exports) && dmamem::InitMemfd(env, exports) && dmamem::InitMapping(env, exports) &&
          dmamem::InitAdvise(env, exports) && dmamem::InitBuffer(env, exports) && dmamem::InitPagemap(env, exports) &&
          dmamem::InitSysinfo(env, exports) && dmamem::InitFutex(env, exports) &&
-         dmamem::InitIpc(env, exports));
+         dmamem::InitIpc(env, exports) && dmamem::InitArena(env, exports));
   return exports;
 }
 

@@ -51,12 +51,6 @@ function check(r: Region, racers: number): void {
 
 describe('21 Atomics over Region memory', function () {
   this.timeout(60000);
-  before(
-    () =>
-      new Promise((res) => {
-        spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' }).on('close', res);
-      }),
-  );
   expectNoLeaks();
 
   it('load/store/add/compareExchange work on Int32Array and BigInt64Array views', () => {

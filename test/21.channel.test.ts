@@ -70,6 +70,61 @@ describe('21 channel (SPSC ring over shared memory)', function () {
     assert.throws(() => tx.trySend(Buffer.alloc(63)), RangeError);
   });
 
+  it('reserve()/commit(): zero-copy send into the ring, shorter commits, across wrap-arounds; nothing visible before commit', async () => {
+    using tx = Channel.create('producer', { capacity: 4096 });
+    using rx = Channel.attach(tx.share());
+    tx.reserve(5)!.write('first');
+    assert.equal(rx.tryReceive(), null, 'not visible before commit');
+    tx.commit();
+    assert.equal(rx.tryReceive()!.toString(), 'first');
+    let sent = 0;
+    let received = 0;
+    for (let round = 0; round < 300; round++) {
+      for (let v = tx.reserve(700); v !== null; v = tx.reserve(700)) {
+        const m = message(sent++);
+        assert.equal(v.length, 700);
+        m.copy(v);
+        tx.commit(m.length); // records may be shorter than reserved
+      }
+      for (let r = rx.tryReceive(); r !== null; r = rx.tryReceive()) {
+        assert.deepEqual(r, message(received), `message ${received}`);
+        if (++received % 3 === 0) break; // leave some in the ring: positions drift round the ring
+      }
+    }
+    for (let r = rx.tryReceive(); r !== null; r = rx.tryReceive()) assert.deepEqual(r, message(received++));
+    assert.equal(received, sent);
+    assert.ok(sent > 500, `${sent} reservations went round a 4 KiB ring`);
+    assert.throws(() => tx.commit(), TypeError, 'commit without a reservation');
+    tx.reserve(10)!.fill(1);
+    assert.throws(() => tx.reserve(10), TypeError, 'one reservation at a time');
+    assert.throws(() => tx.trySend(Buffer.alloc(1)), TypeError, 'no send while a reservation is pending');
+    assert.throws(() => tx.commit(11), RangeError, 'longer than reserved');
+    tx.commit();
+    assert.deepEqual(rx.tryReceive(), Buffer.alloc(10, 1));
+    assert.throws(() => tx.reserve(tx.maxMessage + 1), RangeError);
+    assert.throws(() => tx.reserve(-1), RangeError);
+    assert.throws(() => tx.reserve('1' as never), TypeError);
+    assert.throws(() => rx.reserve(1), TypeError, 'the consumer cannot reserve');
+    while (tx.trySend(Buffer.alloc(1000)));
+    assert.equal(tx.reserve(1000), null, 'full');
+    const waiting = tx.reserveAsync(1000);
+    while (rx.tryReceive() !== null);
+    (await waiting).fill(2);
+    tx.commit();
+    assert.deepEqual(rx.tryReceive(), Buffer.alloc(1000, 2));
+
+    using slots = Channel.create('producer', { capacity: 256, slotSize: 64 });
+    using srx = Channel.attach(slots.share());
+    for (let i = 0; i < 20; i++) {
+      slots.reserve()!.fill(i);
+      slots.commit();
+      assert.deepEqual(srx.tryReceive(), Buffer.alloc(64, i));
+    }
+    assert.throws(() => slots.reserve(63), RangeError);
+    slots.reserve(64);
+    assert.throws(() => slots.commit(32), RangeError, 'slots are committed whole');
+  });
+
   it('wakes the consumer with a futex only when it sleeps', async () => {
     using tx = Channel.create('producer', { capacity: 1 << 16 });
     using rx = Channel.attach(tx.share());
@@ -144,6 +199,38 @@ describe('21 channel (SPSC ring over shared memory)', function () {
     assert.throws(() => tx2.trySend(Buffer.alloc(1)), { code: 'ERR_DMAMEM_PEER_CLOSED' });
     tx2.close();
     assert.throws(() => tx2.trySend(Buffer.alloc(1)), { code: 'ERR_DMAMEM_CLOSED' });
+  });
+
+  it('an end closed in one thread wakes the other end blocked in a futex wait in another thread: the producer errors, the consumer ends', async function () {
+    this.timeout(20000);
+    // livenessMs of a minute: only close()'s wake, not a liveness check, can end these sleeps in time.
+    const run = async (blocked: 'sendSync' | 'receiveSync'): Promise<unknown> => {
+      const mine = Channel.create(blocked === 'sendSync' ? 'consumer' : 'producer', { capacity: 4096, livenessMs: 60000 });
+      const worker = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+        const { Channel } = require(${INDEX_JS}); const ch = Channel.attach(workerData, { livenessMs: 60000 });
+        const msg = Buffer.alloc(1000);
+        if (ch.role === 'producer') while (ch.trySend(msg));
+        parentPort.postMessage('about to sleep');
+        let out;
+        try { out = ch.role === 'producer' ? (ch.sendSync(msg), 'sent') : ch.receiveSync(); } catch (e) { out = e.code; }
+        ch.close(); parentPort.postMessage(out);`,
+        { eval: true, workerData: mine.share() },
+      );
+      const msgs: unknown[] = [];
+      const second = new Promise((res, rej) => {
+        worker.on('message', (m) => msgs.push(m) === 2 && res(m));
+        worker.once('error', rej);
+      });
+      while (msgs.length === 0) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50)); // the worker is now asleep in its futex wait
+      mine.close();
+      const out = await second;
+      await worker.terminate();
+      return out;
+    };
+    assert.equal(await run('sendSync'), 'ERR_DMAMEM_PEER_CLOSED', 'a producer blocked on a full ring');
+    assert.equal(await run('receiveSync'), null, 'a consumer blocked on an empty ring: end of messages');
   });
 
   it('a producer process killed mid-stream gives the waiting consumer ERR_DMAMEM_PEER_DEAD, not a hang', async () => {

@@ -232,6 +232,28 @@ describe('21 wait and wake on Region memory', function () {
     assert.equal(kept.stdout, 'timed-out', 'the process stayed alive until the wait settled');
   });
 
+  it('process.exit() while a worker is blocked in wait() and another has waitAsync pending exits cleanly', function () {
+    this.timeout(30000);
+    const script = `const { Worker } = require('node:worker_threads');
+      const { Region } = require(${INDEX_JS});
+      const r = Region.allocate(4096, { hugepages: 'off' });
+      const code = (mode) => \`const { workerData, parentPort } = require('node:worker_threads');
+        const { Region } = require(${INDEX_JS.replace(/\\/g, '\\\\')});
+        const w = Region.fromShare(workerData);
+        parentPort.postMessage('go');
+        if ('\${mode}' === 'sync') w.wait(0, 0); else for (let i = 0; i < 4; i++) w.waitAsync(0, 0);\`;
+      let ready = 0;
+      for (const mode of ['sync', 'async']) {
+        const w = new Worker(code(mode), { eval: true, workerData: r.share() });
+        w.once('message', () => { if (++ready === 2) setTimeout(() => { process.stdout.write('exiting'); process.exit(0); }, 50); });
+      }`;
+    const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 25000 });
+    assert.equal(res.signal, null, res.stderr.slice(-2000));
+    assert.equal(res.stderr, '');
+    assert.equal(res.status, 0);
+    assert.equal(res.stdout, 'exiting');
+  });
+
   it('workers terminated while blocked in wait() or with waitAsync pending end without a signal', function () {
     this.timeout(60000);
     const script = `const { Worker } = require('node:worker_threads');

@@ -8,7 +8,7 @@ import {
   GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, MAX_PAGE_ORDER, PAGE_ALIGN, PAGE_SIZE, __GFP_COMP,
   __GFP_DIRECT_RECLAIM, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO, get_order, gfpflags_allow_blocking,
 } from '../lib/mm/gfp';
-import { PG_buddy, PG_head, Page, type PageSegment } from '../lib/mm/page';
+import { PG_buddy, PG_head, Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 
 /** Lazily created pages that keep their identity, one segment per node. */
 function pageMap(): (pfn: number, nid?: number) => Page {
@@ -22,7 +22,7 @@ function pageMap(): (pfn: number, nid?: number) => Page {
         segment = { kind: 'ram', nid, startPfn: 0, pages: 2 ** 40, fd: -1, mapGranule: PAGE_SIZE };
         segments.set(nid, segment);
       }
-      page = new Page(pfn, segment, null);
+      page = new Page(pfn, segment, null, PAGE_CONSTRUCTION_KEY);
       pages.set(pfn, page);
     }
     return page;

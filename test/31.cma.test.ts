@@ -7,7 +7,7 @@ import {
   type CmaOptions,
 } from '../lib/mm/cma';
 import { GFP_KERNEL, PAGE_ALIGN, PAGE_SIZE, __GFP_NOWARN, get_order } from '../lib/mm/gfp';
-import { Page, type PageSegment } from '../lib/mm/page';
+import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 
 const segment: PageSegment = { kind: 'cma', nid: 0, startPfn: 0, pages: 2 ** 40, fd: -1, mapGranule: PAGE_SIZE };
 
@@ -17,7 +17,7 @@ function pageMap(): (pfn: number) => Page {
   return (pfn) => {
     let page = pages.get(pfn);
     if (page === undefined) {
-      page = new Page(pfn, segment, null);
+      page = new Page(pfn, segment, null, PAGE_CONSTRUCTION_KEY);
       pages.set(pfn, page);
     }
     return page;

@@ -8,7 +8,7 @@ import { BuddyAllocator } from '../lib/mm/buddy';
 import { Cma, cma_alloc, cma_pages_allocated, cma_release } from '../lib/mm/cma';
 import { GFP_KERNEL, PAGE_SIZE, __GFP_ZERO } from '../lib/mm/gfp';
 import { Machine } from '../lib/mm/machine';
-import { Page, type PageSegment } from '../lib/mm/page';
+import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 import { vfree, vmalloc, vzalloc } from '../lib/mm/vmalloc';
 import { expectNoLeaks } from './helpers/leaks';
 
@@ -20,7 +20,7 @@ function pageMap(): (pfn: number) => Page {
   const pages = new Map<number, Page>();
   return (pfn) => {
     let p = pages.get(pfn);
-    if (p === undefined) pages.set(pfn, (p = new Page(pfn, segment, null)));
+    if (p === undefined) pages.set(pfn, (p = new Page(pfn, segment, null, PAGE_CONSTRUCTION_KEY)));
     return p;
   };
 }

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { Page, type PageSegment } from '../lib/mm/page';
+import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 import { EINVAL, ENOMEM } from '../lib/dma/constants';
 import {
   SG_CHAIN,
@@ -33,7 +33,7 @@ import {
 
 const GFP_KERNEL = 0xcc0;
 const segment: PageSegment = { kind: 'ram', nid: 0, startPfn: 0, pages: 1 << 24, fd: -1, mapGranule: 4096 };
-const pagesOf = (pfns: readonly number[]): Page[] => pfns.map((pfn) => new Page(pfn, segment, null));
+const pagesOf = (pfns: readonly number[]): Page[] => pfns.map((pfn) => new Page(pfn, segment, null, PAGE_CONSTRUCTION_KEY));
 
 /** The data entries of each chunk, walking slot by slot like C's `sg + 1` and following links. */
 function chunkShape(sgl: Scatterlist | null): number[] {

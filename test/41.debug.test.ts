@@ -2,7 +2,7 @@
 // check, plus strict mode, the disabled tracker, warnings, and clean usage staying silent.
 
 import assert from 'node:assert/strict';
-import { Page, type PageSegment } from '../lib/mm/page';
+import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 import {
   DMA_BIDIRECTIONAL,
   DMA_FROM_DEVICE,
@@ -13,7 +13,7 @@ import { DmaDebug, DmaDebugError, MAP_ERR_CHECKED, type DmaDebugReport } from '.
 import { SgTable, for_each_sg, sg_alloc_table, sg_set_page } from '../lib/dma/scatterlist';
 
 const segment: PageSegment = { kind: 'ram', nid: 0, startPfn: 0, pages: 1 << 20, fd: -1, mapGranule: 4096 };
-const page = (pfn: number): Page => new Page(pfn, segment, null);
+const page = (pfn: number): Page => new Page(pfn, segment, null, PAGE_CONSTRUCTION_KEY);
 
 /** A quiet tracker: records everything, prints nothing. */
 const tracker = (): DmaDebug => new DmaDebug({ enabled: true, strict: false, maxPrinted: 0 });

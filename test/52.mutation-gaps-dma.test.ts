@@ -9,7 +9,7 @@ import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE, __GFP_NOWARN } from '../lib/mm/gfp';
-import { Page, type PageSegment } from '../lib/mm/page';
+import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 import {
   DMA_ATTR_SKIP_CPU_SYNC, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, EIO,
 } from '../lib/dma/constants';
@@ -261,7 +261,7 @@ describe('52 mutation gaps in lib/dma', () => {
     const d = new DmaDebug({ enabled: true, strict: false, maxPrinted: 0 });
     const dev = { name: 'mg52dbg' };
     const segment: PageSegment = { kind: 'ram', nid: 0, startPfn: 0, pages: 1 << 20, fd: -1, mapGranule: 4096 };
-    d.debug_dma_map_page(dev, new Page(0x20, segment, null), 0, 4096, DMA_FROM_DEVICE, 0x20000n, false);
+    d.debug_dma_map_page(dev, new Page(0x20, segment, null, PAGE_CONSTRUCTION_KEY), 0, 4096, DMA_FROM_DEVICE, 0x20000n, false);
     d.debug_dma_mapping_error(dev, 0x20000n);
     d.debug_dma_sync_single_for_cpu(dev, 0x20000n, 4096, DMA_FROM_DEVICE);
     d.debug_dma_sync_single_for_cpu(dev, 0x20800n, 2048, DMA_FROM_DEVICE);

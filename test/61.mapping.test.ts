@@ -191,7 +191,7 @@ describe('61 mapping: the driver-facing wrappers', () => {
         assert.equal(msgs.length, 1, 'dev_WARN_ONCE');
         assert.match(msgs[0] ?? '', /rejecting DMA map of vmalloc memory/);
         assert.deepEqual(calls, []);
-        assert.equal(d.debug.activeEntries(d), 0);
+        assert.equal(d.debug.activeEntries(), 0);
       } finally {
         vfree(m, va);
       }

@@ -27,10 +27,12 @@ const cases: { name: string; title: string; limited?: boolean }[] = [
   { name: 'resize-after-partial-advise', title: 'a growing resize() after advise() on part of a region works' },
   { name: 'oom-region', title: 'Region.allocate(2 ** 46) fails with ENOMEM (512 MiB cgroup)', limited: true },
   { name: 'oom-machine', title: 'new Machine({ ramPerNode: 2 ** 40 }) fails with ENOMEM (512 MiB cgroup)', limited: true },
+  { name: 'oom-copy', title: 'read() of 640 MiB of hugetlb memory (region, machine RAM) fails with ENOMEM (512 MiB cgroup)', limited: true },
   { name: 'oom-sg-alloc-table', title: 'sg_alloc_table(sgt, 1e9) returns -ENOMEM (512 MiB cgroup)', limited: true },
   { name: 'cross-machine-map', title: 'a page of machine A given to machine B is a TypeError, not silent corruption' },
   { name: 'validate-before-alloc', title: 'dma_alloc_pages with a handle that is not a box throws before allocating' },
   { name: 'dma-validation', title: 'DMA-layer misuse (string sizes, bad bigints, null devices, gfp, direction 7, option keys) is refused clearly' },
+  { name: 'hostile-writes', title: 'hostile property writes (m.destroyed, m.nodeCount, cma.ranges, page state, device fields, dev.debug) are refused or have no effect' },
   { name: 'debug-view-after-free', title: 'debug mode detaches a machine.view() Buffer when its page is freed' },
 ];
 

@@ -139,7 +139,7 @@ export function playDemo(machine: Machine): DemoReport {
   vma.unmap();
   sg_free_table(sgt);
   dma_free_pages(dev, SIZE, page!, handle.value, DMA_BIDIRECTIONAL);
-  const pending = dev.debug.activeEntries(dev);
+  const pending = dev.debug.activeEntries();
   dev.destroy();
   step('free', 'vma.unmap(); sg_free_table(); dma_free_pages(); device teardown', `${pending} DMA-API debug entries pending, ${dev.debug.errorCount} misuse reports`, pending === 0 && dev.debug.errorCount === 0);
 

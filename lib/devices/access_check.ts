@@ -4,7 +4,7 @@
 // silently succeed). Reports are WARNs naming the access and the device's live mappings.
 
 import { DMA_FROM_DEVICE, DMA_TO_DEVICE, dma_direction_name } from '../dma/constants';
-import type { Device } from '../dma/device';
+import { debugOf, type Device } from '../dma/device';
 
 /** Reports one check makes at most (the kernel stops printing after a few as well). */
 const MAX_REPORTS = 64;
@@ -34,7 +34,7 @@ export function dmaDebugAccessCheck(dev: Device): ((addr: number, length: number
     const a = BigInt(addr);
     const what = `device ${write ? 'write to' : 'read from'}`;
     const where = `[device address=${hex(a)}] [size=${length} bytes]`;
-    const e = dev.debug.mappingCovering(dev, a, length);
+    const e = debugOf(dev).mappingCovering(dev, a, length);
     if (e !== null) {
       if (write ? e.direction === DMA_TO_DEVICE : e.direction === DMA_FROM_DEVICE) {
         report(`dir:${e.dev_addr}:${write}`, `${what} a mapping made ${dma_direction_name(e.direction)} ${where} ` +
@@ -43,7 +43,7 @@ export function dmaDebugAccessCheck(dev: Device): ((addr: number, length: number
       return;
     }
     const page = a - (a % 4096n);
-    const live = dev.debug.debug_dma_dump_mappings(dev);
+    const live = debugOf(dev).debug_dma_dump_mappings(dev);
     const shown = live.length === 0
       ? 'the device has no live mapping'
       : `live mappings of the device: ${live.slice(0, MAPPINGS_SHOWN).join('; ')}${live.length > MAPPINGS_SHOWN ? `; and ${live.length - MAPPINGS_SHOWN} more` : ''}`;

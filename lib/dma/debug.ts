@@ -15,6 +15,8 @@ import {
   typeMatches, type DmaDebugDevice, type DmaDebugEntry, type DmaDebugRef,
 } from './debug_entries';
 import { type Scatterlist, for_each_sg, sg_dma_address, sg_dma_len, sg_page } from './scatterlist';
+import { FrozenList } from '../os/lock';
+import { checkBool, checkInt } from '../mm/validate';
 
 export {
   MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED, type DmaDebugDevice, type DmaDebugEntry,
@@ -117,34 +119,74 @@ function shortStack(hook: Hook): string {
  *   dbg.debug_dma_unmap_page(dev, handle, 8192, DMA_TO_DEVICE); // reports check 3 (and 8)
  */
 export class DmaDebug {
-  enabled: boolean;
-  strict: boolean;
-  maxPrinted: number;
-  /** Every report, in order. */
-  readonly reports: DmaDebugReport[] = [];
+  #enabled: boolean;
+  #strict: boolean;
+  #maxPrinted: number;
+  /** Every report, in order (callers get a frozen snapshot). */
+  #reports = new FrozenList<DmaDebugReport>();
   /** The kernel's error_count: reports since creation or the last clear(). */
-  errorCount = 0;
-  private printed = 0;
-  private readonly entries = new DmaDebugEntries();
+  #errorCount = 0;
+  #printed = 0;
+  readonly #entries = new DmaDebugEntries();
   /** First report of the hook call in progress (strict mode throws it when the hook ends). */
-  private pending: DmaDebugReport | null = null;
+  #pending: DmaDebugReport | null = null;
 
   constructor(options: DmaDebugOptions) {
-    this.enabled = options.enabled;
-    this.strict = options.strict;
-    this.maxPrinted = options.maxPrinted ?? 10;
+    this.#enabled = options.enabled;
+    this.#strict = options.strict;
+    this.#maxPrinted = options.maxPrinted ?? 10;
+  }
+
+  /** Whether the hooks track and check (the kernel's dma_debug `disabled` switch, inverted). */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  set enabled(on: boolean) {
+    checkBool('DmaDebug', 'enabled', on);
+    this.#enabled = on;
+  }
+
+  /** Whether a report is also thrown (DmaDebugError) when the hook that found it ends. */
+  get strict(): boolean {
+    return this.#strict;
+  }
+
+  set strict(on: boolean) {
+    checkBool('DmaDebug', 'strict', on);
+    this.#strict = on;
+  }
+
+  /** How many reports are printed as warnings (the kernel's show_num_errors). */
+  get maxPrinted(): number {
+    return this.#maxPrinted;
+  }
+
+  set maxPrinted(count: number) {
+    checkInt('DmaDebug', 'maxPrinted', count, 0, Number.MAX_SAFE_INTEGER);
+    this.#maxPrinted = count;
+  }
+
+  /** Every report since creation or the last clear(), in order. */
+  get reports(): readonly DmaDebugReport[] {
+    return this.#reports.view;
+  }
+
+  /** The kernel's error_count: reports since creation or the last clear(). */
+  get errorCount(): number {
+    return this.#errorCount;
   }
 
   /** Forget the reports and the error count (tracked entries stay). */
   clear(): void {
-    this.reports.length = 0;
-    this.errorCount = 0;
-    this.printed = 0;
+    this.#reports = new FrozenList<DmaDebugReport>();
+    this.#errorCount = 0;
+    this.#printed = 0;
   }
 
   /** Number of live tracked entries, of one device or of all (for leak checks). */
   activeEntries(dev?: DmaDebugDevice): number {
-    return this.entries.count(dev);
+    return this.#entries.count(dev);
   }
 
   // --- hooks: map / unmap --------------------------------------------------------------------
@@ -159,7 +201,7 @@ export class DmaDebug {
     dma_addr: bigint,
     isSingle: boolean,
   ): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
     this.add(this.debug_dma_map_page, {
       dev, type: isSingle ? 'single' : 'page', dev_addr: dma_addr, size, direction,
@@ -173,7 +215,7 @@ export class DmaDebug {
    * reported (older kernels); leave it out and either kind matches (newer kernels merged them).
    */
   debug_dma_unmap_page(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number, isSingle?: boolean): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkUnmap({
       dev, type: isSingle === true ? 'single' : 'page', looseType: isSingle === undefined,
       dev_addr: dma_addr, size, direction, paddr: null, cpu_addr: null, sg_call_ents: 0,
@@ -183,7 +225,7 @@ export class DmaDebug {
 
   /** After dma_map_resource (and newer kernels' map_phys). */
   debug_dma_map_phys(dev: DmaDebugDevice, phys: bigint, size: number, direction: number, dma_addr: bigint): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
     this.add(this.debug_dma_map_phys, {
       dev, type: 'phys', dev_addr: dma_addr, size, direction, paddr: phys,
@@ -193,7 +235,7 @@ export class DmaDebug {
 
   /** Before dma_unmap_resource. */
   debug_dma_unmap_phys(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkUnmap({
       dev, type: 'phys', looseType: false, dev_addr: dma_addr, size, direction,
       paddr: null, cpu_addr: null, sg_call_ents: 0,
@@ -203,7 +245,7 @@ export class DmaDebug {
 
   /** After dma_map_sg returned `mapped_ents` > 0: one entry per mapped segment. */
   debug_dma_map_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     for_each_sg(sgl, mapped_ents, (s) => {
       const page = sg_page(s);
       const paddr = page === null ? null : pagePhys(page) + BigInt(s.offset);
@@ -217,7 +259,7 @@ export class DmaDebug {
 
   /** Before dma_unmap_sg; `nelems` must be the nents passed to dma_map_sg. */
   debug_dma_unmap_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     let mapped = 0;
     let stop = false;
     for_each_sg(sgl, nelems, (s, i) => {
@@ -227,7 +269,7 @@ export class DmaDebug {
       }
       const ref = this.sgRef(dev, s, nelems, direction);
       // Only the segments dma_map_sg produced were tracked; the first one knows how many.
-      if (i === 0) mapped = this.entries.findExact(ref)?.sg_mapped_ents ?? 0;
+      if (i === 0) mapped = this.#entries.findExact(ref)?.sg_mapped_ents ?? 0;
       this.checkUnmap(ref);
     });
     this.raiseIfStrict();
@@ -237,7 +279,7 @@ export class DmaDebug {
 
   /** After dma_alloc_coherent / dma_alloc_attrs; a NULL result (null) is not tracked. */
   debug_dma_alloc_coherent(dev: DmaDebugDevice, size: number, dma_addr: bigint, virt: number | null): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     if (virt === null) return;
     this.add(this.debug_dma_alloc_coherent, {
       dev, type: 'coherent', dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL, cpu_addr: virt,
@@ -247,7 +289,7 @@ export class DmaDebug {
 
   /** Before dma_free_coherent. */
   debug_dma_free_coherent(dev: DmaDebugDevice, size: number, virt: number, dma_addr: bigint): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkUnmap({
       dev, type: 'coherent', looseType: false, dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL,
       paddr: null, cpu_addr: virt, sg_call_ents: 0,
@@ -257,7 +299,7 @@ export class DmaDebug {
 
   /** After dma_alloc_pages / dma_alloc_noncoherent succeeded. */
   debug_dma_alloc_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.add(this.debug_dma_alloc_pages, {
       dev, type: 'pages', dev_addr: dma_addr, size, direction, paddr: pagePhys(page),
       map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
@@ -266,7 +308,7 @@ export class DmaDebug {
 
   /** Before dma_free_pages / dma_free_noncoherent. */
   debug_dma_free_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkUnmap({
       dev, type: 'pages', looseType: false, dev_addr: dma_addr, size, direction,
       paddr: pagePhys(page), cpu_addr: null, sg_call_ents: 0,
@@ -277,33 +319,33 @@ export class DmaDebug {
   // --- hooks: sync and error check -----------------------------------------------------------
 
   debug_dma_sync_single_for_cpu(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkSync(this.singleRef(dev, dma_handle, size, direction), true);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_single_for_device(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.checkSync(this.singleRef(dev, dma_handle, size, direction), false);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_sg_for_cpu(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.syncSg(dev, sg, nelems, direction, true);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_sg_for_device(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     this.syncSg(dev, sg, nelems, direction, false);
     this.raiseIfStrict();
   }
 
   /** dma_mapping_error() was called on `dma_addr`: mark the first unchecked entry as checked. */
   debug_dma_mapping_error(dev: DmaDebugDevice, dma_addr: bigint): void {
-    if (!this.enabled) return;
-    for (const entry of this.entries.at(dev, dma_addr) ?? []) {
+    if (!this.#enabled) return;
+    for (const entry of this.#entries.at(dev, dma_addr) ?? []) {
       if (entry.map_err_type === MAP_ERR_NOT_CHECKED) {
         entry.map_err_type = MAP_ERR_CHECKED;
         break;
@@ -319,11 +361,11 @@ export class DmaDebug {
    * away and keeping them would only pin it in memory.
    */
   dma_debug_device_teardown(dev: DmaDebugDevice): void {
-    if (!this.enabled) return;
+    if (!this.#enabled) return;
     let example: DmaDebugEntry | undefined;
-    for (const e of this.entries.entries(dev)) example = e;
+    for (const e of this.#entries.entries(dev)) example = e;
     if (example === undefined) return;
-    const count = this.entries.forget(dev);
+    const count = this.#entries.forget(dev);
     this.err(21, dev, example,
       `device driver has pending DMA allocations while released from device [count=${count}]\n` +
       `One of leaked entries details: [device address=${hex16(example.dev_addr)}] [size=${example.size} bytes] ` +
@@ -334,7 +376,7 @@ export class DmaDebug {
   /** The live mappings, of one device or all, one line each (like the debugfs `dump` file). */
   debug_dma_dump_mappings(dev?: DmaDebugDevice): string[] {
     const lines: string[] = [];
-    for (const e of this.entries.entries(dev)) {
+    for (const e of this.#entries.entries(dev)) {
       const p = e.paddr === null ? (e.cpu_addr === null ? 'none' : `cpu=0x${e.cpu_addr.toString(16)}`) : hex16(e.paddr);
       lines.push(`${e.dev.name} ${TYPE_NAMES[e.type]} P=${p} D=${e.dev_addr.toString(16)} L=${e.size.toString(16)} ` +
         `${dma_direction_name(e.direction)} ${MAP_ERR_NAMES[e.map_err_type]}`);
@@ -346,7 +388,7 @@ export class DmaDebug {
 
   private add(hook: Hook, fields: NewEntry): void {
     // One literal shape for every entry, whatever the hook supplied.
-    this.entries.add({
+    this.#entries.add({
       paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
       [inspect.custom]: inspectEntry,
     } as DmaDebugEntry);
@@ -365,7 +407,7 @@ export class DmaDebug {
 
   /** check_unmap: checks 1-8, then the entry is dropped. */
   private checkUnmap(ref: DmaDebugRef): void {
-    const entry = this.entries.findExact(ref);
+    const entry = this.#entries.findExact(ref);
     const addr = hex16(ref.dev_addr);
     if (entry === null) {
       if (ref.dev_addr === DMA_MAPPING_ERROR) {
@@ -407,12 +449,12 @@ export class DmaDebug {
       this.err(8, ref.dev, entry, 'device driver failed to check map error ' +
         `[device address=${addr}] [size=${ref.size} bytes] [mapped as ${TYPE_NAMES[entry.type]}]`);
     }
-    this.entries.remove(entry);
+    this.#entries.remove(entry);
   }
 
   /** check_sync: checks 9-14. */
   private checkSync(ref: DmaDebugRef, toCpu: boolean): void {
-    const entry = this.entries.findContaining(ref);
+    const entry = this.#entries.findContaining(ref);
     const addr = hex16(ref.dev_addr);
     if (entry === null) {
       this.err(9, ref.dev, undefined,
@@ -451,7 +493,7 @@ export class DmaDebug {
     let mapped = 0;
     for_each_sg(sgl, nelems, (s, i) => {
       const ref = this.sgRef(dev, s, nelems, direction);
-      if (i === 0) mapped = this.entries.findExact(ref)?.sg_mapped_ents ?? 0;
+      if (i === 0) mapped = this.#entries.findExact(ref)?.sg_mapped_ents ?? 0;
       if (i >= mapped) return;
       this.checkSync(ref, toCpu);
     });
@@ -461,23 +503,23 @@ export class DmaDebug {
   private err(check: number, dev: DmaDebugDevice, entry: DmaDebugEntry | undefined, text: string): void {
     const message = `DMA-API: ${dev.name}: ${text}`;
     const report = makeReport(check, dev.name, message, entry);
-    this.errorCount++;
-    this.reports.push(report);
-    if (this.strict) {
-      this.pending ??= report;
+    this.#errorCount++;
+    this.#reports.push(report);
+    if (this.#strict) {
+      this.#pending ??= report;
       return;
     }
-    if (this.printed < this.maxPrinted) {
-      this.printed++;
+    if (this.#printed < this.#maxPrinted) {
+      this.#printed++;
       const detail = entry === undefined ? undefined : `Mapped at:\n${entry.stack}`;
       process.emitWarning(message, detail === undefined ? { code: 'DMA_API_DEBUG' } : { code: 'DMA_API_DEBUG', detail });
     }
   }
 
   private raiseIfStrict(): void {
-    const report = this.pending;
+    const report = this.#pending;
     if (report === null) return;
-    this.pending = null;
+    this.#pending = null;
     throw new DmaDebugError(report);
   }
   /**
@@ -486,7 +528,75 @@ export class DmaDebug {
    */
   mappingCovering(dev: DmaDebugDevice, dev_addr: bigint, size: number): DmaDebugEntry | null {
     const end = dev_addr + BigInt(size);
-    for (const e of this.entries.entries(dev)) if (e.dev_addr <= dev_addr && end <= e.dev_addr + BigInt(e.size)) return e;
+    for (const e of this.#entries.entries(dev)) if (e.dev_addr <= dev_addr && end <= e.dev_addr + BigInt(e.size)) return e;
     return null;
+  }
+}
+
+/**
+ * What a device shows of its DMA-API debug tracker (`dev.debug`): the switches, the reports, the
+ * counts and the kernel's dump of live mappings. The hooks themselves are reached only by the
+ * mapping layer (see debugOf in device.ts): a caller cannot add, remove or forge tracked entries.
+ */
+export class DmaDebugView {
+  readonly #tracker: DmaDebug;
+  readonly #dev: DmaDebugDevice;
+
+  constructor(tracker: DmaDebug, dev: DmaDebugDevice) {
+    this.#tracker = tracker;
+    this.#dev = dev;
+    Object.freeze(this);
+  }
+
+  /** Whether the hooks track and check (the kernel's dma_debug `disabled` switch, inverted). */
+  get enabled(): boolean {
+    return this.#tracker.enabled;
+  }
+
+  set enabled(on: boolean) {
+    this.#tracker.enabled = on;
+  }
+
+  /** Whether a report is also thrown (DmaDebugError) when the call that found it ends. */
+  get strict(): boolean {
+    return this.#tracker.strict;
+  }
+
+  set strict(on: boolean) {
+    this.#tracker.strict = on;
+  }
+
+  /** How many reports are printed as warnings (the kernel's show_num_errors). */
+  get maxPrinted(): number {
+    return this.#tracker.maxPrinted;
+  }
+
+  set maxPrinted(count: number) {
+    this.#tracker.maxPrinted = count;
+  }
+
+  /** Every report since creation or the last clear(), in order (a frozen snapshot). */
+  get reports(): readonly DmaDebugReport[] {
+    return this.#tracker.reports;
+  }
+
+  /** The kernel's error_count. */
+  get errorCount(): number {
+    return this.#tracker.errorCount;
+  }
+
+  /** Forget the reports and the error count (tracked entries stay). */
+  clear(): void {
+    this.#tracker.clear();
+  }
+
+  /** Number of live tracked entries of this device. */
+  activeEntries(): number {
+    return this.#tracker.activeEntries(this.#dev);
+  }
+
+  /** debug_dma_dump_mappings(dev): one line per live mapping of this device. */
+  debug_dma_dump_mappings(): string[] {
+    return this.#tracker.debug_dma_dump_mappings(this.#dev);
   }
 }

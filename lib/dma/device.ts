@@ -9,9 +9,12 @@ import { HUGEPAGE_POLICIES } from '../os/backing';
 import { checkBigint, checkBool, checkInt, checkOptions, checkSize, checkString, describeValue } from '../mm/validate';
 import type { CoherentPool } from './coherent';
 import { DMA_BIT_MASK } from './constants';
-import { DmaDebug } from './debug';
+import { lockFields } from '../os/lock';
+import { DmaDebug, DmaDebugView } from './debug';
 import type { IommuDomain, IommuOptions } from './iommu';
 import type { DmaMapOps } from './ops';
+
+const U64_MAX = (1n << 64n) - 1n;
 
 export interface DeviceOptions {
   /** Device name for messages (dev_name). Default dev0, dev1, ... in creation order on the machine. */
@@ -36,6 +39,13 @@ export interface DeviceOptions {
   iommu?: boolean | IommuOptions;
   /** DMA-API debug for this device: on/off, or strict (throw on misuse). Default: the machine's setting. */
   debug?: boolean | 'strict';
+}
+
+/** A u64 value (masks, limits, offsets). */
+function checkU64(name: string, value: unknown): bigint {
+  checkBigint('Device', name, value);
+  if (value < 0n || value > U64_MAX) throw new RangeError(`Device: Expected a bigint from 0 to 2^64-1 for ${name} but received ${value}`);
+  return value;
 }
 
 function toMask(name: string, v: unknown): bigint {
@@ -93,25 +103,32 @@ function nextDeviceNumber(machine: Machine): number {
   return n;
 }
 
+let trackerOf: (dev: Device) => DmaDebug;
+
+/** The device's DMA-API debug tracker, for the mapping layer's hooks (not part of the public API). */
+export function debugOf(dev: Device): DmaDebug {
+  return trackerOf(dev);
+}
+
 export class Device {
   readonly name: string;
   readonly machine: Machine;
-  numa_node: number;
-  /** *dev->dma_mask; null models a NULL dma_mask pointer. */
-  dma_mask: bigint | null;
-  coherent_dma_mask: bigint;
-  bus_dma_limit: bigint;
-  dma_coherent: boolean;
-  dma_ops: DmaMapOps | null;
-  busOffset: bigint;
-  /** dev->cma_area (per-device CMA), or null. */
-  cma_area: Cma | null = null;
-  /** dev->dma_mem: the per-device coherent pool, or null. */
-  dma_mem: CoherentPool | null = null;
-  /** The IOMMU domain when the device is behind an IOMMU (use_dma_iommu). */
-  iommu: IommuDomain | null = null;
-  readonly debug: DmaDebug;
-  private destroyed = false;
+  /** DMA-API debug of this device: switches, reports and counts (the hooks stay internal). */
+  readonly debug: DmaDebugView;
+  readonly #tracker: DmaDebug;
+  // The fields drivers and bus code set in the kernel are accessors here: each assignment is checked,
+  // so that no value can reach the DMA paths that they could not handle.
+  #numaNode: number;
+  #dmaMask: bigint | null;
+  #coherentDmaMask: bigint;
+  #busDmaLimit: bigint;
+  #dmaCoherent: boolean;
+  #dmaOps: DmaMapOps | null;
+  #busOffset: bigint;
+  #cmaArea: Cma | null = null;
+  #dmaMem: CoherentPool | null = null;
+  #iommu: IommuDomain | null = null;
+  #destroyed = false;
 
   constructor(machine: Machine, opts?: DeviceOptions) {
     if (!(machine instanceof Machine)) throw new TypeError(`createDevice: Expected a Machine but received ${describeValue(machine)}`);
@@ -121,30 +138,128 @@ export class Device {
     const coherentMask = toMask('coherentDmaMask', options.coherentDmaMask ?? 32);
     this.machine = machine;
     this.name = options.name ?? `dev${nextDeviceNumber(machine)}`;
-    this.numa_node = options.numaNode ?? NUMA_NO_NODE;
-    this.dma_mask = dmaMask;
-    this.coherent_dma_mask = coherentMask;
-    this.bus_dma_limit = options.busDmaLimit ?? 0n;
-    this.dma_coherent = options.coherent ?? true;
-    this.dma_ops = options.ops ?? null;
-    this.busOffset = options.busOffset ?? 0n;
+    this.#numaNode = options.numaNode ?? NUMA_NO_NODE;
+    this.#dmaMask = dmaMask;
+    this.#coherentDmaMask = coherentMask;
+    this.#busDmaLimit = checkU64('busDmaLimit', options.busDmaLimit ?? 0n);
+    this.#dmaCoherent = options.coherent ?? true;
+    this.#dmaOps = options.ops ?? null;
+    this.#busOffset = checkU64('busOffset', options.busOffset ?? 0n);
     const dbg = options.debug ?? machine.dmaDebug;
-    this.debug = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict' });
+    this.#tracker = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict' });
+    this.debug = new DmaDebugView(this.#tracker, this);
     if (options.cma !== undefined) {
       const spec = typeof options.cma === 'number' ? { size: options.cma } : options.cma;
       const nid = this.numa_node === NUMA_NO_NODE ? 0 : this.numa_node;
-      this.cma_area = machine.cma_declare(`dev-${this.name}`, spec.size, nid, spec.hugepages ?? 'auto');
+      this.#cmaArea = machine.cma_declare(`dev-${this.name}`, spec.size, nid, spec.hugepages ?? 'auto');
     }
     if (options.iommu !== undefined && options.iommu !== false) {
       // Loaded lazily to keep the import graph acyclic (the IOMMU modules import device.ts).
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { IommuDomain } = require('./iommu') as typeof import('./iommu');
-      this.iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu);
+      this.#iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu);
     }
+    lockFields(this, 'name', 'machine', 'debug');
+  }
+
+  /** dev->numa_node: NUMA_NO_NODE or a node of the machine. */
+  get numa_node(): number {
+    return this.#numaNode;
+  }
+
+  set numa_node(nid: number) {
+    if (nid !== NUMA_NO_NODE) checkInt('numa_node', 'nid', nid, 0, this.machine.nodeCount - 1);
+    this.#numaNode = nid;
+  }
+
+  /** *dev->dma_mask; null models a NULL dma_mask pointer. */
+  get dma_mask(): bigint | null {
+    return this.#dmaMask;
+  }
+
+  set dma_mask(mask: bigint | null) {
+    this.#dmaMask = mask === null ? null : checkU64('dma_mask', mask);
+  }
+
+  get coherent_dma_mask(): bigint {
+    return this.#coherentDmaMask;
+  }
+
+  set coherent_dma_mask(mask: bigint) {
+    this.#coherentDmaMask = checkU64('coherent_dma_mask', mask);
+  }
+
+  /** dev->bus_dma_limit (0n = none). */
+  get bus_dma_limit(): bigint {
+    return this.#busDmaLimit;
+  }
+
+  set bus_dma_limit(limit: bigint) {
+    this.#busDmaLimit = checkU64('bus_dma_limit', limit);
+  }
+
+  /** dev_is_dma_coherent(). */
+  get dma_coherent(): boolean {
+    return this.#dmaCoherent;
+  }
+
+  set dma_coherent(coherent: boolean) {
+    checkBool('Device', 'dma_coherent', coherent);
+    this.#dmaCoherent = coherent;
+  }
+
+  get dma_ops(): DmaMapOps | null {
+    return this.#dmaOps;
+  }
+
+  set dma_ops(ops: DmaMapOps | null) {
+    if (ops !== null && (typeof ops !== 'object' || Array.isArray(ops))) throw new TypeError(`Device: Expected a dma_map_ops object or null for dma_ops but received ${describeValue(ops)}`);
+    this.#dmaOps = ops;
+  }
+
+  /** Added to a physical address to give the bus address (dma_range_map offset). */
+  get busOffset(): bigint {
+    return this.#busOffset;
+  }
+
+  set busOffset(offset: bigint) {
+    this.#busOffset = checkU64('busOffset', offset);
+  }
+
+  /** dev->cma_area (per-device CMA), or null: one of the machine's CMA areas. */
+  get cma_area(): Cma | null {
+    return this.#cmaArea;
+  }
+
+  set cma_area(cma: Cma | null) {
+    if (cma !== null && !this.machine.cmaAreas.includes(cma)) throw new TypeError(`Device: Expected null or a CMA area of ${this.machine.name} for cma_area but received ${describeValue(cma)}`);
+    this.#cmaArea = cma;
+  }
+
+  /** dev->dma_mem: the per-device coherent pool, or null. */
+  get dma_mem(): CoherentPool | null {
+    return this.#dmaMem;
+  }
+
+  set dma_mem(pool: CoherentPool | null) {
+    // Loaded lazily: coherent.ts imports this module through validate.ts.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { CoherentPool } = require('./coherent') as typeof import('./coherent');
+    if (pool !== null && !(pool instanceof CoherentPool)) throw new TypeError(`Device: Expected null or a CoherentPool for dma_mem but received ${describeValue(pool)}`);
+    this.#dmaMem = pool;
+  }
+
+  /** The IOMMU domain when the device is behind an IOMMU (use_dma_iommu); fixed at creation. */
+  get iommu(): IommuDomain | null {
+    return this.#iommu;
+  }
+
+  static {
+    trackerOf = (dev) => dev.#tracker;
   }
 
   get isDestroyed(): boolean {
-    return this.destroyed;
+    return this.#destroyed;
   }
 
   /**
@@ -152,12 +267,12 @@ export class Device {
    * is released. Idempotent.
    */
   destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    this.debug.dma_debug_device_teardown(this);
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#tracker.dma_debug_device_teardown(this);
     // The pool's memory belongs to the machine; the device lets go of it
     // (dma_release_coherent_memory, inlined so that device.ts needs nothing of coherent.ts).
-    this.dma_mem = null;
+    this.#dmaMem = null;
   }
 }
 

@@ -5,6 +5,7 @@
 // the machine's real pages, so iommu_iova_to_phys leads to bytes a test can read and write.
 // The DMA API over it (iommu_dma_*) lives in dma_iommu.ts and is re-exported at the end.
 
+import { lockFields } from '../os/lock';
 import { PAGE_SIZE } from '../mm/gfp';
 import { DMA_BIT_MASK, EINVAL } from './constants';
 import type { Device } from './device';
@@ -97,7 +98,7 @@ export class IommuDomain {
   /** Last IOVA page inside the aperture. */
   readonly endPfn: number;
   /** The live counters (read them with stats()). */
-  readonly counters: IommuStats = { mappedPages: 0, iovaAllocated: 0, iotlbFlushes: 0, maps: 0, unmaps: 0, pageTables: 0 };
+  readonly counters: IommuStats = Object.seal({ mappedPages: 0, iovaAllocated: 0, iotlbFlushes: 0, maps: 0, unmaps: 0, pageTables: 0 });
 
   // Real private fields: the domain is reachable through dev.iommu, its internals are not.
   readonly #iovad: IovaDomain;
@@ -125,6 +126,7 @@ export class IommuDomain {
     this.#regs[REG_APERTURE_BITS] = this.apertureBits;
     this.#iovad = new IovaDomain(this.startPfn, this.endPfn, this.counters, () => this.flush_iotlb_all());
     this.#pgtable = new IoPageTable(dev, this.counters, this.#regs, this.apertureBits);
+    lockFields(this, 'dev', 'apertureBits', 'strict', 'startPfn', 'endPfn', 'counters');
   }
 
   /**

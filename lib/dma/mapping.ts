@@ -14,7 +14,7 @@ import {
   DMA_ATTR_NO_WARN, DMA_ATTR_WRITE_COMBINE, DMA_MAPPING_ERROR, EINVAL, EIO, ENOMEM,
   ENXIO, EREMOTEIO, type DmaDataDirection,
 } from './constants';
-import { get_dma_ops, use_dma_iommu, type Device } from './device';
+import { debugOf, get_dma_ops, use_dma_iommu, type Device } from './device';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
 import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
@@ -73,7 +73,7 @@ function __dma_map_page(dev: Device, page: Page, offset: number, size: number, d
   else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_page(dev, page, offset, size, dir, attrs);
   // A table without map_page would oops in 6.17; later kernels return DMA_MAPPING_ERROR.
   else addr = ops?.map_page?.(dev, page, offset, size, dir, attrs) ?? DMA_MAPPING_ERROR;
-  dev.debug.debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle);
+  debugOf(dev).debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle);
   return addr;
 }
 
@@ -105,7 +105,7 @@ export function dma_unmap_page_attrs(dev: Device, addr: bigint, size: number, di
   if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_page(dev, addr, size, dir, attrs);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
   else ops?.unmap_page?.(dev, addr, size, dir, attrs);
-  dev.debug.debug_dma_unmap_page(dev, addr, size, dir);
+  debugOf(dev).debug_dma_unmap_page(dev, addr, size, dir);
 }
 
 /** dma_unmap_page: dma_unmap_page_attrs with attrs 0. */
@@ -170,7 +170,7 @@ export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, d
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_resource(dev, phys_addr, size, dir, attrs);
   else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_resource(dev, phys_addr, size, dir, attrs);
   else if (ops?.map_resource !== undefined) addr = ops.map_resource(dev, phys_addr, size, dir, attrs);
-  dev.debug.debug_dma_map_phys(dev, phys_addr, size, dir, addr);
+  debugOf(dev).debug_dma_map_phys(dev, phys_addr, size, dir, addr);
   return addr;
 }
 
@@ -183,7 +183,7 @@ export function dma_unmap_resource(dev: Device, addr: bigint, size: number, dir:
     // Nothing to do.
   } else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_resource(dev, addr, size, dir, attrs);
   else ops?.unmap_resource?.(dev, addr, size, dir, attrs);
-  dev.debug.debug_dma_unmap_phys(dev, addr, size, dir);
+  debugOf(dev).debug_dma_unmap_phys(dev, addr, size, dir);
 }
 
 // ---- scatter-gather ---------------------------------------------------------------------------
@@ -204,7 +204,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
   // A table without map_sg would oops; fail cleanly instead, as dma_dummy_ops does.
   else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
   if (ents > 0) {
-    dev.debug.debug_dma_map_sg(dev, sg, nents, ents, dir);
+    debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir);
   } else if (WARN_ON_ONCE(dev, ents !== -EINVAL && ents !== -ENOMEM && ents !== -EIO && ents !== -EREMOTEIO,
     `dma_map_sg_attrs: unexpected map_sg result ${ents}`)) {
     return -EIO;
@@ -253,7 +253,7 @@ export function dma_unmap_sg_attrs(dev: Device, sg: Scatterlist | null, nents: n
   checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
   try {
-    dev.debug.debug_dma_unmap_sg(dev, sg, nents, dir);
+    debugOf(dev).debug_dma_unmap_sg(dev, sg, nents, dir);
   } finally {
     if (sg !== null) {
       if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_sg(dev, sg, nents, dir, attrs);
@@ -283,7 +283,7 @@ export function dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: DmaDataDirecti
 export function dma_mapping_error(dev: Device, dma_addr: bigint): number {
   checkDevice('dma_mapping_error', dev);
   checkBigint('dma_mapping_error', 'dma_addr', dma_addr);
-  dev.debug.debug_dma_mapping_error(dev, dma_addr);
+  debugOf(dev).debug_dma_mapping_error(dev, dma_addr);
   return dma_addr === DMA_MAPPING_ERROR ? -ENOMEM : 0;
 }
 
@@ -320,7 +320,7 @@ function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, d
 export function dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
   checkAllocPagesArgs('dma_alloc_pages', dev, size, dma_handle, dir, gfp);
   const page = __dma_alloc_pages(dev, size, dma_handle, dir, gfp);
-  if (page !== null) dev.debug.debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
+  if (page !== null) debugOf(dev).debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
   return page;
 }
 
@@ -338,7 +338,7 @@ export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle
   if (!(isDevice(dev) && isSize(size) && isPageOf(page, dev.machine) && typeof dma_handle === 'bigint' && (dir === 0 || dir === 1 || dir === 2))) checkFreePagesArgs(fn, dev, size, page, dma_handle, dir);
   const ops = get_dma_ops(dev);
   try {
-    dev.debug.debug_dma_free_pages(dev, page, size, dir, dma_handle);
+    debugOf(dev).debug_dma_free_pages(dev, page, size, dir, dma_handle);
   } finally {
     size = PAGE_ALIGN(size);
     if (dma_alloc_direct(dev, ops)) direct.dma_direct_free_pages(dev, size, page, dma_handle, dir);
@@ -405,7 +405,7 @@ export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigin
     if (dev.coherent_dma_mask === 0n) return null;
     cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
   } else return null;
-  dev.debug.debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr);
+  debugOf(dev).debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr);
   return cpu_addr;
 }
 
@@ -430,7 +430,7 @@ export function dma_free_attrs(dev: Device, size: number, cpu_addr: number | nul
   if (dma_release_from_dev_coherent(dev, get_order(size), cpu_addr)) return;
   if (cpu_addr === null) return;
   try {
-    dev.debug.debug_dma_free_coherent(dev, size, cpu_addr, dma_handle);
+    debugOf(dev).debug_dma_free_coherent(dev, size, cpu_addr, dma_handle);
   } finally {
     if (dma_alloc_direct(dev, ops)) direct.dma_direct_free(dev, size, cpu_addr, dma_handle, attrs);
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_free(dev, size, cpu_addr, dma_handle, attrs);

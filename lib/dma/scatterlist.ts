@@ -36,12 +36,16 @@ export class SgStore {
   readonly chains = new Map<number, Scatterlist>();
 
   constructor(readonly size: number) {
+    // Reachable as `sg.store.constructor`: the same size rules as sg_init_table.
+    checkInt('SgStore', 'size', size, 0, UINT_MAX + 128);
+    if (!sg_table_fits(size)) throw new RangeError(`SgStore: ${size} entries of ${SG_ENTRY_BYTES} bytes do not fit in this process's memory`);
     this.pages = new Array<Page | null>(size).fill(null);
     this.flags = new Uint8Array(size);
     this.offset = new Uint32Array(size);
     this.length = new Uint32Array(size);
     this.dmaAddress = new BigUint64Array(size);
     this.dmaLength = new Uint32Array(size);
+    Object.freeze(this);
   }
 }
 
@@ -55,13 +59,18 @@ export class Scatterlist {
   constructor(
     readonly store: SgStore = new SgStore(1),
     readonly index = 0,
-  ) {}
+  ) {
+    if (!(store instanceof SgStore)) throw new TypeError(`Scatterlist: Expected an SgStore for store but received ${describeValue(store)}`);
+    if (!Number.isInteger(index) || index < 0 || index >= store.size) throw new RangeError(`Scatterlist: Expected an integer from 0 to ${store.size - 1} for index but received ${describeValue(index)}`);
+    Object.freeze(this);
+  }
 
   /** The page of a data entry, or null (the pointer part of page_link). */
   get page_link(): Page | null {
     return this.store.pages[this.index] ?? null;
   }
   set page_link(page: Page | null) {
+    if (page !== null && !(page instanceof PageClass)) throw new TypeError(`Scatterlist: Expected a Page or null for page_link but received ${describeValue(page)}`);
     this.store.pages[this.index] = page;
   }
   /** SG_CHAIN | SG_END. */
@@ -112,12 +121,39 @@ export class Scatterlist {
 
 /** struct sg_table. */
 export class SgTable {
+  #sgl: Scatterlist | null = null;
+  #nents = 0;
+  #origNents = 0;
+
   /** First entry, or null when nothing is allocated. */
-  sgl: Scatterlist | null = null;
-  /** Number of mapped entries (set by dma_map_sgtable); equals orig_nents until then. */
-  nents = 0;
-  /** Number of CPU entries the table was built with. */
-  orig_nents = 0;
+  get sgl(): Scatterlist | null {
+    return this.#sgl;
+  }
+
+  set sgl(sgl: Scatterlist | null) {
+    if (sgl !== null && !(sgl instanceof Scatterlist)) throw new TypeError(`SgTable: Expected a Scatterlist or null for sgl but received ${describeValue(sgl)}`);
+    this.#sgl = sgl;
+  }
+
+  /** Number of mapped entries (set by dma_map_sgtable); equals orig_nents until then. An unsigned int. */
+  get nents(): number {
+    return this.#nents;
+  }
+
+  set nents(n: number) {
+    checkInt('SgTable', 'nents', n, 0, UINT_MAX);
+    this.#nents = n;
+  }
+
+  /** Number of CPU entries the table was built with. An unsigned int. */
+  get orig_nents(): number {
+    return this.#origNents;
+  }
+
+  set orig_nents(n: number) {
+    checkInt('SgTable', 'orig_nents', n, 0, UINT_MAX);
+    this.#origNents = n;
+  }
 }
 
 /**

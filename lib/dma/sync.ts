@@ -2,7 +2,7 @@
 // device wrote it) or to the device (after the CPU wrote it). Each routes like the map calls, then
 // runs its DMA-API debug check (sync outside the mapping, wrong direction, wrong nents).
 
-import { use_dma_iommu, get_dma_ops, type Device } from './device';
+import { debugOf, use_dma_iommu, get_dma_ops, type Device } from './device';
 import type { DmaDataDirection } from './constants';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
@@ -34,7 +34,7 @@ export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number,
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
   else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
-  dev.debug.debug_dma_sync_single_for_cpu(dev, addr, size, dir);
+  debugOf(dev).debug_dma_sync_single_for_cpu(dev, addr, size, dir);
 }
 
 /** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
@@ -44,7 +44,7 @@ export function dma_sync_single_for_device(dev: Device, addr: bigint, size: numb
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_device(dev, addr, size, dir);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
   else ops?.sync_single_for_device?.(dev, addr, size, dir);
-  dev.debug.debug_dma_sync_single_for_device(dev, addr, size, dir);
+  debugOf(dev).debug_dma_sync_single_for_device(dev, addr, size, dir);
 }
 
 /** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
@@ -56,7 +56,7 @@ export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems:
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
     else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
   }
-  dev.debug.debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+  debugOf(dev).debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
 }
 
 /** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
@@ -68,7 +68,7 @@ export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nele
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_sg_for_device(dev, sg, nelems, dir);
     else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
   }
-  dev.debug.debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
+  debugOf(dev).debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
 }
 
 /** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */

@@ -32,8 +32,12 @@ export interface ChannelShare {
 }
 
 const MAX_CAPACITY = 1 << 30;
-/** Loads of the peer's word before sleeping on it: about 10 µs. */
-const SPIN = 4000;
+/**
+ * Loads of the peer's word before sleeping on it: at most about 10 µs (a futex sleep and wake
+ * costs tens of them), at least a few hundred ns. The budget adapts per end (see #prepareSleep).
+ */
+const SPIN_MAX = 4000;
+const SPIN_MIN = 64;
 
 /**
  * One end of an SPSC channel. The producer sends, the consumer receives; received messages are
@@ -56,6 +60,12 @@ export class Channel {
   #pos: number;
   /** Consumer: where head goes when the last message handed out is released. */
   #next = -1;
+  /** This end's current spin budget (loads), between SPIN_MIN and SPIN_MAX. */
+  #spin = SPIN_MAX;
+  /** Producer: where the reserved (not yet committed) message starts, or -1; its payload offset and length. */
+  #resStart = -1;
+  #resP = 0;
+  #resLen = 0;
   #closed = false;
 
   private constructor(r: Region, role: ChannelRole, livenessMs: number) {
@@ -171,15 +181,7 @@ export class Channel {
   /** Sends, waiting (without blocking the loop) while the ring is full. @example await tx.send(buf) */
   async send(data: Uint8Array, timeoutMs?: number): Promise<void> {
     this.#checkMessage(data);
-    const deadline = readDeadline(timeoutMs);
-    while (!this.#trySend(data)) {
-      this.#peerCheck(false);
-      const seen = Atomics.load(this.#h, L.I_HEAD);
-      if (this.#prepareSleep(L.I_PRODUCER_SLEEPS, L.I_HEAD, seen)) {
-        const res = await this.#r.waitAsync(L.HEAD_OFFSET, seen, this.#slice(deadline));
-        this.#afterSleep(res, deadline);
-      }
-    }
+    await this.#waitForRoom(() => this.#trySend(data), readDeadline(timeoutMs));
   }
 
   /** send() that blocks the thread (for workers). @example tx.sendSync(buf) */
@@ -193,6 +195,47 @@ export class Channel {
         this.#afterSleep(this.#r.wait(L.HEAD_OFFSET, seen, this.#slice(deadline)), deadline);
       }
     }
+  }
+
+  /**
+   * Zero-copy send: room for one message of `length` bytes (slotSize with slots, the default), as
+   * a writable view into the ring, or null when full. Fill it, then commit(). Nothing is visible to
+   * the consumer before commit(); one reservation at a time.
+   * @example const v = tx.reserve(n); if (v) { fs.readSync(fd, v); tx.commit(); }
+   */
+  reserve(length?: number): Buffer | null {
+    const len = this.#checkReserve(length);
+    return this.#reserve(len);
+  }
+
+  /** reserve() that waits (without blocking the loop) while the ring is full. @example const v = await tx.reserveAsync(4096) */
+  async reserveAsync(length?: number, timeoutMs?: number): Promise<Buffer> {
+    const len = this.#checkReserve(length);
+    let view: Buffer | null = null;
+    await this.#waitForRoom(() => (view = this.#reserve(len)) !== null, readDeadline(timeoutMs));
+    return view!;
+  }
+
+  /**
+   * Publishes the reserved message, `length` bytes of it (default: all it reserved; records may be
+   * shorter, slots not), and wakes the consumer if it sleeps.
+   * @example tx.commit(bytesRead)
+   */
+  commit(length?: number): void {
+    this.#assertRole('producer');
+    this.#live();
+    if (this.#resStart < 0) throw new TypeError('Expected a reservation (reserve()) before commit() but there is none');
+    let len = this.#resLen;
+    if (length !== undefined) {
+      if (this.#slot !== 0) {
+        if (length !== this.#slot) throw new RangeError(`Expected exactly ${this.#slot} bytes (the slot size) for length but received ${v.describeValue(length)}`);
+      } else {
+        v.assertInteger('length', length, 0, this.#resLen);
+        len = length;
+        this.#d32[(this.#resP - L.RECORD_HEADER) >> 2] = len; // the record says how long it really is
+      }
+    }
+    this.#publish(len);
   }
 
   // ---- consumer ----
@@ -278,6 +321,43 @@ export class Channel {
   }
 
   #trySend(data: Uint8Array): boolean {
+    if (this.#resStart >= 0) throw new TypeError('Expected commit() of the reserved message before another send');
+    const p = this.#place(data.length);
+    if (p < 0) return false;
+    this.#data.set(data, p);
+    this.#publish(data.length);
+    return true;
+  }
+
+  #checkReserve(length: unknown): number {
+    this.#assertRole('producer');
+    let len: number;
+    if (this.#slot !== 0) {
+      if (length !== undefined && length !== this.#slot) throw new RangeError(`Expected exactly ${this.#slot} bytes (the slot size) for length but received ${v.describeValue(length)}`);
+      len = this.#slot;
+    } else {
+      v.assertInteger('length', length, 0, this.maxMessage);
+      len = length as number;
+    }
+    this.#live();
+    if (this.#resStart >= 0) throw new TypeError('Expected commit() of the reserved message before another reserve()');
+    return len;
+  }
+
+  #reserve(len: number): Buffer | null {
+    const p = this.#place(len);
+    if (p < 0) return null;
+    this.#resP = p;
+    this.#resLen = len;
+    return Buffer.from(this.#data.buffer, p, len);
+  }
+
+  /**
+   * Finds room at the tail for a message of `len` bytes: the payload's byte offset in the ring, or
+   * -1 when full. Writes the record's length (and a wrap marker) past the tail, where the consumer
+   * does not look yet; #resStart is where the message starts. Publishes nothing.
+   */
+  #place(len: number): number {
     const h = this.#h;
     if (Atomics.load(h, L.I_CONSUMER + L.P_STATE) === L.STATE_CLOSED) this.#full();
     const cap = this.#cap;
@@ -286,30 +366,54 @@ export class Channel {
     const free = cap - ((tail - head + 2 * cap) % (2 * cap));
     let p = tail >= cap ? tail - cap : tail;
     if (this.#slot !== 0) {
-      if (free < this.#slot) return this.#full();
-      this.#data.set(data, p);
-      tail += this.#slot;
-    } else {
-      const need = L.RECORD_HEADER + L.pad8(data.length);
-      const skip = p + need > cap ? cap - p : 0;
-      if (free < skip + need) return this.#full();
-      if (skip !== 0) {
-        this.#d32[p >> 2] = L.WRAP;
-        tail += skip;
-        p = 0;
+      if (free < this.#slot) {
+        this.#full();
+        return -1;
       }
-      this.#d32[p >> 2] = data.length;
-      this.#data.set(data, p + L.RECORD_HEADER);
-      tail += need;
+      this.#resStart = tail;
+      return p;
     }
-    if (tail >= 2 * cap) tail -= 2 * cap;
+    const need = L.RECORD_HEADER + L.pad8(len);
+    const skip = p + need > cap ? cap - p : 0;
+    if (free < skip + need) {
+      this.#full();
+      return -1;
+    }
+    if (skip !== 0) {
+      this.#d32[p >> 2] = L.WRAP;
+      tail += skip;
+      if (tail >= 2 * cap) tail -= 2 * cap;
+      p = 0;
+    }
+    this.#d32[p >> 2] = len;
+    this.#resStart = tail;
+    return p + L.RECORD_HEADER;
+  }
+
+  /** Publishes the placed message of `len` bytes: tail moves past it; wakes the consumer only if it sleeps. */
+  #publish(len: number): void {
+    const h = this.#h;
+    let tail = this.#resStart + (this.#slot !== 0 ? this.#slot : L.RECORD_HEADER + L.pad8(len));
+    if (tail >= 2 * this.#cap) tail -= 2 * this.#cap;
+    this.#resStart = -1;
     this.#pos = tail;
     Atomics.store(h, L.I_TAIL, tail);
     if (Atomics.load(h, L.I_CONSUMER_SLEEPS) !== 0) {
       Atomics.store(h, L.I_CONSUMER_SLEEPS, 0);
       this.#r.notify(L.TAIL_OFFSET);
     }
-    return true;
+  }
+
+  /** Retries `attempt` until it finds room, sleeping on head (without blocking the loop) in between. */
+  async #waitForRoom(attempt: () => boolean, deadline: number): Promise<void> {
+    while (!attempt()) {
+      this.#peerCheck(false);
+      const seen = Atomics.load(this.#h, L.I_HEAD);
+      if (this.#prepareSleep(L.I_PRODUCER_SLEEPS, L.I_HEAD, seen)) {
+        const res = await this.#r.waitAsync(L.HEAD_OFFSET, seen, this.#slice(deadline));
+        this.#afterSleep(res, deadline);
+      }
+    }
   }
 
   #full(): false {
@@ -359,10 +463,19 @@ export class Channel {
   /**
    * Spins briefly on the word (a peer in full flow moves it within microseconds, and a futex
    * sleep costs tens of them), then raises this end's sleep flag and re-checks: false when the
-   * word moved meanwhile (no sleep).
+   * word moved meanwhile (no sleep). The budget doubles after a spin that saw the word move and
+   * halves after one that did not: when the peer is not running at the same time (fewer free
+   * CPUs than threads), spinning only takes the CPU it needs, so the spin shrinks to almost none.
    */
   #prepareSleep(flag: number, word: number, seen: number): boolean {
-    for (let i = 0; i < SPIN; i++) if (Atomics.load(this.#h, word) !== seen) return false;
+    const n = this.#spin;
+    for (let i = 0; i < n; i++) {
+      if (Atomics.load(this.#h, word) !== seen) {
+        this.#spin = n >= SPIN_MAX / 2 ? SPIN_MAX : n * 2;
+        return false;
+      }
+    }
+    this.#spin = n <= SPIN_MIN * 2 ? SPIN_MIN : n >> 1;
     Atomics.store(this.#h, flag, 1);
     if (Atomics.load(this.#h, word) !== seen) {
       Atomics.store(this.#h, flag, 0);

@@ -2,7 +2,10 @@
 // 2^order pages, split on allocation (expand) and merged with their buddy on free.
 
 import { MAX_PAGE_ORDER } from './gfp';
-import { PG_buddy, PG_head, type Page } from './page';
+import { PG_buddy, PG_head, pageState, type Page } from './page';
+
+/** The allocators' writes to struct page state. */
+const ps = pageState();
 
 /** The free areas of one node: free_area[order] in the kernel. */
 interface NodeArea {
@@ -152,11 +155,11 @@ export class BuddyAllocator {
       pfn ??= this.takeBlock(area, order, endPfn);
       if (pfn === null) continue;
       const page = this.pfnToPage(pfn);
-      page.flags &= ~PG_buddy;
-      if (order > 0) page.flags |= PG_head;
-      page.private_ = -1;
-      page.refcount = 1;
-      page.allocOrder = order;
+      ps.setFlags(page, page.flags & ~PG_buddy);
+      if (order > 0) ps.setFlags(page, page.flags | PG_head);
+      ps.setPrivate(page, -1);
+      ps.setRefcount(page, 1);
+      ps.setAllocOrder(page, order);
       return page;
     }
     return null;
@@ -205,9 +208,9 @@ export class BuddyAllocator {
     }
     const area = this.areas.get(nid);
     if (area === undefined) throw new Error(`buddy: node ${nid} vanished`);
-    page.allocOrder = -1;
-    page.refcount = 0;
-    page.flags &= ~PG_head;
+    ps.setAllocOrder(page, -1);
+    ps.setRefcount(page, 0);
+    ps.setFlags(page, page.flags & ~PG_head);
     this.#hooks?.freed(page.pfn, 1 << order);
     if (order === 0) {
       let list = this.pcp.get(nid);
@@ -320,15 +323,15 @@ export class BuddyAllocator {
     this.list(area, order).add(pfn);
     area.freePages += 1 << order;
     const page = this.pfnToPage(pfn);
-    page.flags |= PG_buddy;
-    page.private_ = order;
+    ps.setFlags(page, page.flags | PG_buddy);
+    ps.setPrivate(page, order);
   }
 
   private unlinkFree(area: NodeArea, list: Set<number>, pfn: number, order: number): void {
     list.delete(pfn);
     area.freePages -= 1 << order;
     const page = this.pfnToPage(pfn);
-    page.flags &= ~PG_buddy;
-    page.private_ = -1;
+    ps.setFlags(page, page.flags & ~PG_buddy);
+    ps.setPrivate(page, -1);
   }
 }

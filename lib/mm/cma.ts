@@ -2,7 +2,10 @@
 // a bitmap with one bit per 2^order_per_bit pages; plus cma_alloc_aligned (kernel/dma/contiguous.c).
 
 import { get_order, PAGE_SHIFT, __GFP_NOWARN, type gfp_t } from './gfp';
-import { Page } from './page';
+import { Page, pageState } from './page';
+
+/** The allocators' writes to struct page state. */
+const ps = pageState();
 import { checkBool, checkGfp, checkInt, checkSameMachine, describeValue } from './validate';
 
 /** Ranges per area (mm/cma.h). */
@@ -103,7 +106,7 @@ export class Cma {
     this.name = options.name;
     this.nid = options.nid;
     this.orderPerBit = orderPerBit;
-    this.ranges = memranges.map(({ basePfn, count }) => ({ basePfn, count }));
+    this.ranges = Object.freeze(memranges.map(({ basePfn, count }) => Object.freeze({ basePfn, count })));
     this.count = memranges.reduce((sum, r) => sum + r.count, 0);
     states.set(this, {
       memranges,
@@ -113,6 +116,7 @@ export class Cma {
       allocated: options.allocated,
       released: options.released,
     });
+    Object.freeze(this);
   }
 
   /** Pages not handed out (available_count). */
@@ -193,12 +197,12 @@ function cmaRangeAlloc(
   // is pinned or unmovable, and then retries further on. Here nothing but cma_alloc hands out
   // pages of a CMA area, so the run is always free and that step cannot fail.
   const pfn = cmr.basePfn + bitmapNo * 2 ** cma.orderPerBit;
-  for (let i = 0; i < count; i++) state.pfnToPage(pfn + i).refcount = 1;
+  for (let i = 0; i < count; i++) ps.setRefcount(state.pfnToPage(pfn + i), 1);
   if (state.allocated !== undefined) {
     try {
       state.allocated(pfn, count);
     } catch (err) {
-      for (let i = 0; i < count; i++) state.pfnToPage(pfn + i).refcount = 0;
+      for (let i = 0; i < count; i++) ps.setRefcount(state.pfnToPage(pfn + i), 0);
       cmr.bitmap.fill(0, bitmapNo, bitmapNo + bitmapCount);
       state.available += count;
       state.released?.(pfn, count);
@@ -307,7 +311,7 @@ export function cma_release(cma: Cma | null, pages: Page | null, count: number):
       );
     }
   }
-  for (let i = 0; i < count; i++) state.pfnToPage(pages.pfn + i).refcount = 0;
+  for (let i = 0; i < count; i++) ps.setRefcount(state.pfnToPage(pages.pfn + i), 0);
   // cma_clear_bitmap: whole bits, so a partial bit at the end is freed too, as in the kernel.
   const bitmapNo = Math.floor((pages.pfn - cmr.basePfn) / 2 ** cma.orderPerBit);
   cmr.bitmap.fill(0, bitmapNo, bitmapNo + pagesToBits(cma, count));

@@ -5,7 +5,8 @@ import { native } from '../native';
 import { trackExternalMemory, ViewSet } from '../os/views';
 import { HUGE_2M, type HugepagePolicy } from '../os/backing';
 import { PFN_HIDDEN, PFN_NOT_PRESENT, readPfns } from '../os/pagemap';
-import { assertBackable, type HugetlbUse } from '../os/memory-limits';
+import { allocCopy, assertBackable, type HugetlbUse } from '../os/memory-limits';
+import { FrozenList, lockFields } from '../os/lock';
 
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
@@ -122,23 +123,16 @@ export class Machine {
   readonly physBase: number;
   readonly nodeCount: number;
   readonly cmaAlignment: number;
-  /** dma_contiguous_default_area, or null. */
-  dma_contiguous_default_area: Cma | null = null;
-  /** numa_cma= areas by node. */
-  readonly numaCmaAreas: (Cma | null)[] = [];
-  /** cma_pernuma= areas by node. */
-  readonly pernumaCmaAreas: (Cma | null)[] = [];
-  /** Every CMA area, including per-device ones added later. */
-  readonly cmaAreas: Cma[] = [];
-  /** Every kernel WARN this machine raised, in order. */
-  readonly warnings: KernelWarning[] = [];
+  readonly #numaCmaAreas = new FrozenList<Cma | null>();
+  readonly #pernumaCmaAreas = new FrozenList<Cma | null>();
+  readonly #cmaAreas = new FrozenList<Cma>();
+  readonly #warnings = new FrozenList<KernelWarning>();
   /** Counts of real mapping syscalls made on behalf of the model (for tests and benchmarks). */
-  readonly counters = { mmapCalls: 0, segmentsCreated: 0 };
-  emitWarnings: boolean;
-  /** The default DMA-API debug setting of devices created on this machine. */
-  dmaDebug: boolean | 'strict';
-  /** The node the "current CPU" is on (numa_mem_id()). */
-  currentNode = 0;
+  readonly counters = Object.seal({ mmapCalls: 0, segmentsCreated: 0 });
+  #dmaContiguousDefaultArea: Cma | null = null;
+  #emitWarnings: boolean;
+  readonly #dmaDebug: boolean | 'strict';
+  #currentNode = 0;
 
   // What addresses, views and teardown are computed from is private (not writable from outside).
   readonly #pageOffset: number;
@@ -165,8 +159,8 @@ export class Machine {
   readonly #segmentViews = new Map<Segment, { set: ViewSet; byAddress: Map<number, ArrayBuffer> }>();
   /** page_poisoning (mm/page_poison.c): fixed at boot from dmaDebug; 'strict' throws on corruption. */
   readonly #poison: boolean | 'strict';
-  private nextPfn: number;
-  private destroyed = false;
+  #nextPfn: number;
+  #destroyed = false;
 
   constructor(opts?: MachineOptions) {
     const options = checkMachineOptions(opts);
@@ -186,8 +180,8 @@ export class Machine {
     if (!Number.isInteger(this.cmaAlignment) || this.cmaAlignment < 2 || this.cmaAlignment > 12) {
       throw new RangeError(`Expected an integer from 2 to 12 for cmaAlignment but received ${String(options.cmaAlignment)}`);
     }
-    this.emitWarnings = options.emitWarnings ?? true;
-    this.dmaDebug = options.dmaDebug ?? false;
+    this.#emitWarnings = options.emitWarnings ?? true;
+    this.#dmaDebug = options.dmaDebug ?? false;
     const cmaPolicy = options.hugepages ?? 'auto';
     const ramPolicy = options.ramHugepages ?? 'off';
     const ramReason = options.ramHugepages === undefined
@@ -206,7 +200,7 @@ export class Machine {
       },
       allocated: (pfn, pages) => this.#pagesAllocated(pfn, pages),
     });
-    this.nextPfn = this.physBase / PAGE_SIZE;
+    this.#nextPfn = this.physBase / PAGE_SIZE;
 
     // One reservation from physical 0 up, so that virt = PAGE_OFFSET + phys exactly as in the
     // kernel's direct map. PROT_NONE and unreserved: it costs address space only.
@@ -224,18 +218,71 @@ export class Machine {
         const seg = this.addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy, ramReason);
         this.buddy.addRange(nid, seg.startPfn, seg.pages);
       }
-      if (cmaSize > 0) this.dma_contiguous_default_area = this.cma_declare('reserved', cmaSize, 0, cmaPolicy);
+      if (cmaSize > 0) this.#dmaContiguousDefaultArea = this.cma_declare('reserved', cmaSize, 0, cmaPolicy);
       for (let nid = 0; nid < nodes; nid++) {
-        this.numaCmaAreas.push(numaCma > 0 ? this.cma_declare(`numa${nid}`, numaCma, nid, cmaPolicy) : null);
-        this.pernumaCmaAreas.push(pernumaCma > 0 ? this.cma_declare(`pernuma${nid}`, pernumaCma, nid, cmaPolicy) : null);
+        this.#numaCmaAreas.push(numaCma > 0 ? this.cma_declare(`numa${nid}`, numaCma, nid, cmaPolicy) : null);
+        this.#pernumaCmaAreas.push(pernumaCma > 0 ? this.cma_declare(`pernuma${nid}`, pernumaCma, nid, cmaPolicy) : null);
       }
     } catch (err) {
       this.destroy();
       throw err;
     }
+    lockFields(this, 'name', 'physBase', 'nodeCount', 'cmaAlignment', 'counters');
   }
 
   // ---- layout ----
+
+  /** dma_contiguous_default_area, or null. */
+  get dma_contiguous_default_area(): Cma | null {
+    return this.#dmaContiguousDefaultArea;
+  }
+
+  /** numa_cma= areas by node. */
+  get numaCmaAreas(): readonly (Cma | null)[] {
+    return this.#numaCmaAreas.view;
+  }
+
+  /** cma_pernuma= areas by node. */
+  get pernumaCmaAreas(): readonly (Cma | null)[] {
+    return this.#pernumaCmaAreas.view;
+  }
+
+  /** Every CMA area, including per-device ones added later. */
+  get cmaAreas(): readonly Cma[] {
+    return this.#cmaAreas.view;
+  }
+
+  /** Every kernel WARN this machine raised, in order. */
+  get warnings(): readonly KernelWarning[] {
+    return this.#warnings.view;
+  }
+
+  /** Emit kernel WARNs as process warnings (they are always recorded). */
+  get emitWarnings(): boolean {
+    return this.#emitWarnings;
+  }
+
+  set emitWarnings(value: boolean) {
+    checkBool('Machine', 'emitWarnings', value);
+    this.#emitWarnings = value;
+  }
+
+  /** The default DMA-API debug setting of devices created on this machine (fixed at boot). */
+  get dmaDebug(): boolean | 'strict' {
+    return this.#dmaDebug;
+  }
+
+  /** The node the "current CPU" is on (numa_mem_id()). */
+  get currentNode(): number {
+    return this.#currentNode;
+  }
+
+  set currentNode(nid: number) {
+    if (!Number.isInteger(nid) || nid < 0 || nid >= this.nodeCount) {
+      throw new RangeError(`Expected an integer from 0 to ${this.nodeCount - 1} for currentNode but received ${describeValue(nid)}`);
+    }
+    this.#currentNode = nid;
+  }
 
   /** PAGE_OFFSET: the linear-map address of physical address 0 (the kernel's direct map). */
   get pageOffset(): number {
@@ -260,7 +307,7 @@ export class Machine {
   /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
   private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string): Segment {
     this.assertAlive();
-    const startPfn = this.nextPfn;
+    const startPfn = this.#nextPfn;
     const bytes = pages * PAGE_SIZE;
     if ((startPfn + pages) * PAGE_SIZE > this.#linearLength) {
       throw new RangeError(`${this.name}: no room left in the linear map for ${bytes} more bytes`);
@@ -271,7 +318,7 @@ export class Machine {
     this.counters.mmapCalls++;
     trackExternalMemory(bytes);
     // Keep segments 2 MiB aligned so that hugetlb segments can be mapped anywhere after.
-    this.nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
+    this.#nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
     this.#segments.push(seg);
     this.#segmentsView = Object.freeze(this.#segments.slice());
     return seg;
@@ -297,7 +344,7 @@ export class Machine {
     });
     this.#pagesFreed(seg, seg.startPfn, seg.pages, false); // boot: free CMA memory is poisoned too
     this.#cmaOfSegment.set(seg, cma);
-    this.cmaAreas.push(cma);
+    this.#cmaAreas.push(cma);
     return cma;
   }
 
@@ -362,7 +409,7 @@ export class Machine {
   // ---- the page allocator (mm/page_alloc.c) ----
 
   numa_mem_id(): number {
-    return this.currentNode;
+    return this.#currentNode;
   }
 
   /**
@@ -500,16 +547,14 @@ export class Machine {
     if (this.isLinearAddress(addr)) {
       const seg = this.#linearSegment(addr, length, 'read');
       const off = addr - seg.address;
-      // A copy in its own ArrayBuffer: Buffer.from would place a small one in Node's shared pool,
-      // whose .buffer reaches past what was asked for.
-      const out = Buffer.allocUnsafeSlow(length);
+      const out = allocCopy(length, `${this.name}: read(0x${addr.toString(16)}, ${length})`);
       out.set(segmentBytes(seg).subarray(off, off + length));
       return out;
     }
     const area = this.#vmallocSpace.find(addr);
     if (area !== null) {
       if (addr + length > area.addr + area.size) throw new RangeError(`${this.name}: read of ${length} bytes at 0x${addr.toString(16)} leaves its vmalloc area`);
-      const out = Buffer.alloc(length);
+      const out = allocCopy(length, `${this.name}: read(0x${addr.toString(16)}, ${length})`);
       if (length > 0) native.copyOut(addr, length, out, 0);
       return out;
     }
@@ -748,8 +793,8 @@ export class Machine {
 
   /** A kernel WARN: recorded, and emitted as a process warning unless emitWarnings is off. */
   warn(message: string): void {
-    this.warnings.push({ message, stack: new Error(message).stack });
-    if (this.emitWarnings) process.emitWarning(message, { code: 'DMAMEM_KERNEL_WARN' });
+    this.#warnings.push({ message, stack: new Error(message).stack });
+    if (this.#emitWarnings) process.emitWarning(message, { code: 'DMAMEM_KERNEL_WARN' });
   }
 
   // ---- stats and teardown ----
@@ -771,18 +816,18 @@ export class Machine {
         nid, freePages: this.#buddy.freePages(nid), totalPages: this.#buddy.totalPages(nid),
         buddyinfo: this.#buddy.freeBlocks(nid), pcpPages: this.#buddy.pcpPages(nid),
       })),
-      cma: this.cmaAreas.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
+      cma: this.#cmaAreas.items.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
       vmallocAreas: this.#vmallocSpace.count,
       vmas: this.#vmas.size,
     };
   }
 
   get isDestroyed(): boolean {
-    return this.destroyed;
+    return this.#destroyed;
   }
 
   assertAlive(): void {
-    if (this.destroyed) {
+    if (this.#destroyed) {
       const err = new Error(`${this.name} has been destroyed`) as Error & { code: string };
       err.code = 'ERR_DMAMEM_DESTROYED';
       throw err;
@@ -796,9 +841,9 @@ export class Machine {
    * (ERR_DMAMEM_LEAK), the machine being fully destroyed either way.
    */
   destroy(): void {
-    if (this.destroyed) return;
+    if (this.#destroyed) return;
     const leaks = this.dmaDebug === false ? null : leakReport(this.name, this.#segments, this.#vmallocSpace.areas(), [...this.#vmas]);
-    this.destroyed = true;
+    this.#destroyed = true;
     for (const vma of [...this.#vmas]) vma.unmap();
     releaseVmallocSpace(this.#vmallocSpace);
     for (const set of this.#blockViews.values()) set.revoke();

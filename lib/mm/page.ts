@@ -27,19 +27,38 @@ export interface PageSegment {
   readonly mapGranule: number;
 }
 
+/**
+ * Only the memory model makes pages (segment.ts, and unit tests of the allocators with their own
+ * segments): a page forged with another PFN or segment would name memory the model never mapped.
+ */
+export const PAGE_CONSTRUCTION_KEY: unique symbol = Symbol('dmamem page construction');
+
+/** The allocators' writes to a page's state (only lib/mm imports this; pages are read-only outside). */
+export interface PageStateWriter {
+  setFlags(page: Page, flags: number): void;
+  setRefcount(page: Page, refcount: number): void;
+  setPrivate(page: Page, value: number): void;
+  setAllocOrder(page: Page, order: number): void;
+}
+
+// eslint-disable-next-line prefer-const -- assigned once, in Page's static block
+let writer: PageStateWriter | undefined;
+
 export class Page {
-  /** Page flags, PG_*. */
-  flags = 0;
-  /** Reference count: 1 while allocated, 0 while free. */
-  refcount = 0;
-  /** Allocator-private word: the buddy order of a free block head (PG_buddy), else -1. */
-  private_ = -1;
-  /**
-   * The order of the block this page heads while the buddy allocator has it handed out, else -1
-   * (the kernel keeps a folio's order in its head page too).
-   */
-  allocOrder = -1;
+  #flags = 0;
+  #refcount = 0;
+  #private = -1;
+  #allocOrder = -1;
   #phys: bigint | undefined;
+
+  static {
+    writer = {
+      setFlags: (page, flags) => { page.#flags = flags; },
+      setRefcount: (page, refcount) => { page.#refcount = refcount; },
+      setPrivate: (page, value) => { page.#private = value; },
+      setAllocOrder: (page, order) => { page.#allocOrder = order; },
+    };
+  }
 
   constructor(
     /** Page frame number: physical address >> PAGE_SHIFT. */
@@ -48,7 +67,34 @@ export class Page {
     readonly segment: PageSegment,
     /** The machine this page belongs to (typed loosely to avoid an import cycle). */
     readonly machine: unknown,
-  ) {}
+    key?: typeof PAGE_CONSTRUCTION_KEY,
+  ) {
+    if (key !== PAGE_CONSTRUCTION_KEY) throw new TypeError('Page: pages are made by the memory model (pfn_to_page), not constructed');
+    Object.freeze(this);
+  }
+
+  /** Page flags, PG_*. */
+  get flags(): number {
+    return this.#flags;
+  }
+
+  /** Reference count: 1 while allocated, 0 while free. */
+  get refcount(): number {
+    return this.#refcount;
+  }
+
+  /** Allocator-private word: the buddy order of a free block head (PG_buddy), else -1. */
+  get private_(): number {
+    return this.#private;
+  }
+
+  /**
+   * The order of the block this page heads while the buddy allocator has it handed out, else -1
+   * (the kernel keeps a folio's order in its head page too).
+   */
+  get allocOrder(): number {
+    return this.#allocOrder;
+  }
 
   /** page_to_phys: pfn << PAGE_SHIFT, computed once (BigInt arithmetic is not free on hot paths). */
   get phys(): bigint {
@@ -59,4 +105,9 @@ export class Page {
   get nid(): number {
     return this.segment.nid;
   }
+}
+
+/** The writer of pages' allocator state, for lib/mm's allocators and segments. */
+export function pageState(): PageStateWriter {
+  return writer!;
 }

@@ -5,7 +5,10 @@
 import { createBackedMemfd, type Backing, type HugepagePolicy } from '../os/backing';
 import { native } from '../native';
 import { detachInternal, internalArrayBuffer } from '../os/views';
-import { Page, PG_cma, PG_reserved, type PageSegment, type SegmentKind } from './page';
+import { Page, PAGE_CONSTRUCTION_KEY, pageState, PG_cma, PG_reserved, type PageSegment, type SegmentKind } from './page';
+
+/** The allocators' writes to struct page state. */
+const ps = pageState();
 import { PAGE_SHIFT, PAGE_SIZE } from './gfp';
 
 export interface SegmentSpec {
@@ -134,8 +137,8 @@ export class Segment implements PageSegment {
     let page = this.#memMap[i];
     if (page === undefined) {
       if (!(i >= 0 && i < this.pages)) throw new RangeError(`pfn 0x${pfn.toString(16)} is not in segment ${this.name}`);
-      page = new Page(pfn, this, this.#machine);
-      if (this.kind === 'cma') page.flags |= PG_cma | PG_reserved;
+      page = new Page(pfn, this, this.#machine, PAGE_CONSTRUCTION_KEY);
+      if (this.kind === 'cma') ps.setFlags(page, page.flags | PG_cma | PG_reserved);
       this.#memMap[i] = page;
     }
     return page;

@@ -10,6 +10,8 @@ import { PAGE_READONLY, PAGE_SHARED, pgprot_cachemode, type CacheMode } from './
 import { mapRuns, type SpillBounds } from './remap';
 import { HUGE_2M } from '../os/backing';
 import { checkInt, describeValue } from './validate';
+import { FrozenList } from '../os/lock';
+import { allocCopy } from '../os/memory-limits';
 
 // vm_flags (include/linux/mm.h)
 export const VM_READ = 0x00000001;
@@ -73,6 +75,8 @@ const token = Symbol('VmArea');
 
 /** Module-private operations on a VMA's private state (set in the class body; see remap_pfn_range). */
 let markMapped: (vma: VmArea, addr: number, pages: number) => void;
+/** The remap log of a VMA, for remap_pfn_range (set in VmArea's static block). */
+let remapsOf: (vma: VmArea) => FrozenList<VmaRemap>;
 let placeFor: (vma: VmArea, addr: number, phys: number) => number;
 let spillBoundsOf: (vma: VmArea) => SpillBounds;
 let mapWritable: (vma: VmArea) => boolean;
@@ -88,12 +92,21 @@ export function createVmArea(machine: Machine, length: number, options: VmaOptio
  * vm_end are read-only, and drivers may change vm_flags / vm_page_prot / vm_pgoff as in the
  * kernel without making a view reach memory that is not mapped writable.
  */
+/** One remap_pfn_range as the PTEs record it. */
+export interface VmaRemap {
+  readonly addr: number;
+  readonly pfn: number;
+  readonly size: number;
+  readonly prot: number;
+  readonly cacheMode: CacheMode;
+}
+
 export class VmArea {
-  vm_pgoff: number;
-  vm_flags: number;
-  vm_page_prot: number;
+  #pgoff = 0;
+  #flags = 0;
+  #pageProt = 0;
   /** Every successful remap_pfn_range, in order: what the PTEs say (pfn, cache mode). */
-  readonly remaps: { addr: number; pfn: number; size: number; prot: number; cacheMode: CacheMode }[] = [];
+  readonly #remaps = new FrozenList<VmaRemap>();
   readonly #machine: Machine;
   #start: number;
   #end: number;
@@ -114,6 +127,7 @@ export class VmArea {
   readonly #forget: (vma: VmArea) => void;
 
   static {
+    remapsOf = (vma) => vma.#remaps;
     markMapped = (vma, addr, pages) => {
       const runs = vma.#runs;
       const a = (addr - vma.#start) / PAGE_SIZE;
@@ -176,6 +190,43 @@ export class VmArea {
     this.#bounds = { lo: this.#reservation, hi: this.#reservation + this.#reservationLength, extents: [] };
   }
 
+  /** vm_pgoff: the mmap offset in pages (an unsigned long: an integer from 0 to 2^64-1). */
+  get vm_pgoff(): number {
+    return this.#pgoff;
+  }
+
+  set vm_pgoff(pgoff: number) {
+    if (typeof pgoff !== 'number' || !Number.isInteger(pgoff) || pgoff < 0 || pgoff > 2 ** 64) {
+      throw new RangeError(`VmArea: Expected an integer from 0 to 2^64-1 for vm_pgoff but received ${describeValue(pgoff)}`);
+    }
+    this.#pgoff = pgoff;
+  }
+
+  /** vm_flags: VM_* bits (32 of them modelled; a driver's `|=` keeps working). */
+  get vm_flags(): number {
+    return this.#flags;
+  }
+
+  set vm_flags(flags: number) {
+    checkInt('VmArea', 'vm_flags', flags, -(2 ** 31), 2 ** 32 - 1);
+    this.#flags = flags >>> 0;
+  }
+
+  /** vm_page_prot: the PTE bits (_PAGE_*, including the cache mode bits). */
+  get vm_page_prot(): number {
+    return this.#pageProt;
+  }
+
+  set vm_page_prot(prot: number) {
+    checkInt('VmArea', 'vm_page_prot', prot, 0, 2 ** 32 - 1);
+    this.#pageProt = prot;
+  }
+
+  /** Every successful remap_pfn_range, in order: what the PTEs say (pfn, cache mode). */
+  get remaps(): readonly VmaRemap[] {
+    return this.#remaps.view;
+  }
+
   /** The machine the VMA belongs to. */
   get machine(): Machine {
     return this.#machine;
@@ -222,7 +273,7 @@ export class VmArea {
   /** A copy of mapped bytes of the VMA (works for read-only VMAs). */
   read(offset = 0, length = this.length - offset): Buffer {
     this.#checkRange(offset, length);
-    const out = Buffer.alloc(length);
+    const out = allocCopy(length, `vma.read(${offset}, ${length})`);
     if (length > 0) native.copyOut(this.#start + offset, length, out, 0);
     return out;
   }
@@ -328,6 +379,6 @@ export function remap_pfn_range(vma: VmArea, addr: number, pfn: number, size: nu
   }
   if (ret !== 0) return ret;
   markMapped(vma, addr, pages);
-  vma.remaps.push({ addr, pfn, size: pages * PAGE_SIZE, prot, cacheMode: pgprot_cachemode(prot) });
+  remapsOf(vma).push(Object.freeze({ addr, pfn, size: pages * PAGE_SIZE, prot, cacheMode: pgprot_cachemode(prot) }));
   return 0;
 }

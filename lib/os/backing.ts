@@ -72,6 +72,18 @@ function attempt(name: string, length: number, memfdFlags: number, align: number
   try {
     fd = native.memfdCreate(name, memfdFlags | (opts.sealing ? C.MFD_ALLOW_SEALING : 0));
     native.ftruncate(fd, length);
+    const huge = (memfdFlags & C.MFD_HUGETLB) !== 0;
+    if (opts.fixedAddress === undefined && before === undefined && (align === native.pageSize || huge)) {
+      // The natural alignment suffices: any mmap is page-aligned, and the kernel places a hugetlbfs
+      // file at a huge-page boundary itself. No reservation to make and trim (three syscalls fewer).
+      // Hugetlb pages are reserved by this mmap, so MAP_POPULATE cannot run short of them; shmem is
+      // populated by madvise, which reports a shortage (MAP_POPULATE would ignore it).
+      address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | (huge && opts.populate ? C.MAP_POPULATE : 0), fd, 0);
+      ownReservation = true;
+      if (address % align !== 0) throw new Error(`dmamem: the kernel placed a ${length}-byte mapping at 0x${address.toString(16)}, not ${align}-aligned`);
+      if (opts.populate && !huge) native.madvise(address, length, C.MADV_POPULATE_WRITE);
+      return { fd, address };
+    }
     if (opts.fixedAddress !== undefined) {
       address = opts.fixedAddress;
     } else {
@@ -172,7 +184,8 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   if (hugeCode === 'ENOMEM') assertBackable(length, `${name}: ${length} bytes on ordinary pages after the hugetlb pool fell short`, 'never');
 
   // 2. shmem THP: only where the kernel allows it for memfds (shmem_enabled).
-  const shmem = thpMode('shmem');
+  // Read only when it can matter: below 2 MiB there is no huge page to get (four syscalls saved).
+  const shmem = length < HUGE_2M ? null : thpMode('shmem');
   const enable = 'echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled';
   if (length < HUGE_2M) {
     notes.push(`thp: length ${length} is below one 2 MiB huge page`);

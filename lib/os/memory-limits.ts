@@ -174,6 +174,18 @@ export function assertBackable(bytes: number, what: string, hugetlb: HugetlbUse)
   budget = Math.max(0, Math.floor((exceeded(0, limits, 'never').room - bytes) / 2));
 }
 
+/**
+ * A new Buffer of `length` bytes for a copy out of mapped memory, after checking that memory can back
+ * it (ENOMEM before anything is allocated): a copy of a hugetlb Region or of a machine's RAM is
+ * ordinary memory, which MemAvailable and the memory cgroup must have room for. Not from Node's
+ * shared pool, so the copy's .buffer covers exactly `length` bytes.
+ * @example const out = allocCopy(4096, 'region.read(0, 4096)');
+ */
+export function allocCopy(length: number, what: string): Buffer {
+  assertBackable(length, what, 'never');
+  return Buffer.allocUnsafeSlow(length);
+}
+
 /** Forgets the budget, so the next request re-reads the figures (for tests). */
 export function resetMemoryBudget(): void {
   budget = 0;

@@ -9,7 +9,7 @@ import { C, native } from '../native';
 import { HUGE_2M, type Backing } from './backing';
 import { isErrno } from './errors';
 import type { FromFdOptions, Protection } from './region-options';
-import { protBits, reserveFor, roundUp, type MappingState } from './region-state';
+import { protBits, roundUp, type MappingState } from './region-state';
 import * as v from './validate';
 
 /**
@@ -81,10 +81,14 @@ export function mapSharedFd(fd: number, length: number, o: MapOptions): SharedMa
     throw new RangeError(`Expected offset + length of at most ${st.size} (the file's size) but received ${o.offset + mapped} of type number`);
   }
   const prot: Protection = o.writable ? 'readwrite' : 'read';
-  const address = reserveFor(mapped);
+  // No aligned reservation: any mmap is page-aligned, and the kernel places a hugetlbfs file at a
+  // huge-page boundary itself.
+  const address = native.mmap(0, mapped, protBits(prot), C.MAP_SHARED, fd, o.offset);
   try {
-    native.mmap(address, mapped, protBits(prot), C.MAP_SHARED | C.MAP_FIXED, fd, o.offset);
-    if (o.populate) native.madvise(address, mapped, o.writable ? C.MADV_POPULATE_WRITE : C.MADV_POPULATE_READ);
+    if (address % granule !== 0) throw new Error(`dmamem: the kernel placed a ${mapped}-byte mapping at 0x${address.toString(16)}, not ${granule}-aligned`);
+    // Read faults map the pages the owner already has 16 at a time (fault-around), writable in a
+    // shared writable mapping; write faults would take one fault per page. A hole is allocated either way.
+    if (o.populate) native.madvise(address, mapped, C.MADV_POPULATE_READ);
   } catch (err) {
     native.munmap(address, mapped);
     throw err;

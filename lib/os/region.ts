@@ -5,7 +5,7 @@
 import { C, native } from '../native';
 import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
 import { DmamemError } from './errors';
-import { assertBackable } from './memory-limits';
+import { allocCopy, assertBackable } from './memory-limits';
 import { PFN_HIDDEN, PFN_NOT_PRESENT, pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
 import { growMapping, shrinkMapping, type Resizable } from './region-resize';
@@ -259,8 +259,7 @@ export class Region {
     const [off, len] = this.#range(offset, length);
     this.#live();
     if (this.#prot === 'none') throw new DmamemError('ERR_DMAMEM_PROT_NONE', "the region is protected 'none'; protect('read') first");
-    // Not from Node's shared pool: a copy's .buffer covers exactly the bytes asked for.
-    const out = Buffer.allocUnsafeSlow(len);
+    const out = allocCopy(len, `region.read(${off}, ${len})`);
     if (len > 0) native.copyOut(this.address + off, len, out, 0);
     return out;
   }

@@ -87,7 +87,7 @@ export class ViewSet {
       const ab = deref(last);
       if (ab !== undefined && ab.byteLength === length) return ab;
     }
-    const ab = native.externalArrayBuffer(address, length);
+    const ab = native.viewArrayBuffer(address, length);
     if (this.#owner !== undefined) owners.set(ab, this.#owner);
     this.#last = this.#track(ab, address, length);
     return ab;

@@ -197,7 +197,9 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   let sequences = 0;
   let started = 0;
   let childMs = 0;
-  const perChild = Math.ceil(o.runs / o.jobs);
+  // A child runs a bounded batch (about a minute here), so that its time limit catches a hang, not a
+  // long run: 100,000 sequences are many children one after the other, each with its own seed.
+  const perChild = Math.min(CHILD_BATCH, Math.ceil(o.runs / o.jobs));
 
   const job = async (): Promise<void> => {
     while (remaining > 0 && (failures.length === 0 || (o.keepGoing && failures.length < o.maxFailures))) {
@@ -249,6 +251,9 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   }
   return { sequences, ms: Date.now() - startedAt, failures, notes, okLines, started, childMs };
 }
+
+/** Most sequences one child runs. */
+const CHILD_BATCH = 1250;
 
 export const DEFAULTS: FuzzOptions = {
   runs: 10000, jobs: Math.max(1, os.availableParallelism?.() ?? os.cpus().length), seed: Date.now() % 2 ** 31,

@@ -40,6 +40,9 @@ export type Op =
   // Exported-class misuse: an export, a method of an object handed out, or something reachable
   // from one, called (or constructed) with hostile arguments.
   | { k: 'call'; on: 'export' | 'method' | 'reach'; i: number; j: number; j2: number; asNew: boolean; args: Val[] }
+  // A hostile write: a value assigned to a writable property (or through a setter) of an object
+  // handed out or reachable from one, as `m.destroyed = false` or `page.allocOrder = 30`.
+  | { k: 'set'; on: 'method' | 'reach'; i: number; j: number; j2: number; value: Val }
   | { k: 'machineB' }
   | { k: 'deadMachine' }
   | { k: 'cross'; src: 'B' | 'dead'; what: number }
@@ -89,6 +92,10 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
       k: fc.constant('call' as const), on: fc.constantFrom('export' as const, 'method' as const, 'reach' as const),
       i: fc.nat(1000), j: fc.nat(1000), j2: fc.nat(1000), asNew: fc.boolean(), args: fc.array(valArb, { maxLength: 6 }),
     })),
+    w(25, fc.record({
+      k: fc.constant('set' as const), on: fc.constantFrom('method' as const, 'reach' as const),
+      i: fc.nat(1000), j: fc.nat(1000), j2: fc.nat(1000), value: valArb,
+    })),
     w(6, fc.constant<Op>({ k: 'machineB' })),
     w(4, fc.constant<Op>({ k: 'deadMachine' })),
     w(25, fc.record({ k: fc.constant('cross' as const), src: fc.constantFrom('B' as const, 'dead' as const), what: fc.nat(CROSS_CALLS.length - 1) })),
@@ -114,6 +121,7 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
 export function describeOp(op: Op): string {
   switch (op.k) {
     case 'call': return `call ${op.on}[${op.i},${op.j},${op.j2}]${op.asNew ? ' new' : ''}(${op.args.map(describeVal).join(', ')})`;
+    case 'set': return `set ${op.on}[${op.i},${op.j},${op.j2}] = ${describeVal(op.value)}`;
     case 'cross': return `cross ${op.src} ${CROSS_CALLS[op.what % CROSS_CALLS.length]}`;
     case 'worker': return `worker ${WORKER_SCRIPTS[op.script % WORKER_SCRIPTS.length]} terminated ${op.delay} ms after ${op.when}`;
     case 'receiver': return `receiver of region ${op.i} (enforce ${op.enforce}): ${RECEIVER_ACTIONS[op.action % RECEIVER_ACTIONS.length]}`;

@@ -99,12 +99,14 @@ function pick<T>(arr: readonly T[], i: number): T | undefined {
 }
 
 /** Built-in containers: their methods mutate data, they are not calls of the package's API. */
+/** Generators and iterators are the language's (a generator's throw(x) throws x by definition). */
+const BUILTIN_TAGS = /^\[object (Generator|AsyncGenerator|.* Iterator)\]$/;
 const BUILTIN = [Array, Map, Set, WeakMap, WeakSet, ArrayBuffer, Promise, Error, Date, RegExp, Object.getPrototypeOf(Uint8Array)];
 
 /** Method names along the prototype chain of the package's own objects (getters excluded). */
 function methodsOf(obj: any): string[] {
   const names = new Set<string>();
-  if (BUILTIN.some((C) => obj instanceof C)) return [];
+  if (BUILTIN.some((C) => obj instanceof C) || BUILTIN_TAGS.test(Object.prototype.toString.call(obj))) return [];
   for (let p = Object.getPrototypeOf(obj); p !== null && p !== Object.prototype && p !== Function.prototype; p = Object.getPrototypeOf(p)) {
     for (const n of Object.getOwnPropertyNames(p)) {
       const desc = Object.getOwnPropertyDescriptor(p, n);
@@ -113,6 +115,32 @@ function methodsOf(obj: any): string[] {
   }
   for (const n of Object.getOwnPropertyNames(obj)) if (typeof obj[n] === 'function') names.add(n);
   return [...names].sort();
+}
+
+/**
+ * Property names a caller can assign on `obj`: its own writable data properties and the setters
+ * along its prototype chain (the package's own objects only, as in methodsOf).
+ */
+function writablesOf(obj: any): string[] {
+  const names = new Set<string>();
+  if (BUILTIN.some((C) => obj instanceof C) || typeof obj !== 'object') return [];
+  for (const n of Object.getOwnPropertyNames(obj)) {
+    const desc = Object.getOwnPropertyDescriptor(obj, n);
+    if (desc !== undefined && (('value' in desc && desc.writable === true) || desc.set !== undefined)) names.add(n);
+  }
+  for (let p = Object.getPrototypeOf(obj); p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const n of Object.getOwnPropertyNames(p)) if (Object.getOwnPropertyDescriptor(p, n)?.set !== undefined) names.add(n);
+  }
+  return [...names].sort();
+}
+
+/** The object a 'call' or 'set' step acts on: a root object of the sequence or one reachable from it. */
+function targetOf(op: { on: string; i: number; j2: number }, objectOf: (k: ObjKind) => unknown): any {
+  const root: any = objectOf(OBJS[op.i % OBJS.length]!);
+  if (root === null || root === undefined || (typeof root !== 'object' && typeof root !== 'function')) return undefined;
+  if (op.on !== 'reach') return root;
+  const all = reachable(root);
+  return all.length === 0 ? undefined : all[op.j2 % all.length];
 }
 
 /** Objects reachable from `root` through own data properties (depth 3, arrays and maps sampled). */
@@ -308,6 +336,12 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
         }
         break;
       }
+      case 'set': {
+        const target = targetOf(op, objectOf);
+        const name = target === undefined ? undefined : pick(writablesOf(target), op.j);
+        if (name !== undefined) target[name] = valueOf(op.value, objectOf);
+        break;
+      }
       case 'machineB': other('B'); break;
       case 'deadMachine': other('dead'); break;
       case 'cross': {
@@ -454,6 +488,11 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
 
 /** A step with its call resolved to names (for traces of replays). */
 function describeStep(op: Op, objectOf: (k: ObjKind) => unknown): string {
+  if (op.k === 'set') {
+    const target = targetOf(op, objectOf);
+    const name = target === undefined ? undefined : pick(writablesOf(target), op.j);
+    return `<${OBJS[op.i % OBJS.length]}>${op.on === 'reach' ? `~>${target?.constructor?.name ?? 'object'}` : ''}.${name ?? '(nothing writable)'} = ${describeVal(op.value)}`;
+  }
   if (op.k !== 'call') return describeOp(op);
   const args = op.args.map(describeVal).join(', ');
   if (op.on === 'export') {

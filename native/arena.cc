@@ -1,0 +1,77 @@
+// Fast external buffers, for the arena's hot path and Region views: an ArrayBuffer (or a Buffer)
+// over exactly [addr, addr+length) of mapped memory, made with V8's own external backing store and
+// no finalizer (the owner detaches and unmaps). Node-API's external ArrayBuffer is built as a full
+// node::Buffer with a finalizer record and costs several times more.
+#include <node.h>
+#include <node_buffer.h>
+#include <v8.h>
+
+#include <cstring>
+
+#include "errors.h"
+
+namespace dmamem {
+
+namespace {
+
+// Node-API values are V8 local handles (the same slot pointer): see node's js_native_api_v8.h.
+napi_value ToNapi(v8::Local<v8::Value> local) {
+  napi_value v;
+  static_assert(sizeof(v) == sizeof(local), "napi_value is a v8::Local");
+  std::memcpy(static_cast<void*>(&v), static_cast<const void*>(&local), sizeof(v));
+  return v;
+}
+
+// Where the runtime forbids external buffers (the V8 sandbox, e.g. Electron) V8 would abort on an
+// external backing store: ask Node-API once, and refuse with the same error as externalArrayBuffer.
+bool ExternalBuffersAllowed(napi_env env) {
+  static int allowed = -1;
+  if (allowed == -1) {
+    static char probe[1];
+    napi_value ab;
+    napi_status status = napi_create_external_arraybuffer(env, probe, 1, nullptr, nullptr, &ab);
+    if (status == napi_no_external_buffers_allowed) allowed = 0;
+    else if (status == napi_ok) allowed = 1;
+    else return false;  // a terminating environment: decide next time
+  }
+  if (allowed == 0) {
+    ThrowError(env,
+               "This JavaScript runtime forbids external ArrayBuffers (the V8 sandbox is enabled, e.g. Electron), "
+               "so zero-copy views over mapped memory are impossible; use copyOut/memcpy instead.",
+               "ERR_DMAMEM_NO_EXTERNAL_BUFFERS");
+  }
+  return allowed == 1;
+}
+
+// The ArrayBuffer, or an empty handle when nothing can be made (terminating, or refused: thrown).
+v8::Local<v8::ArrayBuffer> MakeArrayBuffer(napi_env env, void* addr, size_t length) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  // A terminating worker runs no more JS: nothing to hand out (and nothing to throw, see errors.h).
+  if (isolate == nullptr || isolate->IsExecutionTerminating() || !ExternalBuffersAllowed(env)) return {};
+  std::unique_ptr<v8::BackingStore> store = v8::ArrayBuffer::NewBackingStore(addr, length, v8::BackingStore::EmptyDeleter, nullptr);
+  return v8::ArrayBuffer::New(isolate, std::move(store));
+}
+
+Napi::Value ArenaBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t length = static_cast<size_t>(U64(info[1]));
+  v8::Local<v8::ArrayBuffer> ab = MakeArrayBuffer(env, Ptr(info[0]), length);
+  v8::Local<v8::Object> buffer;
+  if (ab.IsEmpty() || !node::Buffer::New(v8::Isolate::GetCurrent(), ab, 0, length).ToLocal(&buffer)) return env.Undefined();
+  return Napi::Value(env, ToNapi(buffer));
+}
+
+Napi::Value ViewArrayBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  v8::Local<v8::ArrayBuffer> ab = MakeArrayBuffer(env, Ptr(info[0]), static_cast<size_t>(U64(info[1])));
+  if (ab.IsEmpty()) return env.Undefined();
+  return Napi::Value(env, ToNapi(ab));
+}
+
+}  // namespace
+
+bool InitArena(Napi::Env env, Napi::Object exports) {
+  return Export(env, exports, "arenaBuffer", ArenaBuffer) && Export(env, exports, "viewArrayBuffer", ViewArrayBuffer);
+}
+
+}  // namespace dmamem

@@ -1,0 +1,43 @@
+// Issue 16, item 4: require('dmamem') loads the OS layer only; the kernel model, the DMA layer,
+// channels and devices load together on the first read of any of their exports, and then work
+// exactly as before (the DMA layer's additions to Machine included).
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+const INDEX_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'index.js'));
+
+function child(script: string): string {
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(r.signal, null, r.stderr);
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+const LOADED = `const loaded = () => Object.keys(require.cache).map((f) => f.replace(/.*dist\\/lib\\//, '')).filter((f) => /^(mm|dma|ipc|devices)\\//.test(f));`;
+
+describe('23 lazy start', () => {
+  it('requiring the package loads no kernel model, DMA, channel or device module', () => {
+    const out = child(`${LOADED} const d = require(${INDEX_JS});
+      const r = d.Region.allocate(4096, { hugepages: 'off' }); r.close();
+      const a = d.Arena.create({ hugepages: 'off', capacity: 2 << 20 }); a.free(a.alloc(10)); a.close();
+      process.stdout.write(JSON.stringify({ loaded: loaded(), keys: Object.keys(d).length }));`);
+    const o = JSON.parse(out) as { loaded: string[]; keys: number };
+    assert.deepEqual(o.loaded, []);
+    assert.ok(o.keys > 200, 'every export is listed without loading anything');
+  });
+
+  it('the first use of any of them loads them all, and the Machine has its DMA methods', () => {
+    const out = child(`${LOADED} const d = require(${INDEX_JS});
+      const m = new d.Machine({ name: 'lazy', ramPerNode: 4 << 20, cmaSize: 2 << 20, hugepages: 'off', emitWarnings: false });
+      const dev = m.createDevice({ name: 'lazy-dev', dmaMask: 64, coherentDmaMask: 64 });
+      const h = { value: 0n };
+      const page = d.dma_alloc_pages(dev, 4096, h, d.DMA_BIDIRECTIONAL, d.GFP_KERNEL);
+      d.dma_free_pages(dev, 4096, page, h.value, d.DMA_BIDIRECTIONAL);
+      dev.destroy(); m.destroy();
+      const l = loaded();
+      process.stdout.write(JSON.stringify({ mm: l.some((f) => f.startsWith('mm/')), dma: l.some((f) => f.startsWith('dma/')), ipc: l.some((f) => f.startsWith('ipc/')), devices: l.some((f) => f.startsWith('devices/')), same: d.Machine === require(${JSON.stringify(path.resolve(__dirname, '..', 'lib', 'mm', 'machine.js'))}).Machine }));`);
+    assert.deepEqual(JSON.parse(out), { mm: true, dma: true, ipc: true, devices: true, same: true });
+  });
+});
