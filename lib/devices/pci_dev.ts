@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region } from '../os/region';
 import type { Machine } from '../mm/machine';
+import { onMachineDestroy } from '../mm/machine-teardown';
 import { Device, type DeviceOptions } from '../dma/device';
 import { busDescription } from './bus_master';
 import { dmaDebugAccessCheck } from './access_check';
@@ -115,6 +116,7 @@ export class PciDev {
   #faultSeq = 0;
   #destroyed = false;
   #badAtTeardown: { count: number; last: BadAccess | null } = { count: 0, last: null };
+  #unhook: () => void = () => {};
 
   constructor(machine: Machine, options: PciDeviceOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError(`createPciDevice: Expected an options object but received ${String(options)}`);
@@ -215,6 +217,8 @@ export class PciDev {
     if (set === undefined) byMachine.set(machine, set = new Set());
     set.add(this);
     live.add(this);
+    // machine.destroy() removes the device first: its worker stops before the machine's memory goes.
+    this.#unhook = onMachineDestroy(machine, () => { void this.destroy(); });
   }
 
   /** False once the device was removed or its thread died: reads give all-ones. */
@@ -338,6 +342,7 @@ export class PciDev {
   destroy(): Promise<void> {
     if (this.#destroyed) return this.#workerGone;
     this.#destroyed = true;
+    this.#unhook();
     for (const hook of this.teardownHooks.splice(0)) hook();
     this.interruptSink = null;
     const w = this.#w;
