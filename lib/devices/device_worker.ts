@@ -12,7 +12,7 @@ import { DeviceHost } from './device_host';
 import type { DeviceType, MmioValue } from './model';
 import {
   OP_READ, RING_SLOTS, RING_WORDS, W_ALIVE, W_DEV_SLEEP, W_DRV_SLEEP, W_FAULT_SEQ, W_IRQ_SEQ, W_PEER_PID,
-  W_PEER_START, W_PEER_TID, W_RESP_HI, W_RESP_LO, W_RING, W_RING_HEAD, W_RING_TAIL, W_STOP,
+  W_PEER_START, W_PEER_TID, W_RESP_HI, W_RESP_LO, W_RING, W_RING_HEAD, W_RING_TAIL, W_STOP, logAccess,
 } from './pci_state';
 
 /** What the driver side hands the device thread (all structured-cloneable). */
@@ -24,6 +24,8 @@ export interface DeviceWorkerData {
   module: string;
   export: string;
   options: Record<string, unknown>;
+  /** Log every access for the driver side's DMA-API debug check (the device's debug was on at creation). */
+  debugAccesses: boolean;
 }
 
 /** How long the idle device spins before it sleeps (a doorbell right after an answer is common). */
@@ -54,6 +56,12 @@ function main(d: DeviceWorkerData): void {
     engine = new BusEngine(d.bus, {
       onFault: () => {
         Atomics.add(w, W_FAULT_SEQ, 1);
+        Atomics.add(w, W_IRQ_SEQ, 1);
+        ctl.notify(W_IRQ_SEQ * 4);
+      },
+      // DMA-API debug: the driver side checks the accesses against its live mappings when it wakes.
+      onAccess: !d.debugAccesses ? null : (addr, length, write) => {
+        if (!logAccess(w, addr, length, write)) return;
         Atomics.add(w, W_IRQ_SEQ, 1);
         ctl.notify(W_IRQ_SEQ * 4);
       },

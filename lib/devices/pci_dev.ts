@@ -18,7 +18,7 @@ import type { DeviceType, MmioValue } from './model';
 import { RingPort } from './ring_port';
 import {
   CONTROL_BYTES, W_ALIVE, W_BAD_COUNT, W_BAD_OFFSET, W_BAD_WHAT, W_FAULT_SEQ, W_IRQ_SEQ, W_RING_HEAD, W_RING_TAIL, W_STOP,
-  recordBadAccess,
+  drainAccesses, recordBadAccess,
 } from './pci_state';
 
 /** A device type a worker can load: a module path and the name of its DeviceType export. */
@@ -117,6 +117,8 @@ export class PciDev {
   #destroyed = false;
   #badAtTeardown: { count: number; last: BadAccess | null } = { count: 0, last: null };
   #unhook: () => void = () => {};
+  /** A worker device's DMA-API debug check, run on the accesses it logged (null: debug off at creation). */
+  #accessCheck: ((addr: number, length: number, write: boolean) => void) | null = null;
 
   constructor(machine: Machine, options: PciDeviceOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError(`createPciDevice: Expected an options object but received ${String(options)}`);
@@ -187,7 +189,9 @@ export class PciDev {
         const data: DeviceWorkerData = {
           control: this.#ctl.share(), bars: this.#barRegion.share(), barSizes: [...id.bars],
           bus: mkDesc(true), module: ref!.module, export: ref!.export, options: modelOptions,
+          debugAccesses: this.dev.debug.enabled,
         };
+        this.#accessCheck = dmaDebugAccessCheck(this.dev);
         this.#port = new RingPort(this.#ctl, this.#w, () => this.#markDead());
         const wk = new Worker(path.join(__dirname, 'device_worker.js'), { workerData: data });
         this.#worker = wk;
@@ -284,6 +288,11 @@ export class PciDev {
     if (f !== this.#faultSeq) {
       this.#faultSeq = f;
       if (!this.dev.machine.isDestroyed) this.dev.iommu?.processFaults();
+    }
+    // Before the interrupt that may follow them: a worker device's accesses, checked by DMA-API debug.
+    if (this.#accessCheck !== null) {
+      const lost = drainAccesses(this.#w, this.#accessCheck);
+      if (lost > 0 && !this.dev.machine.isDestroyed) this.dev.machine.warn(`DMA-API: ${this.dev.name}: ${lost} device accesses were not checked (the access log was full)`);
     }
     this.interruptSink?.(this);
   }

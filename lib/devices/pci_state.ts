@@ -37,6 +37,11 @@ export const W_BAD_OFFSET = 17;
 export const W_BAD_WHAT = 18;
 /** Bus mastering enabled (PCI_COMMAND_MASTER, pci_set_master). */
 export const W_BUS_MASTER = 19;
+/** DMA-API debug of a worker device: accesses it made, logged for the driver side to check (see ACC_*). */
+export const W_ACC_TAIL = 20;
+export const W_ACC_HEAD = 21;
+/** Accesses the log had no room for (counted, reported). */
+export const W_ACC_LOST = 22;
 /** First word of the ring. */
 export const W_RING = 64;
 /** Ring entries (a power of two): 4 words each, kind | bar << 4 | size << 8, offset, low, high. */
@@ -45,6 +50,10 @@ export const RING_WORDS = 4;
 /** Ring entry kinds. */
 export const OP_WRITE = 1;
 export const OP_READ = 2;
+/** The access log (after the ring): entries of 4 words, address low, address high, length, write. */
+export const W_ACC = W_RING + RING_SLOTS * RING_WORDS;
+export const ACC_SLOTS = 128;
+export const ACC_WORDS = 4;
 /** Bytes of the control page. */
 export const CONTROL_BYTES = 8192;
 
@@ -53,4 +62,34 @@ export function recordBadAccess(w: Int32Array, bar: number, offset: number, size
   w[W_BAD_OFFSET] = offset;
   w[W_BAD_WHAT] = (bar << 16) | (size << 1) | (write ? 1 : 0);
   Atomics.add(w, W_BAD_COUNT, 1);
+}
+
+/** Device side: logs one access for the driver side's DMA-API debug check; true when the log was empty (wake the driver). */
+export function logAccess(w: Int32Array, addr: number, length: number, write: boolean): boolean {
+  const tail = w[W_ACC_TAIL]!;
+  const head = Atomics.load(w, W_ACC_HEAD);
+  if (((tail - head) | 0) >= ACC_SLOTS) {
+    Atomics.add(w, W_ACC_LOST, 1);
+    return false;
+  }
+  const s = W_ACC + (tail & (ACC_SLOTS - 1)) * ACC_WORDS;
+  w[s] = addr % 0x1_0000_0000 | 0;
+  w[s + 1] = Math.floor(addr / 0x1_0000_0000) | 0;
+  w[s + 2] = length | 0;
+  w[s + 3] = write ? 1 : 0;
+  Atomics.store(w, W_ACC_TAIL, (tail + 1) | 0);
+  return tail === head;
+}
+
+/** Driver side: every logged access, oldest first, handed to `check`; returns how many were lost. */
+export function drainAccesses(w: Int32Array, check: (addr: number, length: number, write: boolean) => void): number {
+  let head = w[W_ACC_HEAD]!;
+  const tail = Atomics.load(w, W_ACC_TAIL);
+  while (head !== tail) {
+    const s = W_ACC + (head & (ACC_SLOTS - 1)) * ACC_WORDS;
+    check((w[s]! >>> 0) + (w[s + 1]! >>> 0) * 0x1_0000_0000, w[s + 2]! >>> 0, w[s + 3] === 1);
+    head = (head + 1) | 0;
+  }
+  Atomics.store(w, W_ACC_HEAD, head);
+  return Atomics.exchange(w, W_ACC_LOST, 0);
 }
