@@ -100,7 +100,7 @@ export function wait_for_completion_timeout(x: Completion, timeout: number): Pro
   });
 }
 
-/** wait_for_completion: without a limit. */
-export async function wait_for_completion(x: Completion): Promise<void> {
-  await wait_for_completion_timeout(x, MAX_SCHEDULE_TIMEOUT);
+/** wait_for_completion: without a limit. Misuse throws at the call, not as a rejection nobody may await. */
+export function wait_for_completion(x: Completion): Promise<void> {
+  return wait_for_completion_timeout(x, MAX_SCHEDULE_TIMEOUT).then(() => undefined);
 }
