@@ -119,6 +119,13 @@ export { dma_alloc_contiguous, dma_free_contiguous } from './dma/contiguous';
 export { dma_declare_coherent_memory, dma_release_coherent_memory } from './dma/coherent';
 export type { CoherentPool } from './dma/coherent';
 
+// ---- DMA pools (mm/dmapool.c) ----
+export {
+  dma_pool_create, dma_pool_create_node, dma_pool_alloc, dma_pool_zalloc, dma_pool_free, dma_pool_destroy,
+  dmam_pool_create, dmam_pool_destroy, pools_show, POOL_POISON_FREED, POOL_POISON_ALLOCATED,
+} from './dma/dmapool';
+export type { DmaPool } from './dma/dmapool';
+
 // ---- Scatter-gather tables (lib/scatterlist.c) ----
 export {
   Scatterlist, SgTable, SG_MAX_SINGLE_ALLOC, SG_CHAIN, SG_END,

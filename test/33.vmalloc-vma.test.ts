@@ -160,6 +160,31 @@ describe('33 vmalloc and user VMAs', () => {
       assert.throws(() => vma.view(PAGE_SIZE, 1), RangeError, 'the second page is not mapped');
     });
 
+    it('one-page remaps in any order (ascending, descending, with gaps filled later) keep every earlier page', () => {
+      const orders = [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, 2, 4, 1, 3, 5], [3, 0, 5, 1, 4, 2], [1, 0, 3, 2, 5, 4]];
+      const pfn = m.segments[0]!.startPfn;
+      for (const order of orders) {
+        const vma = m.createVma(6 * PAGE_SIZE);
+        const done = new Set<number>();
+        for (const i of order) {
+          assert.equal(remap_pfn_range(vma, vma.vm_start + i * PAGE_SIZE, pfn + 10 + i, PAGE_SIZE, vma.vm_page_prot), 0);
+          done.add(i);
+          assert.equal(vma.mappedPages(), done.size, `order ${order}: after page ${i}`);
+          for (let k = 0; k < 6; k++) {
+            assert.equal(vma.isMapped(vma.vm_start + k * PAGE_SIZE, 1), done.has(k), `order ${order}: page ${k} after page ${i}`);
+          }
+        }
+        // Every page is the machine's page at pfn + 10 + k, and none can be mapped twice.
+        const v = vma.view();
+        for (let k = 0; k < 6; k++) {
+          v[k * PAGE_SIZE] = 0x40 + k;
+          assert.equal(m.read((pfn + 10 + k) * PAGE_SIZE - m.segments[0]!.startPfn * PAGE_SIZE + m.segments[0]!.address, 1)[0], 0x40 + k);
+          assert.throws(() => remap_pfn_range(vma, vma.vm_start + k * PAGE_SIZE, pfn + 10 + k, PAGE_SIZE, vma.vm_page_prot), /kernel BUG/, `order ${order}: page ${k} again`);
+        }
+        vma.unmap();
+      }
+    });
+
     it('a private writable (COW) mapping must cover the whole VMA; then vm_pgoff becomes the pfn', () => {
       const vma = m.createVma(2 * PAGE_SIZE, { shared: false, pgoff: 7 });
       const pfn = m.segments[0]!.startPfn + 8;

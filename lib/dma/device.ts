@@ -104,6 +104,34 @@ function nextDeviceNumber(machine: Machine): number {
 }
 
 let trackerOf: (dev: Device) => DmaDebug;
+let devresOf: (dev: Device) => DevresEntry[];
+
+/** One managed resource (drivers/base/devres.c): released at device teardown, newest first. */
+interface DevresEntry {
+  readonly release: () => void;
+  /** What it manages (the pool of dmam_pool_create, ...), for devres_release's match. */
+  readonly res: unknown;
+}
+
+/** devres_add: `release` runs when the device is destroyed (driver unbind), after newer entries. */
+export function devres_add(dev: Device, res: unknown, release: () => void): void {
+  devresOf(dev).push({ release, res });
+}
+
+/**
+ * devres_release: runs and removes the newest entry managing `res` now. Returns 0, or -ENOENT when
+ * the device manages no such resource (the kernel's callers WARN on that).
+ */
+export function devres_release(dev: Device, res: unknown): number {
+  const list = devresOf(dev);
+  for (let i = list.length - 1; i >= 0; i--) {
+    if (list[i]!.res !== res) continue;
+    const [entry] = list.splice(i, 1);
+    entry!.release();
+    return 0;
+  }
+  return -2;
+}
 
 /** The device's DMA-API debug tracker, for the mapping layer's hooks (not part of the public API). */
 export function debugOf(dev: Device): DmaDebug {
@@ -116,6 +144,8 @@ export class Device {
   /** DMA-API debug of this device: switches, reports and counts (the hooks stay internal). */
   readonly debug: DmaDebugView;
   readonly #tracker: DmaDebug;
+  /** Managed resources (dmam_*), released newest first at teardown. */
+  readonly #devres: DevresEntry[] = [];
   // The fields drivers and bus code set in the kernel are accessors here: each assignment is checked,
   // so that no value can reach the DMA paths that they could not handle.
   #numaNode: number;
@@ -256,6 +286,7 @@ export class Device {
 
   static {
     trackerOf = (dev) => dev.#tracker;
+    devresOf = (dev) => dev.#devres;
   }
 
   get isDestroyed(): boolean {
@@ -269,6 +300,10 @@ export class Device {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    // devres_release_all runs before the bus notifier that lets DMA-API debug check for leaks:
+    // what dmam_* allocated is gone by then.
+    while (this.#devres.length > 0 && !this.machine.isDestroyed) this.#devres.pop()!.release();
+    this.#devres.length = 0;
     this.#tracker.dma_debug_device_teardown(this);
     // The pool's memory belongs to the machine; the device lets go of it
     // (dma_release_coherent_memory, inlined so that device.ts needs nothing of coherent.ts).

@@ -132,17 +132,18 @@ export class VmArea {
       const runs = vma.#runs;
       const a = (addr - vma.#start) / PAGE_SIZE;
       const b = a + pages;
+      // Insert after every run that starts at or before `a` (the list stays sorted by start)...
       let i = 0;
-      while (i < runs.length && runs[i]![1] < a) i++;
+      while (i < runs.length && runs[i]![0] <= a) i++;
       runs.splice(i, 0, [a, b]);
-      // Merge with touching neighbours so that view checks stay one comparison per run.
+      // ...then merge it with touching neighbours, so that view checks stay one comparison per run.
       for (let j = Math.max(0, i - 1); j + 1 < runs.length;) {
         const cur = runs[j]!;
         const next = runs[j + 1]!;
         if (cur[1] >= next[0]) {
           cur[1] = Math.max(cur[1], next[1]);
           runs.splice(j + 1, 1);
-        } else if (j > i) {
+        } else if (j >= i) {
           break;
         } else {
           j++;

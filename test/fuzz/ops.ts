@@ -8,14 +8,21 @@ import { valArb, describeVal, type Val } from './values';
 const PAGE = 4096;
 const MiB = 1024 * 1024;
 
-export const WORKER_SCRIPTS = ['load', 'regionLoop', 'machineLoop', 'fromFdLoop'] as const;
+export const WORKER_SCRIPTS = ['load', 'regionLoop', 'machineLoop', 'fromFdLoop', 'arenaLoop'] as const;
 export const RECEIVER_ACTIONS = ['trunc0', 'truncHalf', 'grow', 'write', 'mapSmaller', 'mapBigger', 'mapRead', 'child'] as const;
-export const HUGE_WHAT = ['region', 'regionOff', 'machine', 'machineCma', 'sg', 'vmalloc', 'dma', 'cma', 'vma', 'resize', 'fromFd', 'sgFromPages'] as const;
+export const HUGE_WHAT = ['region', 'regionOff', 'machine', 'machineCma', 'sg', 'vmalloc', 'dma', 'cma', 'vma', 'resize', 'fromFd', 'sgFromPages', 'arena', 'arenaAlloc'] as const;
 export const HUGE_SIZES = [2 ** 30, 2 ** 31 + PAGE, 2 ** 34, 2 ** 40, 2 ** 46, 2 ** 53 - PAGE, 2 ** 53, 1e9] as const;
 export const CROSS_CALLS = [
   'dma_map_page', '__free_pages', 'dma_free_pages', 'remap_pfn_range', 'dma_common_mmap', 'dma_map_sgtable', 'view',
   'page_address', 'free_via_other_dev', 'vmap', 'dma_unmap_page', 'sg_from_pages', 'cma_release', 'dma_mmap_pages',
 ] as const;
+
+/** What an 'arena' step does (see sequence.ts). */
+export const ARENA_ACTIONS = [
+  'create', 'alloc', 'allocUnsafe', 'free', 'freeForeign', 'trim', 'close', 'attach', 'peerView', 'peerClose', 'offsetOf',
+  'stats', 'truncShared',
+] as const;
+export const ARENA_SIZES = [0, 1, 16, 17, 4096, 65536, 2 * MiB, 2 * MiB + 1, -1, 1.5, 2 ** 31] as const;
 
 export type Op =
   | { k: 'regionAlloc'; size: number; huge: 'auto' | 'off' | 'require' }
@@ -48,7 +55,8 @@ export type Op =
   | { k: 'cross'; src: 'B' | 'dead'; what: number }
   | { k: 'worker'; script: number; when: 'construct' | 'online' | 'message'; delay: number }
   | { k: 'receiver'; i: number; enforce: boolean; action: number }
-  | { k: 'huge'; what: number; s: number };
+  | { k: 'huge'; what: number; s: number }
+  | { k: 'arena'; act: number; i: number; size: number; j: number };
 
 const idx = fc.nat(7);
 /** Weights of ordinary steps are scaled by 4 so that a worker (weight 1) comes about once in 80 sequences. */
@@ -99,6 +107,7 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
     w(6, fc.constant<Op>({ k: 'machineB' })),
     w(4, fc.constant<Op>({ k: 'deadMachine' })),
     w(25, fc.record({ k: fc.constant('cross' as const), src: fc.constantFrom('B' as const, 'dead' as const), what: fc.nat(CROSS_CALLS.length - 1) })),
+    w(40, fc.record({ k: fc.constant('arena' as const), act: fc.nat(ARENA_ACTIONS.length - 1), i: idx, size: fc.nat(ARENA_SIZES.length - 1), j: fc.nat(1000) })),
     w(12, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.nat(RECEIVER_ACTIONS.length - 2) })),
   ];
   if (g.workers > 0) {
@@ -125,6 +134,7 @@ export function describeOp(op: Op): string {
     case 'cross': return `cross ${op.src} ${CROSS_CALLS[op.what % CROSS_CALLS.length]}`;
     case 'worker': return `worker ${WORKER_SCRIPTS[op.script % WORKER_SCRIPTS.length]} terminated ${op.delay} ms after ${op.when}`;
     case 'receiver': return `receiver of region ${op.i} (enforce ${op.enforce}): ${RECEIVER_ACTIONS[op.action % RECEIVER_ACTIONS.length]}`;
+    case 'arena': return `arena ${ARENA_ACTIONS[op.act % ARENA_ACTIONS.length]} #${op.i} size ${ARENA_SIZES[op.size % ARENA_SIZES.length]} j ${op.j}`;
     case 'huge': return `huge ${HUGE_WHAT[op.what % HUGE_WHAT.length]} ${HUGE_SIZES[op.s % HUGE_SIZES.length]}`;
     default: return JSON.stringify(op);
   }

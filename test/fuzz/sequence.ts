@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { notePool, touchBuffer } from '../fixtures/touch';
-import { CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
+import { ARENA_ACTIONS, ARENA_SIZES, CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
 import { OBJS, valueOf, describeVal, type ObjKind } from './values';
 
 export const INDEX = path.resolve(__dirname, '..', '..', 'lib', 'index.js');
@@ -69,6 +69,9 @@ const WORKER_CODE: Record<(typeof WORKER_SCRIPTS)[number], string> = {
   fromFdLoop: `const d = require(${JSON.stringify(INDEX)}); const { fd, len } = require('worker_threads').workerData;
     require('worker_threads').parentPort.postMessage('go');
     for (;;) { try { const x = d.Region.fromFd(fd, len); const b = x.view(); b[0] = 1; b[b.length - 1] = 1; x.close(); } catch {} }`,
+  arenaLoop: `const d = require(${JSON.stringify(INDEX)}); const { h } = require('worker_threads').workerData;
+    require('worker_threads').parentPort.postMessage('go');
+    for (let i = 0; ; i++) { try { const p = d.Arena.attach(h); const b = p.view((i % 64) * 4096, 4096); b[0] = 1; b[4095] = 1; p.close(); } catch {} }`,
 };
 
 interface Foreign {
@@ -207,6 +210,10 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const workers: { w: Worker; exited: Promise<void> }[] = [];
   const extraMachines: any[] = [];
   const found: any[] = [];
+  const arenas: any[] = [];
+  const arenaBufs: Buffer[] = [];
+  const peers: any[] = [];
+  const arenaShares: any[] = [];
   /** Machines made by misuse in this step: destroyed after it (they stay in the pool, dead). */
   const bornMachines: any[] = [];
   let step = -1;
@@ -239,6 +246,10 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
       case 'box': return { value: 0n };
       case 'share': return pick(shares, step);
       case 'found': return found.length === 0 ? undefined : found[found.length - 1 - (step % found.length)];
+      case 'arena': return pick(arenas, step);
+      case 'arenaBuf': return pick(arenaBufs, step);
+      case 'arenaPeer': return pick(peers, step);
+      case 'arenaShare': return pick(arenaShares, step);
     }
   };
   /** What a step handed out: Buffers are touched after every step, other objects join the pool. */
@@ -371,11 +382,60 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
         }
         break;
       }
+      case 'arena': {
+        const size = ARENA_SIZES[op.size % ARENA_SIZES.length]!;
+        const a = pick(arenas, op.i);
+        switch (ARENA_ACTIONS[op.act % ARENA_ACTIONS.length]) {
+          case 'create': {
+            const chunkSize = [2 * MiB, 64 * 1024, PAGE, 3 * PAGE][op.j % 4];
+            arenas.push(d.Arena.create({ capacity: (1 + (op.j % 3)) * 4 * MiB, chunkSize, hugepages: (['auto', 'off', 'require'] as const)[op.j % 3] }));
+            break;
+          }
+          case 'alloc': case 'allocUnsafe': {
+            if (!a) return;
+            const b = ARENA_ACTIONS[op.act % ARENA_ACTIONS.length] === 'alloc' ? a.alloc(size) : a.allocUnsafe(size);
+            arenaBufs.push(b);
+            keep(b);
+            break;
+          }
+          case 'free': { const b = pick(arenaBufs, op.j); if (a && b) a.free(b); break; }
+          // A buffer of another arena, a Region's or machine's view, or a subarray of its own.
+          case 'freeForeign': { const v = pick(views, op.j)?.b; if (a && v) a.free(op.j % 2 === 0 ? v : v.subarray(1)); break; }
+          case 'trim': a?.trim(); break;
+          case 'close': a?.close(); break;
+          case 'attach': { if (!a) return; const h = a.share(); arenaShares.push(h); peers.push(d.Arena.attach(op.j % 3 === 0 ? { ...h, length: h.length * 2 } : h)); break; }
+          case 'peerView': {
+            const p = pick(peers, op.i);
+            const b = pick(arenaBufs, op.j);
+            if (!p) return;
+            // The offset of a live buffer, or a hostile one (past the end, unaligned, negative).
+            let off = op.j * 4096 - (op.j % 5 === 0 ? 1 : 0);
+            try { if (b && a) off = a.offsetOf(b); } catch { /* not live */ }
+            keep(p.view(off, size));
+            break;
+          }
+          case 'peerClose': pick(peers, op.i)?.close(); break;
+          case 'offsetOf': { const b = pick(arenaBufs, op.j); if (a && b) a.offsetOf(b); break; }
+          case 'stats': a?.stats(); break;
+          // A receiver of the share reopens the memfd and shrinks it: the seal must refuse.
+          case 'truncShared': {
+            if (!a || a.closed) return;
+            const h = a.share();
+            const fd = fs.openSync(`/proc/${h.pid}/fd/${h.fd}`, 'r+');
+            opened.push(fd);
+            fs.ftruncateSync(fd, op.j % 2 === 0 ? 0 : PAGE);
+            break;
+          }
+        }
+        break;
+      }
       case 'worker': {
         const script = WORKER_SCRIPTS[op.script % WORKER_SCRIPTS.length]!;
         const r = regions.find((x) => !x.closed);
-        const workerData = script === 'fromFdLoop' && r ? { fd: r.fd, len: r.length } : undefined;
-        const w = new Worker(script === 'fromFdLoop' && !workerData ? WORKER_CODE.regionLoop : WORKER_CODE[script], { eval: true, workerData });
+        const a = arenas.find((x) => !x.closed);
+        const workerData = script === 'fromFdLoop' && r ? { fd: r.fd, len: r.length } : script === 'arenaLoop' && a ? { h: a.share() } : undefined;
+        const code = (script === 'fromFdLoop' || script === 'arenaLoop') && !workerData ? WORKER_CODE.regionLoop : WORKER_CODE[script];
+        const w = new Worker(code, { eval: true, workerData });
         w.on('error', () => { /* only the process matters */ });
         const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
         const kill = (): void => { setTimeout(() => void w.terminate(), op.delay); };
@@ -424,6 +484,8 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
           case 'vma': { const v = m.createVma(size); vmas.push(v); break; }
           case 'resize': pick(regions, 0)?.resize(size); break;
           case 'fromFd': { const r = pick(regions, 0); if (r) { const x = d.Region.fromFd(r.fd, size); regions.push(x); keep(x.view()); } break; }
+          case 'arena': arenas.push(d.Arena.create({ capacity: size, chunkSize: 2 * MiB })); break;
+          case 'arenaAlloc': { const a = pick(arenas, 0); if (a) { const b = a.alloc(size); arenaBufs.push(b); keep(b); } break; }
         }
         break;
       }
@@ -480,6 +542,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
     await Promise.all(workers.map((x) => x.exited));
     for (const fd of opened) try { fs.closeSync(fd); } catch { /* closed */ }
     for (const r of regions) try { r.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
+    for (const x of [...peers, ...arenas]) try { x.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const x of [m, (B as Foreign | null)?.m, ...extraMachines, ...registry.liveMachines()]) try { x?.destroy(); } catch (err) { if (badThrow(err) !== null) throw err; }
     try { d.destroyDefaultMachine(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const v of views) touchBuffer(v.b, !o.viewOnly);

@@ -21,12 +21,13 @@ export const MISC: readonly (() => unknown)[] = [
 export const KEYS = [
   'hugepages', 'fixedAddress', 'ramPerNode', 'cmaSize', 'name', 'dmaMask', 'coherentDmaMask', 'iommu', 'debug', 'shared',
   'pgoff', 'prot', 'flags', 'enforce', 'offset', 'populate', 'align2M', 'writable', 'nodes', 'vmallocSize', 'cma', 'ops',
-  'busOffset', 'numaNode', 'hugepage', 'ramPerNod', 'sealing', 'onFault', 'dmaDebug', 'physBase',
+  'busOffset', 'numaNode', 'hugepage', 'ramPerNod', 'sealing', 'onFault', 'dmaDebug', 'physBase', 'capacity', 'chunkSize',
 ] as const;
 /** Objects of the sequence (resolved at run time; see sequence.ts objectOf). */
 export const OBJS = [
   'machine', 'machineB', 'deadMachine', 'region', 'page', 'pageB', 'deadPage', 'vma', 'vmaB', 'deadVma', 'dev', 'devB',
   'deadDev', 'sgt', 'sgtB', 'deadSgt', 'cma', 'addr', 'addrB', 'deadAddr', 'vmStart', 'nodeCode', 'handle', 'box', 'share', 'found',
+  'arena', 'arenaBuf', 'arenaPeer', 'arenaShare',
 ] as const;
 export type ObjKind = (typeof OBJS)[number];
 
