@@ -103,7 +103,7 @@ export {
   dma_map_sg_attrs, dma_map_sg, dma_map_sgtable, dma_unmap_sg_attrs, dma_unmap_sg, dma_unmap_sgtable,
   dma_mapping_error,
   dma_alloc_pages, dma_free_pages, dma_mmap_pages, dma_alloc_noncoherent, dma_free_noncoherent,
-  dma_alloc_attrs, dma_alloc_coherent, dma_free_attrs, dma_free_coherent,
+  dma_alloc_attrs, dma_alloc_coherent, dma_free_attrs, dma_free_coherent, dma_alloc_wc, dma_free_wc,
   dma_get_sgtable_attrs, dma_get_sgtable, dma_mmap_attrs, dma_mmap_coherent, dma_mmap_wc,
   dma_sync_single_for_cpu, dma_sync_single_for_device, dma_sync_sg_for_cpu, dma_sync_sg_for_device,
   dma_sync_sgtable_for_cpu, dma_sync_sgtable_for_device,
@@ -118,6 +118,19 @@ export {
 export { dma_alloc_contiguous, dma_free_contiguous } from './dma/contiguous';
 export { dma_declare_coherent_memory, dma_release_coherent_memory } from './dma/coherent';
 export type { CoherentPool } from './dma/coherent';
+
+// ---- Limits, dma_parms and managed memory (kernel/dma/mapping.c, dma-mapping.h) ----
+export {
+  dma_get_max_seg_size, dma_set_max_seg_size, dma_get_seg_boundary, dma_set_seg_boundary, dma_get_seg_boundary_nr_pages,
+  dma_get_min_align_mask, dma_set_min_align_mask,
+} from './dma/dma_parms';
+export type { DeviceDmaParameters } from './dma/device_dma_parameters';
+export {
+  dma_get_required_mask, dma_addressing_limited, dma_opt_mapping_size, dma_get_merge_boundary, dma_need_sync,
+  dma_need_unmap, dma_can_mmap, dma_get_cache_alignment,
+} from './dma/limits';
+export { dmam_alloc_attrs, dmam_alloc_coherent, dmam_free_coherent } from './dma/managed';
+export { dma_sync_single_range_for_cpu, dma_sync_single_range_for_device } from './dma/sync';
 
 // ---- DMA pools (mm/dmapool.c) ----
 export {

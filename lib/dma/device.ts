@@ -11,6 +11,7 @@ import type { CoherentPool } from './coherent';
 import { DMA_BIT_MASK } from './constants';
 import { lockFields } from '../os/lock';
 import { DmaDebug, DmaDebugView } from './debug';
+import { DeviceDmaParameters } from './device_dma_parameters';
 import type { IommuDomain, IommuOptions } from './iommu';
 import type { DmaMapOps } from './ops';
 
@@ -39,6 +40,8 @@ export interface DeviceOptions {
   iommu?: boolean | IommuOptions;
   /** DMA-API debug for this device: on/off, or strict (throw on misuse). Default: the machine's setting. */
   debug?: boolean | 'strict';
+  /** Whether the device has dev->dma_parms (PCI and platform devices do). Default true. */
+  dmaParms?: boolean;
 }
 
 /** A u64 value (masks, limits, offsets). */
@@ -55,7 +58,7 @@ function toMask(name: string, v: unknown): bigint {
   return DMA_BIT_MASK(v);
 }
 
-const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug'] as const;
+const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug', 'dmaParms'] as const;
 const CMA_OPTION_KEYS = ['size', 'hugepages'] as const;
 const IOMMU_OPTION_KEYS = ['apertureBits', 'strict'] as const;
 
@@ -69,6 +72,7 @@ function checkDeviceOptions(machine: Machine, options: DeviceOptions | undefined
   if (o.name !== undefined) checkString(fn, 'name', o.name);
   if (o.numaNode !== undefined && o.numaNode !== NUMA_NO_NODE) checkInt(fn, 'numaNode', o.numaNode, 0, machine.nodeCount - 1);
   if (o.coherent !== undefined) checkBool(fn, 'coherent', o.coherent);
+  if (o.dmaParms !== undefined) checkBool(fn, 'dmaParms', o.dmaParms);
   if (o.ops !== undefined && o.ops !== null && (typeof o.ops !== 'object' || Array.isArray(o.ops))) {
     throw new TypeError(`createDevice: Expected a dma_map_ops object or null for ops but received ${describeValue(o.ops)}`);
   }
@@ -119,6 +123,20 @@ export function devres_add(dev: Device, res: unknown, release: () => void): void
 }
 
 /**
+ * devres_destroy: removes the newest entry whose resource `match` accepts, without running its
+ * release. Returns 0, or -ENOENT when none matches.
+ */
+export function devres_destroy(dev: Device, match: (res: unknown) => boolean): number {
+  const list = devresOf(dev);
+  for (let i = list.length - 1; i >= 0; i--) {
+    if (!match(list[i]!.res)) continue;
+    list.splice(i, 1);
+    return 0;
+  }
+  return -2;
+}
+
+/**
  * devres_release: runs and removes the newest entry managing `res` now. Returns 0, or -ENOENT when
  * the device manages no such resource (the kernel's callers WARN on that).
  */
@@ -143,6 +161,8 @@ export class Device {
   readonly machine: Machine;
   /** DMA-API debug of this device: switches, reports and counts (the hooks stay internal). */
   readonly debug: DmaDebugView;
+  /** dev->dma_parms (see dma_set_max_seg_size and friends), null for a device without. */
+  readonly dma_parms: DeviceDmaParameters | null;
   readonly #tracker: DmaDebug;
   /** Managed resources (dmam_*), released newest first at teardown. */
   readonly #devres: DevresEntry[] = [];
@@ -178,6 +198,7 @@ export class Device {
     const dbg = options.debug ?? machine.dmaDebug;
     this.#tracker = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict' });
     this.debug = new DmaDebugView(this.#tracker, this);
+    this.dma_parms = options.dmaParms === false ? null : new DeviceDmaParameters();
     if (options.cma !== undefined) {
       const spec = typeof options.cma === 'number' ? { size: options.cma } : options.cma;
       const nid = this.numa_node === NUMA_NO_NODE ? 0 : this.numa_node;
@@ -189,7 +210,7 @@ export class Device {
       const { IommuDomain } = require('./iommu') as typeof import('./iommu');
       this.#iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu);
     }
-    lockFields(this, 'name', 'machine', 'debug');
+    lockFields(this, 'name', 'machine', 'debug', 'dma_parms');
   }
 
   /** dev->numa_node: NUMA_NO_NODE or a node of the machine. */

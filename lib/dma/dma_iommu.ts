@@ -20,10 +20,8 @@ import {
 import { dma_pgprot } from './mapping';
 import { dma_get_mask } from './mask';
 import type { Box } from './ops';
+import { dma_get_max_seg_size, dma_get_seg_boundary } from './dma_parms';
 import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
-
-/** dma_get_max_seg_size without dev->dma_parms. */
-const DEFAULT_MAX_SEG_SIZE = 64 * 1024;
 
 /** dma_info_to_prot: IOMMU_* bits for a direction; 0 for DMA_NONE. */
 /** The largest IOVA a JS number holds exactly; made once (BigInt construction on every unmap costs). */
@@ -174,11 +172,13 @@ function undoMapSg(domain: IommuDomain, iovaPfn: number, mapped: number, ret: nu
 
 /**
  * __finalise_sg: restore each entry's offset and length from the values stashed in its DMA fields
- * and fill in the DMA segments, merging entries that continue the previous one at a page boundary
- * (up to the 64 KiB default max segment size). Returns the number of DMA segments.
+ * and fill in the DMA segments, merging entries that continue the previous one at a page boundary,
+ * unless the merged segment would cross the device's segment boundary or exceed its max segment
+ * size (dma_parms; 64 KiB when unset). Returns the number of DMA segments.
  */
-function __finalise_sg(list: Scatterlist[], dma_addr: number): number {
-  const max_len = DEFAULT_MAX_SEG_SIZE;
+function __finalise_sg(dev: Device, list: Scatterlist[], dma_addr: number): number {
+  const seg_mask = dma_get_seg_boundary(dev);
+  const max_len = dma_get_max_seg_size(dev);
   let cur = 0;
   let cur_len = 0;
   let count = 0;
@@ -191,8 +191,9 @@ function __finalise_sg(list: Scatterlist[], dma_addr: number): number {
     s.dma_length = 0;
     s.offset += s_iova_off;
     s.length = s_length;
-    // The segment boundary is ULONG_MAX (no dma_parms), so only address 0 is "at a boundary".
-    if (cur_len !== 0 && s_iova_off === 0 && dma_addr !== 0 && max_len - cur_len >= s_length) {
+    // Merge when: a segment to append to, this entry starts on a page, its address is not on a
+    // segment boundary, and the result stays within max_len.
+    if (cur_len !== 0 && s_iova_off === 0 && (BigInt(dma_addr) & seg_mask) !== 0n && max_len - cur_len >= s_length) {
       cur_len += s_length;
     } else {
       if (i > 0) cur++;
@@ -230,18 +231,29 @@ export function iommu_dma_map_sg(dev: Device, sgl: Scatterlist, nents: number, d
   const list = sgList(sgl, nents);
   // Stash each entry's sub-page offset and length in its DMA fields and align it to pages
   // (reversibly, as the kernel does in place).
+  // The IOVA range is allocated size-aligned, so when the boundary is smaller than the range, the
+  // range starts on one: an entry that would cross the next boundary is pushed onto it by padding
+  // the entry before it (whose IOVA then maps a little more, as in the kernel).
+  const mask = dma_get_seg_boundary(dev);
   let iova_len = 0;
+  let prev: Scatterlist | null = null;
   for (const s of list) {
     const s_iova_off = s.offset % PAGE_SIZE;
     const s_length = s.length;
+    const pad_len = Number((mask - BigInt(iova_len) + 1n) & mask);
     s.dma_address = BigInt(s_iova_off);
     s.dma_length = s_length;
     s.offset -= s_iova_off;
     const aligned = PAGE_ALIGN(s_length + s_iova_off);
     s.length = aligned;
+    if (prev !== null && pad_len !== 0 && pad_len < aligned - 1) {
+      prev.length += pad_len;
+      iova_len += pad_len;
+    }
     iova_len += aligned;
+    prev = s;
   }
-  if (iova_len === 0) return __finalise_sg(list, 0);
+  if (iova_len === 0) return __finalise_sg(dev, list, 0);
   if (prot === 0) {
     __invalidate_sg(list);
     return -EINVAL;
@@ -257,7 +269,7 @@ export function iommu_dma_map_sg(dev: Device, sgl: Scatterlist, nents: number, d
     __invalidate_sg(list);
     return ret === -ENOMEM || ret === -EREMOTEIO ? ret : -EINVAL;
   }
-  return __finalise_sg(list, iovaPfn * PAGE_SIZE);
+  return __finalise_sg(dev, list, iovaPfn * PAGE_SIZE);
 }
 
 /**

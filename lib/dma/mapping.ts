@@ -415,6 +415,12 @@ export function dma_alloc_coherent(dev: Device, size: number, dma_handle: Box<bi
   return dma_alloc_attrs(dev, size, dma_handle, gfp, gfp & __GFP_NOWARN ? DMA_ATTR_NO_WARN : 0);
 }
 
+/** dma_alloc_wc: coherent memory the CPU maps write-combined (DMA_ATTR_WRITE_COMBINE). */
+export function dma_alloc_wc(dev: Device, size: number, dma_addr: Box<bigint>, gfp: gfp_t): number | null {
+  checkGfp('dma_alloc_wc', gfp);
+  return dma_alloc_attrs(dev, size, dma_addr, gfp, DMA_ATTR_WRITE_COMBINE | (gfp & __GFP_NOWARN ? DMA_ATTR_NO_WARN : 0));
+}
+
 /**
  * dma_free_attrs: free coherent memory. Pool memory goes back to the pool (2^get_order(size)
  * pages) and nothing else runs; a null cpu_addr is a no-op.
@@ -436,6 +442,11 @@ export function dma_free_attrs(dev: Device, size: number, cpu_addr: number | nul
     else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_free(dev, size, cpu_addr, dma_handle, attrs);
     else ops?.free?.(dev, size, cpu_addr, dma_handle, attrs);
   }
+}
+
+/** dma_free_wc: dma_free_attrs with DMA_ATTR_WRITE_COMBINE. */
+export function dma_free_wc(dev: Device, size: number, cpu_addr: number | null, dma_addr: bigint): void {
+  dma_free_attrs(dev, size, cpu_addr, dma_addr, DMA_ATTR_WRITE_COMBINE);
 }
 
 /** dma_free_coherent: dma_free_attrs with attrs 0. */

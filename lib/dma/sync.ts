@@ -47,6 +47,20 @@ export function dma_sync_single_for_device(dev: Device, addr: bigint, size: numb
   debugOf(dev).debug_dma_sync_single_for_device(dev, addr, size, dir);
 }
 
+/** dma_sync_single_range_for_cpu: dma_sync_single_for_cpu of [addr + offset, +size). */
+export function dma_sync_single_range_for_cpu(dev: Device, addr: bigint, offset: number, size: number, dir: DmaDataDirection): void {
+  checkBigint('dma_sync_single_range_for_cpu', 'addr', addr);
+  checkSize('dma_sync_single_range_for_cpu', 'offset', offset);
+  dma_sync_single_for_cpu(dev, addr + BigInt(offset), size, dir);
+}
+
+/** dma_sync_single_range_for_device: dma_sync_single_for_device of [addr + offset, +size). */
+export function dma_sync_single_range_for_device(dev: Device, addr: bigint, offset: number, size: number, dir: DmaDataDirection): void {
+  checkBigint('dma_sync_single_range_for_device', 'addr', addr);
+  checkSize('dma_sync_single_range_for_device', 'offset', offset);
+  dma_sync_single_for_device(dev, addr + BigInt(offset), size, dir);
+}
+
 /** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
 export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
   checkSgSync('dma_sync_sg_for_cpu', dev, sg, nelems, dir);
