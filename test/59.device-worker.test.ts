@@ -1,7 +1,8 @@
 // Device models in worker threads: the same model runs inline and in a worker; the worker maps the
 // machine's memory by fd and walks the shared I/O page tables itself; doorbells and interrupts cross
-// threads through the shared control page (no postMessage per event); a worker that throws or is
-// terminated leaves a dead device (all-ones) and a consistent machine; teardown stops the worker.
+// threads through the shared control page (no postMessage per event); a worker (or an inline model)
+// that throws, or a terminated worker, leaves a dead device (all-ones) and a consistent machine;
+// teardown stops the worker.
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -165,9 +166,13 @@ describe('59 device models in worker threads', () => {
     assert.equal(readl(io, DB_COUNT), 0xffffffff, 'a removed device reads as all-ones');
   });
 
-  for (const how of ['throws in a register write', 'throws in its own timer', 'is terminated'] as const) {
-    it(`a device worker that ${how}: the device reads all-ones, no handler runs, the machine stays usable`, async () => {
-      const pdev = make({ type: doorbellType, worker: true, device: { dmaMask: 48, iommu: true } });
+  const deaths = [
+    [true, 'throws in a register write'], [true, 'throws in its own timer'], [true, 'is terminated'],
+    [false, 'throws in a register write'], [false, 'throws in its own timer'],
+  ] as const;
+  for (const [worker, how] of deaths) {
+    it(`a device ${worker ? 'worker' : 'model (inline)'} that ${how}: the device reads all-ones, no handler runs, the machine stays usable`, async () => {
+      const pdev = make({ type: doorbellType, worker, device: { dmaMask: 48, iommu: true } });
       const { io, calls, id } = bind(pdev);
       const page = take();
       const h = dma_map_page(pdev.dev, page, 0, PAGE_SIZE, DMA_FROM_DEVICE);
@@ -183,7 +188,7 @@ describe('59 device models in worker threads', () => {
       await turn();
       await turn();
       assert.deepEqual(calls, [1], 'no handler after the death');
-      if (how !== 'is terminated') await until(() => m.warnings.some((w) => /device worker died: doorbell model: crash/.test(w.message)), 'the warning');
+      if (how !== 'is terminated') await until(() => m.warnings.some((w) => /device (worker|model) died: doorbell model: crash/.test(w.message)), 'the warning');
       // The machine is consistent: unmap, free, allocate and read its memory as usual.
       dma_unmap_page(pdev.dev, h, PAGE_SIZE, DMA_FROM_DEVICE);
       assert.equal(Buffer.from(m.view(m.page_address(page), PAGE_SIZE)).readUInt32LE(0), 7);

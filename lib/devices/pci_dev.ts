@@ -178,7 +178,7 @@ export class PciDev {
           schedule: (delayMs, fn) => {
             const t = setTimeout(() => {
               this.#timers.delete(t);
-              if (!this.#destroyed && !machine.isDestroyed) fn();
+              if (!this.#destroyed && !machine.isDestroyed) this.#guard(fn);
             }, delayMs);
             this.#timers.add(t);
           },
@@ -242,14 +242,37 @@ export class PciDev {
   /** A register read of `size` bytes at `offset` of BAR `bar` (already bounds-checked by the caller). */
   mmioRead(bar: number, offset: number, size: number): MmioValue {
     if (this.#destroyed || Atomics.load(this.#w, W_ALIVE) === 0) return allOnes(size);
-    if (this.#host !== null) return this.#host.read(bar, offset, size);
+    if (this.#host !== null) {
+      const host = this.#host;
+      let v: MmioValue = allOnes(size);
+      this.#guard(() => { v = host.read(bar, offset, size); });
+      return Atomics.load(this.#w, W_ALIVE) === 0 ? allOnes(size) : v;
+    }
     return this.#port!.read(bar, offset, size);
   }
 
   mmioWrite(bar: number, offset: number, size: number, value: MmioValue): void {
     if (this.#destroyed || Atomics.load(this.#w, W_ALIVE) === 0) return;
-    if (this.#host !== null) this.#host.write(bar, offset, size, value);
+    if (this.#host !== null) {
+      const host = this.#host;
+      this.#guard(() => host.write(bar, offset, size, value));
+    }
     else this.#port!.write(bar, offset, size, value);
+  }
+
+  /**
+   * Inline: runs model code; a model that throws is a device that died (as a worker that throws):
+   * it is marked dead (reads give all-ones from now on) and the error becomes a machine warning,
+   * never an exception in the driver's register access.
+   */
+  #guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#markDead();
+      const m = this.dev.machine;
+      if (!m.isDestroyed) m.warn(`${this.dev.name}: device model died: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** Waits until a worker device took every posted write (inline: nothing to wait for). */
