@@ -132,6 +132,13 @@ export {
 export { dmam_alloc_attrs, dmam_alloc_coherent, dmam_free_coherent } from './dma/managed';
 export { dma_sync_single_range_for_cpu, dma_sync_single_range_for_device } from './dma/sync';
 
+// ---- Scatterlist helpers over kernel memory (lib/scatterlist.c) ----
+export {
+  sg_set_buf, sg_init_one, sg_virt, sg_last, sg_nents_for_len, SgMappingIter, SG_MITER_ATOMIC, SG_MITER_TO_SG, SG_MITER_FROM_SG,
+  sg_miter_start, sg_miter_next, sg_miter_skip, sg_miter_stop, sg_copy_from_buffer, sg_copy_to_buffer, sg_pcopy_from_buffer,
+  sg_pcopy_to_buffer,
+} from './dma/sg_helpers';
+
 // ---- DMA pools (mm/dmapool.c) ----
 export {
   dma_pool_create, dma_pool_create_node, dma_pool_alloc, dma_pool_zalloc, dma_pool_free, dma_pool_destroy,

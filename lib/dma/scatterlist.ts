@@ -276,18 +276,20 @@ export function sg_next(sg: Scatterlist): Scatterlist | null {
 }
 
 /**
- * for_each_sg: call `fn(sg, i)` for the first `nents` entries. Stops early if the list ends
- * before `nents` (where the kernel would walk off the end).
+ * for_each_sg: call `fn(sg, i)` for the first `nents` entries; `fn` returning false stops the
+ * walk (the loop's break). Stops early if the list ends before `nents` (where the kernel would walk
+ * off the end).
  */
 export function for_each_sg(
   sgl: Scatterlist | null,
   nents: number,
-  fn: (sg: Scatterlist, i: number) => void,
+  fn: (sg: Scatterlist, i: number) => unknown,
 ): void {
   checkSgList('for_each_sg', sgl, nents);
   if (typeof fn !== 'function') throw new TypeError(`for_each_sg: Expected a function for fn but received ${describeValue(fn)}`);
   let sg = sgl;
-  for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) fn(sg, i);
+  // `return false` from fn is the loop's `break`.
+  for (let i = 0; i < nents && sg !== null; i++, sg = sg_next(sg)) if (fn(sg, i) === false) break;
 }
 
 /** The same walk as for_each_sg, as an iterator of [entry, index]. */
@@ -298,13 +300,13 @@ export function* sgIterate(sgl: Scatterlist | null, nents: number): Generator<[S
 }
 
 /** for_each_sgtable_sg: the CPU entries (orig_nents). */
-export function for_each_sgtable_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+export function for_each_sgtable_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => unknown): void {
   checkTable('for_each_sgtable_sg', sgt);
   for_each_sg(sgt.sgl, sgt.orig_nents, fn);
 }
 
 /** for_each_sgtable_dma_sg: the mapped entries (nents). */
-export function for_each_sgtable_dma_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => void): void {
+export function for_each_sgtable_dma_sg(sgt: SgTable, fn: (sg: Scatterlist, i: number) => unknown): void {
   checkTable('for_each_sgtable_dma_sg', sgt);
   for_each_sg(sgt.sgl, sgt.nents, fn);
 }
