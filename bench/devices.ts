@@ -1,13 +1,20 @@
 // Devices: a device's 64 KiB DMA transfer through the bus-master engine (direct, and through the
-// IOMMU's tables in memory) against memcpy of the same bytes, and the cost of a translation that
-// hits the engine's IOTLB.
+// IOMMU's tables in memory) against memcpy of the same bytes, the cost of a translation that hits
+// the engine's IOTLB, and a doorbell -> device in a worker -> interrupt -> handler round trip against
+// a worker postMessage round trip.
 
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { native } from '../lib/native';
+import { createPciDevice } from '../lib/devices/pci_dev';
+import { EDU_REG_IRQ_ACK, EDU_REG_IRQ_RAISE, EDU_REG_IRQ_STATUS } from '../lib/devices/edu';
+import { ioread32, iowrite32, pci_iomap, writel } from '../lib/drivers/io';
+import { IRQ_HANDLED, IRQ_NONE, free_irq, request_irq } from '../lib/drivers/irq';
 import { Machine } from '../lib/mm/machine';
 import { BusEngine, MEMTX_OK } from '../lib/devices/bus_engine';
 import { busMaster } from '../lib/devices/bus_master';
 import {
-  compare, consume, countNativeCalls, gbPerSecond, record, targets, yieldToLoop,
+  compare, consume, countNativeCalls, gbPerSecond, makeResult, record, targets, yieldToLoop,
   type BenchContext, type BenchGroup,
 } from './harness';
 import { loadDma } from './dma';
@@ -18,7 +25,7 @@ const SIZE = 64 * KiB;
 
 export const devices: BenchGroup = {
   name: 'devices',
-  steps: () => 3,
+  steps: () => 4,
   async run(ctx: BenchContext): Promise<void> {
     const dma = loadDma();
     const { dma_map_page, dma_unmap_page } = dma.mapping;
@@ -96,5 +103,76 @@ export const devices: BenchGroup = {
     } finally {
       m.destroy();
     }
+    await doorbellRoundTrip(ctx);
   },
 };
+
+/**
+ * edu in a worker: the driver writes the interrupt-raise register (a posted write on the shared
+ * ring), the device thread raises INTx (futex wake), the handler reads and acknowledges the status;
+ * against a postMessage ping-pong with a worker. Interleaved rounds, per-op microseconds.
+ */
+async function doorbellRoundTrip(ctx: BenchContext): Promise<void> {
+  ctx.progress.step('doorbell round trip');
+  const m = new Machine({ name: 'bench-doorbell', ramPerNode: 8 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+  const pdev = createPciDevice(m, { type: 'edu', worker: true });
+  const echo = new Worker(path.join(__dirname, 'channel-peer.js'));
+  const echoed = new Promise<void>((r) => echo.once('exit', () => r()));
+  try {
+    const io = pci_iomap(pdev, 0, 0)!;
+    let pending: (() => void) | null = null;
+    const id = {};
+    if (request_irq(pdev.irq, () => {
+      const st = ioread32(io, EDU_REG_IRQ_STATUS);
+      if (st === 0 || st === 0xffffffff) return IRQ_NONE;
+      iowrite32(st, io, EDU_REG_IRQ_ACK);
+      const p = pending;
+      pending = null;
+      p?.();
+      return IRQ_HANDLED;
+    }, 0, 'bench-doorbell', id) !== 0) throw new Error('bench: request_irq failed');
+    const n = ctx.quick ? 300 : 2000;
+    const doorbell = async (): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) {
+        await new Promise<void>((resolve) => {
+          pending = resolve;
+          writel(1, io, EDU_REG_IRQ_RAISE);
+        });
+      }
+      return Number(process.hrtime.bigint() - t0) / n;
+    };
+    const post = async (): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) {
+        await new Promise<void>((resolve) => {
+          echo.once('message', () => resolve());
+          echo.postMessage({ cmd: 'ping' });
+        });
+      }
+      return Number(process.hrtime.bigint() - t0) / n;
+    };
+    await doorbell();
+    await post();
+    const as: number[] = [];
+    const bs: number[] = [];
+    for (let i = 0; i < ctx.rounds; i++) {
+      if (i % 2 === 1) bs.push(await post());
+      as.push(await doorbell());
+      if (i % 2 === 0) bs.push(await post());
+      await yieldToLoop();
+    }
+    ctx.results.push(makeResult({
+      group: 'devices', name: 'doorbell -> worker device -> interrupt -> handler', unit: 'µs', better: 'lower',
+      aLabel: 'writel doorbell, INTx, handler reads + acks status', bLabel: 'worker postMessage ping-pong',
+      target: targets.ratioAtLeast(3, '>= 3x faster than postMessage'),
+      note: 'edu in a worker thread: a posted register write on the shared ring, the interrupt by futex wake; the handler\'s status read waits for the device',
+    }, as.map((ns) => ns / 1000), bs.map((ns) => ns / 1000)));
+    free_irq(pdev.irq, id);
+  } finally {
+    echo.postMessage({ cmd: 'close' });
+    await echoed;
+    await pdev.destroy();
+    m.destroy();
+  }
+}

@@ -5,7 +5,7 @@
 import { deferRequires } from './lazy';
 
 // Everything but lib/os loads on first use (see lib/lazy.ts): `require('dmamem')` pays for Regions only.
-const restoreRequire = deferRequires(module, (id) => /^\.\/(mm|dma|ipc|devices)\//.test(id));
+const restoreRequire = deferRequires(module, (id) => /^\.\/(mm|dma|ipc|devices|drivers)\//.test(id));
 
 // ---- Real buffers (lib/os) ----
 export { Region } from './os/region';
@@ -181,5 +181,40 @@ export { BusEngine, MEMTX_OK, MEMTX_DECODE_ERROR, MEMTX_ACCESS_ERROR } from './d
 export type { BusDescription, BusSegment, BusEngineOptions } from './devices/bus_engine';
 export { busMaster, busDescription } from './devices/bus_master';
 export type { BusDescriptionOptions } from './devices/bus_master';
+
+// ---- Devices: PCI device models, MMIO, QEMU's edu (lib/devices) ----
+export { createPciDevice, PciDev } from './devices/pci_dev';
+export type { PciDeviceOptions, DeviceTypeRef, PciResource, BadAccess } from './devices/pci_dev';
+export type { DeviceModel, DeviceContext, DeviceType, DeviceIdentity, IrqLine, MmioValue } from './devices/model';
+export {
+  edu, EDU_VENDOR_ID, EDU_DEVICE_ID, EDU_ID, EDU_REG_ID, EDU_REG_LIVENESS, EDU_REG_FACT, EDU_REG_STATUS, EDU_REG_IRQ_STATUS,
+  EDU_REG_IRQ_RAISE, EDU_REG_IRQ_ACK, EDU_REG_DMA_SRC, EDU_REG_DMA_DST, EDU_REG_DMA_CNT, EDU_REG_DMA_CMD,
+  EDU_STATUS_COMPUTING, EDU_STATUS_IRQFACT, EDU_DMA_RUN, EDU_DMA_TO_PCI, EDU_DMA_IRQ, EDU_FACT_IRQ, EDU_DMA_IRQ_VALUE,
+  EDU_DMA_START, EDU_DMA_SIZE, EDU_DEFAULT_DMA_MASK,
+} from './devices/edu';
+
+// ---- Driver-side kernel APIs: MMIO, barriers, interrupts, completions, the PCI core (lib/drivers) ----
+export {
+  IoMem, pci_iomap, pci_iounmap, ioremap, iounmap, readb, readw, readl, readq, writeb, writew, writel, writeq,
+  ioread8, ioread16, ioread32, iowrite8, iowrite16, iowrite32, lo_hi_writeq, lo_hi_readq,
+} from './drivers/io';
+export { mb, rmb, wmb, dma_rmb, dma_wmb, smp_mb } from './drivers/barriers';
+export {
+  IRQ_NONE, IRQ_HANDLED, IRQ_WAKE_THREAD, IRQF_SHARED, IRQF_ONESHOT, IRQF_NO_AUTOEN,
+  PCI_IRQ_INTX, PCI_IRQ_LEGACY, PCI_IRQ_MSI, PCI_IRQ_MSIX, PCI_IRQ_AFFINITY, PCI_IRQ_ALL_TYPES,
+  request_irq, free_irq, pci_alloc_irq_vectors, pci_irq_vector, pci_free_irq_vectors,
+  disable_irq, disable_irq_nosync, enable_irq, irq_count,
+} from './drivers/irq';
+export type { irq_handler_t, irqreturn_t } from './drivers/irq';
+export {
+  Completion, HZ, MAX_SCHEDULE_TIMEOUT, msecs_to_jiffies, jiffies_to_msecs, init_completion, reinit_completion,
+  complete, complete_all, completion_done, try_wait_for_completion, wait_for_completion_timeout, wait_for_completion,
+} from './drivers/completion';
+export {
+  PCI_ANY_ID, pci_name, pci_enable_device, pci_disable_device, pci_set_master, pci_clear_master,
+  pci_request_regions, pci_release_regions, pci_resource_start, pci_resource_len, pci_set_drvdata, pci_get_drvdata,
+  pci_register_driver, pci_unregister_driver, pci_driver_of,
+} from './drivers/pci';
+export type { pci_device_id, pci_driver } from './drivers/pci';
 
 restoreRequire();

@@ -16,6 +16,13 @@ interface DemoJson {
   fallbacks: string[];
   leaks: { before: number; after: number }[];
   mappingsLeftAfterTeardown: number;
+  edu: {
+    ok: boolean;
+    device: { id: string; inWorker: boolean; iommu: boolean; dmaMask: string };
+    roundTrip: { bytes: number; iova: string; interrupts: number; equal: boolean } | null;
+    fault: { iova: string; write: boolean; reason: string; reasonText: string; dmar: string; bytesChanged: number } | null;
+    steps: { step: string; ok: boolean }[];
+  };
 }
 
 function demo(...args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -45,6 +52,22 @@ describe('70 dmamem demo', function () {
     assert.equal(report.mappingsLeftAfterTeardown, 0);
   });
 
+  it('drives QEMU\'s edu in a worker behind the IOMMU: a DMA round trip and a provoked fault with its DMAR record (--json)', () => {
+    const r = demo('--json');
+    assert.equal(r.status, 0, r.stderr);
+    const { edu } = JSON.parse(r.stdout) as DemoJson;
+    assert.equal(edu.ok, true);
+    for (const s of edu.steps) assert.equal(s.ok, true, s.step);
+    assert.deepEqual(edu.device, { ...edu.device, id: '1234:11e8', inWorker: true, iommu: true, dmaMask: '0xfffffff' });
+    assert.equal(edu.roundTrip!.equal, true);
+    assert.equal(edu.roundTrip!.interrupts, 2, 'one interrupt per transfer');
+    assert.ok(BigInt(edu.roundTrip!.iova) < 1n << 28n, 'the IOVA fits the 28-bit mask');
+    const f = edu.fault!;
+    assert.deepEqual({ write: f.write, reason: f.reason, reasonText: f.reasonText, bytesChanged: f.bytesChanged },
+      { write: true, reason: '0x05', reasonText: 'PTE Write access is not set', bytesChanged: 0 });
+    assert.match(f.dmar, new RegExp(`^DMAR: \\[DMA Write NO_PASID\\] Request device \\[0000:00:[0-9a-f]{2}\\.0\\] fault addr ${f.iova} \\[fault reason 0x05\\] PTE Write access is not set$`));
+  });
+
   it('falls back to 4 KiB CMA when the hugepage pool is exhausted, says so, and still passes', () => {
     const free = hugepagesFree();
     const hog = free > 0 ? new Machine({ name: 'hog70', ramPerNode: 2 * 1024 * 1024, cmaSize: free * 2 * 1024 * 1024, hugepages: 'require', emitWarnings: false }) : null;
@@ -68,6 +91,9 @@ describe('70 dmamem demo', function () {
     assert.match(r.stdout, /host physical (0x[0-9a-f]+|hidden)/);
     assert.match(r.stdout, /Leak check[\s\S]*dmamem mappings after machine teardown: 0/);
     assert.match(r.stdout, /Fallbacks taken/);
+    assert.match(r.stdout, /Device edu 1234:11e8 at \S+: in a worker thread, behind the IOMMU/);
+    assert.match(r.stdout, /DMA round trip: 4096 bytes at IOVA 0x[0-9a-f]+, 2 interrupts, bytes equal/);
+    assert.match(r.stdout, /\n  DMAR: \[DMA Write NO_PASID\] Request device .* \[fault reason 0x05\] PTE Write access is not set\n/);
     assert.match(r.stdout, /All steps passed/);
   });
 

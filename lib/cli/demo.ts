@@ -1,6 +1,7 @@
 // `dmamem demo`: a small driver played end to end on the default machine: an IOMMU device with a
 // 32-bit mask, a 1 MiB buffer from dma_alloc_pages, an sg table, dma_common_mmap into a user VMA,
-// bytes checked both ways, then everything freed and checked for leaks.
+// bytes checked both ways, then everything freed and checked for leaks; then QEMU's edu device in a
+// worker behind the IOMMU (lib/cli/demo-edu.ts): a DMA round trip and a provoked IOMMU fault.
 
 import * as fs from 'node:fs';
 import { defaultMachine, destroyDefaultMachine } from '../mm/default';
@@ -14,6 +15,8 @@ import { iommu_iova_to_phys } from '../dma/iommu';
 import { dma_alloc_pages, dma_free_pages } from '../dma/mapping';
 import { dma_common_get_sgtable, dma_common_mmap } from '../dma/ops_helpers';
 import { SgTable, sgIterate, sg_free_table, sg_page } from '../dma/scatterlist';
+
+import { eduDemoLines, playEduDemo, type EduDemoReport } from './demo-edu';
 
 const SIZE = 1024 * 1024;
 
@@ -159,7 +162,7 @@ export function playDemo(machine: Machine): DemoReport {
   return report;
 }
 
-function printTable(r: DemoReport, mappingsLeft: number): void {
+function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | null): void {
   const out: string[] = [];
   out.push('dmamem demo: a driver on the default machine\n');
   out.push('Machine memory');
@@ -175,17 +178,18 @@ function printTable(r: DemoReport, mappingsLeft: number): void {
   if (r.vma !== null) out.push(`  user VMA at ${r.vma.vmStart}, ${r.vma.pages} pages, cache mode ${r.vma.cacheMode}, ${r.vma.placedFor}`);
   out.push('\nSteps');
   for (const s of r.steps) out.push(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(30)} ${s.call}\n       -> ${s.result}`);
+  if (edu !== null) out.push(...eduDemoLines(edu));
   out.push('\nFallbacks taken');
   if (r.fallbacks.length === 0) out.push('  none');
   for (const f of r.fallbacks) out.push(`  ${f}`);
   out.push('\nLeak check');
   for (const l of r.leaks) out.push(`  ${l.what.padEnd(22)} before ${String(l.before).padStart(6)}  after ${String(l.after).padStart(6)}`);
   out.push(`  dmamem mappings after machine teardown: ${mappingsLeft}`);
-  out.push(`\n${r.ok ? 'All steps passed.' : 'Some steps FAILED.'}`);
+  out.push(`\n${r.ok && (edu?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
   process.stdout.write(out.join('\n') + '\n');
 }
 
-export function runDemo(args: string[]): number {
+export async function runDemo(args: string[]): Promise<number> {
   const json = args.includes('--json');
   const unknown = args.filter((a) => a !== '--json');
   if (unknown.length > 0) {
@@ -193,14 +197,16 @@ export function runDemo(args: string[]): number {
     return 2;
   }
   let report: DemoReport;
+  let edu: EduDemoReport | null = null;
   try {
     report = playDemo(defaultMachine());
+    edu = await playEduDemo(defaultMachine());
   } finally {
     destroyDefaultMachine(); // also when a step throws: the error is reported with nothing left mapped
   }
   const mappingsLeft = dmamemMappings();
-  const ok = report.ok && mappingsLeft === 0;
-  if (json) process.stdout.write(JSON.stringify({ ...report, ok, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
-  else printTable(report, mappingsLeft);
+  const ok = report.ok && edu.ok && mappingsLeft === 0;
+  if (json) process.stdout.write(JSON.stringify({ ...report, ok, edu, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
+  else printTable(report, mappingsLeft, edu);
   return ok ? 0 : 1;
 }

@@ -11,6 +11,7 @@ import { FrozenList, lockFields } from '../os/lock';
 import { BuddyAllocator } from './buddy';
 import { Cma, cma_pages_allocated } from './cma';
 import { leakReport, pageCorruption, poisonPages } from './page-debug';
+import { runMachineTeardown } from './machine-teardown';
 import {
   MAX_PAGE_ORDER, NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, __GFP_DMA, __GFP_DMA32,
   __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
@@ -842,6 +843,8 @@ export class Machine {
    */
   destroy(): void {
     if (this.#destroyed) return;
+    // Devices attached to the machine stop first (their worker threads are told to end).
+    for (const err of runMachineTeardown(this)) this.warn(`device teardown: ${err instanceof Error ? err.message : String(err)}`);
     const leaks = this.dmaDebug === false ? null : leakReport(this.name, this.#segments, this.#vmallocSpace.areas(), [...this.#vmas]);
     this.#destroyed = true;
     for (const vma of [...this.#vmas]) vma.unmap();
