@@ -68,6 +68,13 @@ export {
   KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, ARCH_KMALLOC_MINALIGN, ZERO_SIZE_PTR,
 } from './mm/slab';
 
+// ---- Page references and fragments (page_ref.h, mm/page_frag_cache.c) ----
+export { get_page, put_page, page_ref_count } from './mm/page_ref';
+export {
+  PageFragCache, page_frag_alloc, page_frag_alloc_align, page_frag_free, page_frag_cache_drain, netdev_alloc_frag,
+  PAGE_FRAG_CACHE_MAX_SIZE,
+} from './mm/page_frag';
+
 // ---- CMA (mm/cma.c) ----
 export { cma_alloc, cma_release, cma_alloc_aligned, cma_pages_valid, CMA_MAX_RANGES, CONFIG_CMA_ALIGNMENT } from './mm/cma';
 export type { Cma } from './mm/cma';

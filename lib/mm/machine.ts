@@ -21,7 +21,7 @@ import { createSegment, releaseSegment, segmentBytes, type Segment } from './seg
 import { registerMachine, unregisterMachine } from './registry';
 import { releaseVmallocSpace, VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
 import { createVmArea, type VmArea, type VmaOptions } from './vma';
-import { Page as PageClass } from './page';
+import { Page as PageClass, pageState } from './page';
 import { HUGEPAGE_POLICIES } from '../os/backing';
 import { checkBool, checkGfp, checkInt, checkOptions, checkSameMachine, checkString, describeValue } from './validate';
 
@@ -460,6 +460,11 @@ export class Machine {
     if (!(page instanceof PageClass)) throw new TypeError(`__free_pages: Expected a struct page (Page) for page but received ${describeValue(page)}`);
     if (page.machine !== this) checkSameMachine('__free_pages', 'page', page.machine, this);
     checkInt('__free_pages', 'order', order, 0, MAX_PAGE_ORDER);
+    // put_page_testzero: with other references (get_page) only this one is dropped.
+    if (page.refcount > 1 && page.allocOrder === order) {
+      pageState().setRefcount(page, page.refcount - 1);
+      return;
+    }
     this.#buddy.free(page, order);
   }
 
