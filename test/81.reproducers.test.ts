@@ -32,6 +32,7 @@ const cases: { name: string; title: string; limited?: boolean }[] = [
   { name: 'cross-machine-map', title: 'a page of machine A given to machine B is a TypeError, not silent corruption' },
   { name: 'validate-before-alloc', title: 'dma_alloc_pages with a handle that is not a box throws before allocating' },
   { name: 'dma-validation', title: 'DMA-layer misuse (string sizes, bad bigints, null devices, gfp, direction 7, option keys) is refused clearly' },
+  { name: 'forged-constructors', title: 'Region, Arena, ArenaPeer and Channel constructors refuse forged state (no unmap of a victim, no close of fd 0)' },
   { name: 'hostile-writes', title: 'hostile property writes (m.destroyed, m.nodeCount, cma.ranges, page state, device fields, dev.debug) are refused or have no effect' },
   { name: 'debug-view-after-free', title: 'debug mode detaches a machine.view() Buffer when its page is freed' },
 ];

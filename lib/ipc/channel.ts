@@ -39,6 +39,9 @@ const MAX_CAPACITY = 1 << 30;
 const SPIN_MAX = 4000;
 const SPIN_MIN = 64;
 
+/** The constructor's key: only the factories make channels. */
+const CHANNEL_KEY = Symbol('Channel');
+
 /**
  * One end of an SPSC channel. The producer sends, the consumer receives; received messages are
  * views into the ring (no copy), valid until the next receive on that end.
@@ -68,7 +71,8 @@ export class Channel {
   #resLen = 0;
   #closed = false;
 
-  private constructor(r: Region, role: ChannelRole, livenessMs: number) {
+  private constructor(key: symbol, r: Region, role: ChannelRole, livenessMs: number) {
+    if (key !== CHANNEL_KEY) throw new TypeError('Channel is not constructible: use Channel.create() or Channel.fromShare()');
     this.#r = r;
     this.#role = role;
     this.#h = new Int32Array(r.view(0, L.HEADER).buffer);
@@ -104,7 +108,7 @@ export class Channel {
       h[L.I_SLOT] = slot;
       Atomics.store(h, L.I_MAGIC, L.MAGIC);
       claim(h, role);
-      return new Channel(r, role, livenessMs);
+      return new Channel(CHANNEL_KEY, r, role, livenessMs);
     } catch (err) {
       r.close();
       throw err;
@@ -132,7 +136,7 @@ export class Channel {
       const free = ROLES.find((role) => Atomics.load(h, base(role) + L.P_STATE) === L.STATE_FREE);
       if (free === undefined) throw new DmamemError('ERR_DMAMEM_BUSY', 'both ends of this channel are taken');
       claim(h, free);
-      return new Channel(r, free, livenessMs);
+      return new Channel(CHANNEL_KEY, r, free, livenessMs);
     } catch (err) {
       r.close();
       throw err;

@@ -22,6 +22,9 @@ function acquireFd(h: ShareHandle, fd: number | undefined): number {
   return native.open(`/proc/${h.pid}/fd/${h.fd}`, C.O_RDWR);
 }
 
+/** The constructor's key: only Arena.attach makes peers. */
+const PEER_KEY = Symbol('ArenaPeer');
+
 /**
  * A peer's mapping of a shared arena. Views are Buffers over exactly the bytes asked for, detached
  * by close(). It never allocates or frees: the owner does, and tells the peer (offset, length).
@@ -32,7 +35,8 @@ export class ArenaPeer {
   readonly #mapped: Uint8Array;
   readonly #views = new ViewSet(this);
 
-  private constructor(m: ArenaMemory) {
+  private constructor(key: symbol, m: ArenaMemory) {
+    if (key !== PEER_KEY) throw new TypeError('ArenaPeer is not constructible: use Arena.attach()');
     this.#m = m;
     this.#mapped = new Uint8Array(m.capacity / m.chunkSize);
     arenaBackstop.register(this, m, this);
@@ -59,7 +63,7 @@ export class ArenaPeer {
       if (size < h.length) throw new RangeError(`Expected a memfd of at least ${h.length} bytes (handle.length) but the file has ${size}`);
       base = native.reserve(h.length, huge ? HUGE_2M : chunkSize);
       const m: ArenaMemory = { fd, base, capacity: h.length, chunkSize, backing: huge ? 'hugetlb-2M' : '4k', reason: 'attached to a shared arena', mapped: 0, closed: false };
-      return new ArenaPeer(m);
+      return new ArenaPeer(PEER_KEY, m);
     } catch (err) {
       if (base !== -1) native.munmap(base, h.length);
       native.close(fd);

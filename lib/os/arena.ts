@@ -57,6 +57,9 @@ const owners = new WeakMap<ArrayBuffer, Arena>();
 
 const mib = (n: number): string => `${(n / 2 ** 20).toFixed(n % 2 ** 20 === 0 ? 0 : 2)} MiB`;
 
+/** The constructor's key: only Arena.create makes arenas. */
+const ARENA_KEY = Symbol('Arena');
+
 /**
  * An arena of real memory for small and medium buffers.
  * @example
@@ -82,7 +85,9 @@ export class Arena {
   #nextChunk = 1; // chunks below are or were mapped; chunk 0 is mapped by create
   #shared = false;
 
-  private constructor(m: ArenaMemory) {
+  private constructor(key: symbol, m: ArenaMemory) {
+    // Reachable as Arena itself: a forged ArenaMemory would let close() unmap and close anything.
+    if (key !== ARENA_KEY) throw new TypeError('Arena is not constructible: use Arena.create()');
     this.#m = m;
     this.#maxAlloc = m.chunkSize;
     const classes = Math.log2(m.chunkSize) - MIN_SHIFT + 1;
@@ -121,7 +126,7 @@ export class Arena {
     const name = o.name ?? 'dmamem:arena';
     v.assertString('name', name);
     if (name.length > 200) throw new RangeError(`Expected a name of at most 200 characters for name but received one of ${name.length}`);
-    return new Arena(createArenaMemory(name, capacity, chunkSize, chunkSize, policy));
+    return new Arena(ARENA_KEY, createArenaMemory(name, capacity, chunkSize, chunkSize, policy));
   }
 
   /**

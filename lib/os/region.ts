@@ -15,6 +15,9 @@ import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingSt
 import { trackExternalMemory, ViewSet } from './views';
 import * as v from './validate';
 
+/** The constructor's key: only this module makes Regions. */
+const REGION_KEY = Symbol('Region');
+
 /**
  * Real memory: a memfd mapped MAP_SHARED at a page-aligned (or 2 MiB-aligned) address.
  * @example
@@ -44,9 +47,12 @@ export class Region {
   readonly #waits = new PendingWaits(this);
 
   private constructor(
+    key: symbol,
     s: MappingState, length: number, prot: Protection, fileWritable: boolean, ownsFile: boolean, offset: number,
     backing: Backing, backingReason: string, granule: number,
   ) {
+    // Reachable as Region itself: a forged MappingState would let close() unmap and close anything.
+    if (key !== REGION_KEY) throw new TypeError('Region is not constructible: use Region.allocate(), Region.fromFd(), Region.open() or Region.fromShare()');
     this.#backing = backing;
     this.#backingReason = backingReason;
     this.#granule = granule;
@@ -91,7 +97,7 @@ export class Region {
       throw err;
     }
     const s: MappingState = { address: m.address, mappedLength: mapped, fd: m.fd, extraFds: [], closed: false };
-    return new Region(s, length, 'readwrite', true, true, 0, m.backing, m.reason, m.granule);
+    return new Region(REGION_KEY, s, length, 'readwrite', true, true, 0, m.backing, m.reason, m.granule);
   }
 
   /**
@@ -152,7 +158,7 @@ export class Region {
   }
 
   static #fromShared(m: SharedMapping, length: number, offset: number): Region {
-    return new Region(m.state, length, m.prot, m.prot === 'readwrite', false, offset, m.backing, m.reason, m.granule);
+    return new Region(REGION_KEY, m.state, length, m.prot, m.prot === 'readwrite', false, offset, m.backing, m.reason, m.granule);
   }
 
   /** The backing actually obtained. @example r.backing === 'hugetlb-2M' */
@@ -377,7 +383,7 @@ export class Region {
       address = reserveFor(s.mappedLength);
       native.mmap(address, s.mappedLength, protBits(this.#prot), C.MAP_SHARED | C.MAP_FIXED, fd, this.#offset);
       const a: MappingState = { address, mappedLength: s.mappedLength, fd, extraFds: [], closed: false };
-      return new Region(a, this.#length, this.#prot, this.#fileWritable, false, this.#offset, this.backing, `alias of the region at 0x${s.address.toString(16)}`, this.granule);
+      return new Region(REGION_KEY, a, this.#length, this.#prot, this.#fileWritable, false, this.#offset, this.backing, `alias of the region at 0x${s.address.toString(16)}`, this.granule);
     } catch (err) {
       if (address !== -1) native.munmap(address, s.mappedLength);
       native.close(fd);
