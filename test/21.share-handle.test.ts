@@ -4,7 +4,6 @@
 // close() fd and address throw instead of returning stale numbers.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -12,25 +11,13 @@ import { native } from '../lib/native';
 import { Region } from '../lib/os/region';
 import { receiveShare, sendShare, shareSocketPair } from '../lib/os/share-socket';
 import { expectNoLeaks } from './helpers/leaks';
+import { runChild } from './helpers/child';
 
 const PAGE = native.pageSize;
 const INDEX_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'index.js'));
 const PROLOGUE = `const d = require(${INDEX_JS}); const fs = require('node:fs');
 const codeOf = (f) => { try { f(); return 'ok'; } catch (e) { return e.code || e.name; } };`;
 
-function runChild(script: string, fd?: number, env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const stdio: ('pipe' | 'ignore' | number)[] = ['ignore', 'pipe', 'pipe'];
-  if (fd !== undefined) stdio.push(fd);
-  const child = spawn(process.execPath, ['-e', script], { stdio, env: { ...process.env, ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('21 shares as one object (share / fromShare)', function () {
   this.timeout(30000);

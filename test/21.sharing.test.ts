@@ -2,38 +2,19 @@
 // seals against a receiver shrinking the memory, and worker_threads mapping the same pages.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region } from '../lib/os/region';
 import { native } from '../lib/native';
 import { expectNoLeaks, requireHugepagesOrSkip } from './helpers/leaks';
+import { runChild } from './helpers/child';
 
 const PAGE = native.pageSize;
 const DIST = path.resolve(__dirname, '..', 'lib');
 const REGION_JS = JSON.stringify(path.join(DIST, 'os', 'region.js'));
 const NATIVE_JS = JSON.stringify(path.join(DIST, 'native.js'));
 
-interface ChildResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** Runs `node -e script` with `fd` as the child's fd 3 (when given), collecting its output. */
-function runChild(script: string, fd?: number): Promise<ChildResult> {
-  const stdio: (string | number)[] = ['ignore', 'pipe', 'pipe'];
-  if (fd !== undefined) stdio.push(fd);
-  const child = spawn(process.execPath, ['-e', script], { stdio: stdio as ('pipe' | 'ignore' | number)[] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** The child's prologue: load the compiled Region and a helper printing an error's code. */
 const PROLOGUE = `const { Region } = require(${REGION_JS}); const { native } = require(${NATIVE_JS});

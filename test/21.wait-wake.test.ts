@@ -3,37 +3,18 @@
 // and safe when a process exits or a worker is terminated while a wait is pending.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { native } from '../lib/native';
 import { Region } from '../lib/os/region';
 import { expectNoLeaks } from './helpers/leaks';
+import { runChild } from './helpers/child';
 
 const PAGE = native.pageSize;
 const INDEX_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'index.js'));
 
-interface ChildResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** Runs `node -e script` with `fd` as its fd 3, collecting its output. */
-function runChild(script: string, fd?: number): Promise<ChildResult> {
-  const stdio: ('pipe' | 'ignore' | number)[] = ['ignore', 'pipe', 'pipe'];
-  if (fd !== undefined) stdio.push(fd);
-  const child = spawn(process.execPath, ['-e', script], { stdio });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
 
 /**
  * Notifies until one waiter was really asleep on the word (the waiter thread may not be there yet).

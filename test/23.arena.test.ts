@@ -5,28 +5,18 @@
 // no sequence of calls (use after free, close with live buffers, terminated workers) raises a signal.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Arena } from '../lib/os/arena';
 import { viewAddress } from '../lib/os/views';
 import { expectNoLeaks, hugepagesFree, memfdMappingCount } from './helpers/leaks';
+import { runChild } from './helpers/child';
 
 const MiB = 1 << 20;
 const INDEX_JS = JSON.stringify(path.resolve(__dirname, '..', 'lib', 'index.js'));
 
-function runChild(script: string, fd: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe', fd] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
 
 describe('23 arena', function () {
   this.timeout(60000);
