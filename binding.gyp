@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
+        "native/export.cc",
         "native/memfd.cc",
         "native/mapping.cc",
         "native/teardown.cc",

@@ -82,11 +82,11 @@ Napi::Value Mincore(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitAdvise(Napi::Env env, Napi::Object exports) {
-  if (!Export(env, exports, "madvise", Madvise)) return false;
-  if (!Export(env, exports, "mlock", Mlock)) return false;
-  if (!Export(env, exports, "munlock", Munlock)) return false;
-  if (!Export(env, exports, "msync", Msync)) return false;
-  if (!Export(env, exports, "mincore", Mincore)) return false;
+  if (!Export(env, exports, "madvise", Madvise, "ann")) return false;
+  if (!Export(env, exports, "mlock", Mlock, "ann")) return false;
+  if (!Export(env, exports, "munlock", Munlock, "an")) return false;
+  if (!Export(env, exports, "msync", Msync, "ann")) return false;
+  if (!Export(env, exports, "mincore", Mincore, "an")) return false;
   return true;
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "errors.h"
+#include "teardown.h"
 
 namespace dmamem {
 
@@ -32,7 +33,10 @@ bool ExternalBuffersAllowed(napi_env env) {
     napi_status status = napi_create_external_arraybuffer(env, probe, 1, nullptr, nullptr, &ab);
     if (status == napi_no_external_buffers_allowed) allowed = 0;
     else if (status == napi_ok) allowed = 1;
-    else return false;  // a terminating environment: decide next time
+    else {
+      Halt(env);  // a terminating environment: decide next time, in another one
+      return false;
+    }
   }
   if (allowed == 0) {
     ThrowError(env,
@@ -46,8 +50,13 @@ bool ExternalBuffersAllowed(napi_env env) {
 // The ArrayBuffer, or an empty handle when nothing can be made (terminating, or refused: thrown).
 v8::Local<v8::ArrayBuffer> MakeArrayBuffer(napi_env env, void* addr, size_t length) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
-  // A terminating worker runs no more JS: nothing to hand out (and nothing to throw, see errors.h).
-  if (isolate == nullptr || isolate->IsExecutionTerminating() || !ExternalBuffersAllowed(env)) return {};
+  // A terminating worker runs no more JS: nothing to hand out (and nothing to throw, see errors.h),
+  // so the environment halts as when a throw is refused.
+  if (isolate == nullptr || isolate->IsExecutionTerminating()) {
+    Halt(env);
+    return {};
+  }
+  if (!ExternalBuffersAllowed(env)) return {};
   std::unique_ptr<v8::BackingStore> store = v8::ArrayBuffer::NewBackingStore(addr, length, v8::BackingStore::EmptyDeleter, nullptr);
   return v8::ArrayBuffer::New(isolate, std::move(store));
 }
@@ -71,7 +80,7 @@ Napi::Value ViewArrayBuffer(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitArena(Napi::Env env, Napi::Object exports) {
-  return Export(env, exports, "arenaBuffer", ArenaBuffer) && Export(env, exports, "viewArrayBuffer", ViewArrayBuffer);
+  return Export(env, exports, "arenaBuffer", ArenaBuffer, "an") && Export(env, exports, "viewArrayBuffer", ViewArrayBuffer, "an");
 }
 
 }  // namespace dmamem

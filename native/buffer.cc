@@ -99,13 +99,13 @@ Napi::Value AddressOf(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitBuffer(Napi::Env env, Napi::Object exports) {
-  if (!Export(env, exports, "externalArrayBuffer", ExternalArrayBuffer)) return false;
-  if (!Export(env, exports, "detach", Detach)) return false;
-  if (!Export(env, exports, "adjustExternalMemory", AdjustExternalMemory)) return false;
-  if (!Export(env, exports, "memset", Memset)) return false;
-  if (!Export(env, exports, "memcpy", Memcpy)) return false;
-  if (!Export(env, exports, "copyOut", CopyOut)) return false;
-  if (!Export(env, exports, "addressOf", AddressOf)) return false;
+  if (!Export(env, exports, "externalArrayBuffer", ExternalArrayBuffer, "an")) return false;
+  if (!Export(env, exports, "detach", Detach, "o")) return false;
+  if (!Export(env, exports, "adjustExternalMemory", AdjustExternalMemory, "n")) return false;
+  if (!Export(env, exports, "memset", Memset, "ann")) return false;
+  if (!Export(env, exports, "memcpy", Memcpy, "aan")) return false;
+  if (!Export(env, exports, "copyOut", CopyOut, "anun")) return false;
+  if (!Export(env, exports, "addressOf", AddressOf, "o")) return false;
   return true;
 }
 

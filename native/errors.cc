@@ -1,6 +1,7 @@
 // Turns an errno from a failed syscall into a Node-fs-style JS Error, and throws without ever
 // turning a terminating environment into a fatal error.
 #include "errors.h"
+#include "teardown.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -48,11 +49,15 @@ napi_value String(napi_env env, const std::string& s) {
   return v;
 }
 
-napi_value MakeError(napi_env env, const std::string& message, bool range) {
+enum class Kind { kError, kRange, kType };
+
+napi_value MakeError(napi_env env, const std::string& message, Kind kind) {
   napi_value msg = String(env, message);
   napi_value error = nullptr;
   if (msg == nullptr) return nullptr;
-  napi_status status = range ? napi_create_range_error(env, nullptr, msg, &error) : napi_create_error(env, nullptr, msg, &error);
+  napi_status status = kind == Kind::kRange  ? napi_create_range_error(env, nullptr, msg, &error)
+                       : kind == Kind::kType ? napi_create_type_error(env, nullptr, msg, &error)
+                                             : napi_create_error(env, nullptr, msg, &error);
   return status == napi_ok ? error : nullptr;
 }
 
@@ -66,9 +71,15 @@ std::string Hex(uint64_t v) {
 
 void Throw(napi_env env, napi_value error) {
   bool pending = false;
-  if (error == nullptr || napi_is_exception_pending(env, &pending) != napi_ok || pending) return;
-  // Fails only when JS cannot run any more (a terminating worker): there is no one to tell.
-  (void)napi_throw(env, error);
+  if (napi_is_exception_pending(env, &pending) != napi_ok || pending) return;
+  // No error object could be made: the environment is terminating too.
+  if (error == nullptr) {
+    Halt(env);
+    return;
+  }
+  // Fails only when JS cannot run any more (a terminating worker): there is no one to tell, and the
+  // caller's undefined must not be acted on by the JS that runs until V8 stops it.
+  if (napi_throw(env, error) != napi_ok) Halt(env);
 }
 
 void SetQuiet(napi_env env, napi_value obj, const char* key, napi_value value) {
@@ -81,7 +92,7 @@ napi_value ErrnoError(napi_env env, int err, const char* syscall, const std::str
   // GNU strerror_r: thread-safe (workers load the addon too) and returns the message pointer.
   char buf[128];
   const char* text = strerror_r(err, buf, sizeof buf);
-  napi_value e = MakeError(env, code + ": " + text + ", " + call, false);
+  napi_value e = MakeError(env, code + ": " + text + ", " + call, Kind::kError);
   napi_value errnoValue = nullptr;
   if (e == nullptr || napi_create_double(env, -err, &errnoValue) != napi_ok) return e;
   SetQuiet(env, e, "code", String(env, code));
@@ -95,12 +106,14 @@ void ThrowErrno(napi_env env, int err, const char* syscall, const std::string& c
 }
 
 void ThrowError(napi_env env, const std::string& message, const char* code) {
-  napi_value e = MakeError(env, message, false);
+  napi_value e = MakeError(env, message, Kind::kError);
   if (code != nullptr) SetQuiet(env, e, "code", String(env, code));
   Throw(env, e);
 }
 
-void ThrowRangeError(napi_env env, const std::string& message) { Throw(env, MakeError(env, message, true)); }
+void ThrowRangeError(napi_env env, const std::string& message) { Throw(env, MakeError(env, message, Kind::kRange)); }
+
+void ThrowTypeError(napi_env env, const std::string& message) { Throw(env, MakeError(env, message, Kind::kType)); }
 
 bool Failed(napi_env env, napi_status status) {
   if (status == napi_ok) return false;
@@ -111,12 +124,5 @@ bool Failed(napi_env env, napi_status status) {
   return true;
 }
 
-bool Export(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn) {
-  // Function::New reports its own failure through node-addon-api's throw, made quiet for a
-  // terminating environment by NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (binding.gyp).
-  Napi::Function f = Napi::Function::New(env, fn, name);
-  if (f.IsEmpty()) return false;
-  return napi_set_named_property(env, exports, name, f) == napi_ok;
-}
 
 }  // namespace dmamem

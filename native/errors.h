@@ -4,6 +4,8 @@
 
 #include <napi.h>
 
+#include "export.h"
+
 #include <cstdint>
 #include <string>
 
@@ -13,8 +15,9 @@ namespace dmamem {
 // environment torn down) Node-API refuses to throw (napi_pending_exception with no exception
 // pending), and node-addon-api's ThrowAsJavaScriptException answers that with napi_fatal_error:
 // SIGABRT for the whole process. Nobody is left to catch the error then, so it is dropped. An
-// exception already pending is kept (the first failure is the one to report). Every throw in the
-// addon goes through here; never call ThrowAsJavaScriptException directly.
+// exception already pending is kept (the first failure is the one to report). A refused throw also
+// halts the environment (teardown.h): its caller returns undefined, which no JS may act on. Every
+// throw in the addon goes through here; never call ThrowAsJavaScriptException directly.
 void Throw(napi_env env, napi_value error);
 
 // Sets obj[key] = value; a failure can only mean the environment is terminating, so it is ignored.
@@ -32,14 +35,11 @@ void ThrowErrno(napi_env env, int err, const char* syscall, const std::string& c
 // Plain Error / RangeError with an optional code property, thrown through Throw().
 void ThrowError(napi_env env, const std::string& message, const char* code = nullptr);
 void ThrowRangeError(napi_env env, const std::string& message);
+void ThrowTypeError(napi_env env, const std::string& message);
 
 // Throws for a failed Node-API call (its last error message), through Throw(). Returns true if
 // status is not napi_ok, so a caller writes `if (Failed(env, status)) return env.Undefined();`.
 bool Failed(napi_env env, napi_status status);
-
-// exports[name] = a function running `fn`. False when the environment is being torn down while
-// the addon loads (a worker terminated during require): module init then stops quietly.
-bool Export(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn);
 
 // "0x1f": addresses, flags and offsets read best in hex in error messages.
 std::string Hex(uint64_t v);

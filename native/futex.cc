@@ -319,12 +319,6 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return out;
 }
 
-bool ExportWith(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback fn, FutexEnv* fe) {
-  Napi::Function f = Napi::Function::New(env, fn, name, fe);
-  if (f.IsEmpty()) return false;
-  return napi_set_named_property(env, exports, name, f) == napi_ok;
-}
-
 }  // namespace
 
 bool InitFutex(Napi::Env env, Napi::Object exports) {
@@ -347,9 +341,9 @@ bool InitFutex(Napi::Env env, Napi::Object exports) {
   if (napi_add_env_cleanup_hook(env, FutexEnv::Cleanup, fe) != napi_ok) return false;
   Napi::Function noop = Napi::Function::New(env, Noop, "noop");
   if (noop.IsEmpty() || napi_create_reference(env, noop, 1, &fe->noop) != napi_ok) return false;
-  return ExportWith(env, exports, "futexWait", Wait, fe) && ExportWith(env, exports, "futexWake", Wake, fe) &&
-         ExportWith(env, exports, "futexWaitAsync", WaitAsync, fe) && ExportWith(env, exports, "futexCancel", Cancel, fe) &&
-         ExportWith(env, exports, "futexStats", Stats, fe);
+  return Export(env, exports, "futexWait", Wait, "ann", fe) && Export(env, exports, "futexWake", Wake, "an", fe) &&
+         Export(env, exports, "futexWaitAsync", WaitAsync, "ann", fe) && Export(env, exports, "futexCancel", Cancel, "n", fe) &&
+         Export(env, exports, "futexStats", Stats, "", fe);
 }
 
 }  // namespace dmamem

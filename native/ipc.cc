@@ -104,7 +104,7 @@ Napi::Value RecvFd(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitIpc(Napi::Env env, Napi::Object exports) {
-  return Export(env, exports, "socketPair", SocketPair) && Export(env, exports, "sendFd", SendFd) && Export(env, exports, "recvFd", RecvFd);
+  return Export(env, exports, "socketPair", SocketPair, "") && Export(env, exports, "sendFd", SendFd, "nnu") && Export(env, exports, "recvFd", RecvFd, "nu");
 }
 
 }  // namespace dmamem

@@ -187,13 +187,13 @@ Napi::Value Mprotect(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitMapping(Napi::Env env, Napi::Object exports) {
-  if (!Export(env, exports, "mmap", Mmap)) return false;
-  if (!Export(env, exports, "reserve", Reserve)) return false;
-  if (!Export(env, exports, "reserveFixed", ReserveFixed)) return false;
-  if (!Export(env, exports, "mapFixedBatch", MapFixedBatch)) return false;
-  if (!Export(env, exports, "mremap", Mremap)) return false;
-  if (!Export(env, exports, "munmap", Munmap)) return false;
-  if (!Export(env, exports, "mprotect", Mprotect)) return false;
+  if (!Export(env, exports, "mmap", Mmap, "nnnnnn")) return false;
+  if (!Export(env, exports, "reserve", Reserve, "nn")) return false;
+  if (!Export(env, exports, "reserveFixed", ReserveFixed, "an")) return false;
+  if (!Export(env, exports, "mapFixedBatch", MapFixedBatch, "nnnf")) return false;
+  if (!Export(env, exports, "mremap", Mremap, "annnn")) return false;
+  if (!Export(env, exports, "munmap", Munmap, "an")) return false;
+  if (!Export(env, exports, "mprotect", Mprotect, "ann")) return false;
   return true;
 }
 

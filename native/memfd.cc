@@ -125,15 +125,15 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitMemfd(Napi::Env env, Napi::Object exports) {
-  if (!Export(env, exports, "memfdCreate", MemfdCreate)) return false;
-  if (!Export(env, exports, "ftruncate", Ftruncate)) return false;
-  if (!Export(env, exports, "fallocate", Fallocate)) return false;
-  if (!Export(env, exports, "addSeals", AddSeals)) return false;
-  if (!Export(env, exports, "getSeals", GetSeals)) return false;
-  if (!Export(env, exports, "fstatSize", FstatSize)) return false;
-  if (!Export(env, exports, "open", Open)) return false;
-  if (!Export(env, exports, "dup", Dup)) return false;
-  if (!Export(env, exports, "close", Close)) return false;
+  if (!Export(env, exports, "memfdCreate", MemfdCreate, "sn")) return false;
+  if (!Export(env, exports, "ftruncate", Ftruncate, "nn")) return false;
+  if (!Export(env, exports, "fallocate", Fallocate, "nnnn")) return false;
+  if (!Export(env, exports, "addSeals", AddSeals, "nn")) return false;
+  if (!Export(env, exports, "getSeals", GetSeals, "n")) return false;
+  if (!Export(env, exports, "fstatSize", FstatSize, "n")) return false;
+  if (!Export(env, exports, "open", Open, "sn")) return false;
+  if (!Export(env, exports, "dup", Dup, "n")) return false;
+  if (!Export(env, exports, "close", Close, "n")) return false;
   return true;
 }
 

@@ -96,8 +96,8 @@ Napi::Value KpageflagsRead(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitPagemap(Napi::Env env, Napi::Object exports) {
-  if (!Export(env, exports, "pagemapRead", PagemapRead)) return false;
-  if (!Export(env, exports, "kpageflagsRead", KpageflagsRead)) return false;
+  if (!Export(env, exports, "pagemapRead", PagemapRead, "nngb")) return false;
+  if (!Export(env, exports, "kpageflagsRead", KpageflagsRead, "nng")) return false;
   return true;
 }
 

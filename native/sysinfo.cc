@@ -136,8 +136,8 @@ bool InitSysinfo(Napi::Env env, Napi::Object exports) {
   if (napi_set_named_property(env, exports, "pageSize", pageSize) != napi_ok) return false;
   napi_value constants = Constants(env);
   if (constants == nullptr || napi_set_named_property(env, exports, "constants", constants) != napi_ok) return false;
-  if (!Export(env, exports, "memlockLimit", MemlockLimit)) return false;
-  if (!Export(env, exports, "gettid", Gettid)) return false;
+  if (!Export(env, exports, "memlockLimit", MemlockLimit, "")) return false;
+  if (!Export(env, exports, "gettid", Gettid, "")) return false;
   return true;
 }
 

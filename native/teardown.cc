@@ -23,6 +23,7 @@ namespace {
 struct EnvResources {
   std::map<uint64_t, uint64_t> ranges;  // start -> end: disjoint, touching ranges merged
   std::set<int> fds;
+  EnvStatus status;
 
   // Runs when the environment is torn down (the instance data's finalizer).
   ~EnvResources() {
@@ -98,6 +99,15 @@ void UntrackRange(napi_env env, uint64_t addr, uint64_t length) {
   if (EnvResources* r = Resources(env); r != nullptr && length > 0) r->Remove(addr, addr + length);
 }
 
+EnvStatus* Status(napi_env env) {
+  EnvResources* r = Resources(env);
+  return r == nullptr ? nullptr : &r->status;
+}
+
+void Halt(napi_env env) {
+  if (EnvStatus* st = Status(env); st != nullptr) st->halted = true;
+}
+
 void TrackFd(napi_env env, int fd) {
   if (EnvResources* r = Resources(env); r != nullptr) r->fds.insert(fd);
 }
@@ -113,7 +123,7 @@ bool InitTeardown(Napi::Env env, Napi::Object exports) {
     delete resources;
     return false;
   }
-  if (!Export(env, exports, "trackedResources", TrackedResources)) return false;
+  if (!Export(env, exports, "trackedResources", TrackedResources, "")) return false;
   return true;
 }
 

@@ -170,6 +170,27 @@ describe('native addon', () => {
       assert.equal(e.syscall, 'mmap');
       assert.equal(e.message, 'EBADF: Bad file descriptor, mmap(addr=0x0, length=4096, prot=0x3, flags=0x1, fd=987654, offset=0x0)');
     });
+    it('every export checks its arguments first: undefined, NaN or 0 is never read as address 0', () => {
+      // Node-addon-api reads a non-number as 0, and munmap(0, 8 MiB) unmaps node's own ELF header.
+      const nodeHeader = fs.readFileSync('/proc/self/maps', 'utf8').split('\n')[0]!;
+      const bad: [string, () => unknown, RegExp][] = [
+        ['munmap(undefined)', () => native.munmap(undefined as unknown as number, 8 << 20), /munmap: argument 0 must be an address/],
+        ['munmap(NaN)', () => native.munmap(NaN, 8 << 20), /munmap: argument 0 must be an address/],
+        ['munmap(0)', () => native.munmap(0, 8 << 20), /munmap: argument 0 must be an address/],
+        ['mprotect(1.5)', () => native.mprotect(1.5, PAGE, 0), /mprotect: argument 0 must be an address/],
+        ['memset(len "1")', () => native.memset(PAGE, 0, '1' as unknown as number), /memset: argument 2 must be a finite number/],
+        ['copyOut(target [])', () => native.copyOut(PAGE, 1, [] as unknown as Uint8Array, 0), /copyOut: argument 2 must be a Uint8Array/],
+        ['mapFixedBatch(Array)', () => native.mapFixedBatch(-1, 0, 0, [0, 0, 0] as unknown as Float64Array), /argument 3 must be a Float64Array/],
+        ['close(undefined)', () => native.close(undefined as unknown as number), /close: argument 0 must be a finite number/],
+        ['memfdCreate(1)', () => native.memfdCreate(1 as unknown as string, 0), /memfdCreate: argument 0 must be a string/],
+      ];
+      for (const [what, fn, message] of bad) {
+        const e = thrown(fn);
+        assert.ok(e instanceof TypeError, `${what}: ${e.name}`);
+        assert.match(e.message, message, what);
+      }
+      assert.equal(fs.readFileSync('/proc/self/maps', 'utf8').split('\n')[0], nodeHeader, "node's first mapping is untouched");
+    });
   });
 
   describe('mappings', () => {

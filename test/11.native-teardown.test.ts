@@ -11,7 +11,7 @@ import { expectNoLeaks } from './helpers/leaks';
 
 const child = path.resolve(__dirname, 'fixtures', 'terminate-workers-child.js');
 const override = process.env.DMAMEM_TEARDOWN_WORKERS;
-const workersFor = (mode: 'view' | 'load'): number => (override !== undefined ? Number(override) : mode === 'view' ? 300 : 150);
+const workersFor = (mode: 'view' | 'load' | 'halt'): number => (override !== undefined ? Number(override) : mode === 'load' ? 150 : 300);
 
 describe('11 native layer under worker termination', function () {
   this.timeout(300000);
@@ -20,6 +20,7 @@ describe('11 native layer under worker termination', function () {
   for (const [mode, what] of [
     ['view', 'inside Region.allocate/view/close (terminated 0-5 ms after it started looping)'],
     ['load', "while loading the addon (terminated 0-20 ms after 'online')"],
+    ['halt', 'while acting on an address after a failed mmap (the addon halts once a throw is refused)'],
   ] as const) {
     const workers = workersFor(mode);
     it(`${workers} workers terminated ${what} end without a signal`, () => {
@@ -33,7 +34,7 @@ describe('11 native layer under worker termination', function () {
 
   it('errors still reach JS from the same throw path (errno errors, RangeError, pending exceptions)', () => {
     assert.throws(() => native.close(-1), (e: NodeJS.ErrnoException) => e.code === 'EBADF' && e.errno === -9 && e.syscall === 'close' && /^EBADF: .*close\(fd=-1\)$/.test(e.message));
-    assert.throws(() => native.copyOut(0, 16, new Uint8Array(8), 0), RangeError);
+    assert.throws(() => native.copyOut(4096, 16, new Uint8Array(8), 0), RangeError);
     const batch = new Float64Array([0x1000, 4096, 0]);
     assert.throws(() => native.mapFixedBatch(-1, 0, 0, batch), (e: NodeJS.ErrnoException & { index: number }) => e.code === 'EBADF' && e.index === 0);
     assert.equal(native.constants.PROT_READ, 1);

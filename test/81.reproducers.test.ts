@@ -21,6 +21,7 @@ const cases: { name: string; title: string; limited?: boolean }[] = [
   { name: 'r3-fixed-address', title: "3: createBackedMemfd(..., { fixedAddress }) over node's own code" },
   { name: 'r4-terminate-in-view', title: '4: worker.terminate() inside region.view() (300 workers or 10 s)' },
   { name: 'r4-terminate-during-load', title: '4: worker.terminate() 0-20 ms after online, while loading the addon (300 workers or 8 s)' },
+  { name: 'terminate-after-failed-map', title: 'worker.terminate() while a worker maps a share whose mmap fails (400 workers or 15 s)' },
   { name: 'r5-shrink-race', title: "5: the owner's shrink/regrow against two workers mapping the memfd (8 s)" },
   { name: 'r6-hostile-receiver', title: '6: a shareReadOnly({ enforce }) receiver reopens read-write and truncates' },
   { name: 'machine-view-buffer', title: 'machine.view(addr, 4096).buffer covers exactly 4096 bytes' },
