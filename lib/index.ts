@@ -167,6 +167,7 @@ export {
   sg_init_table, sg_chain, sg_alloc_table, sg_free_table, sg_alloc_table_from_pages,
   sg_alloc_table_from_pages_segment,
 } from './dma/scatterlist';
+export { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from './dma/sg_append';
 
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';

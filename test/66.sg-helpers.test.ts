@@ -13,7 +13,33 @@ import {
   SG_MITER_FROM_SG, SgMappingIter, sg_copy_from_buffer, sg_copy_to_buffer, sg_init_one, sg_last, sg_miter_next, sg_miter_skip,
   sg_miter_start, sg_miter_stop, sg_nents_for_len, sg_pcopy_from_buffer, sg_pcopy_to_buffer, sg_set_buf, sg_virt,
 } from '../lib/dma/sg_helpers';
+import { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from '../lib/dma/sg_append';
+import { SG_MAX_SINGLE_ALLOC, sgFaultInjection, sg_alloc_table_from_pages_segment, sg_nents } from '../lib/dma/scatterlist';
+import { EINVAL as EINVAL_, ENOMEM } from '../lib/dma/constants';
 import { expectNoLeaks } from './helpers/leaks';
+
+const UINT_MAX = 0xffff_ffff;
+
+/** [pfn, offset, length] of every entry of a table, following chain links. */
+function entries(sgt: SgTable): [number, number, number][] {
+  const out: [number, number, number][] = [];
+  for_each_sg(sgt.sgl, sgt.nents, (sg) => void out.push([sg_page(sg)!.pfn, sg.offset, sg.length]));
+  return out;
+}
+
+/** Warnings emitted while fn runs (the kernel's WARN_ONs are process warnings with code KERNEL_WARN). */
+async function warningsOf(fn: () => void): Promise<string[]> {
+  const seen: string[] = [];
+  const on = (w: Error & { code?: string }): void => void (w.code === 'KERNEL_WARN' && seen.push(w.message));
+  process.on('warning', on);
+  try {
+    fn();
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off('warning', on);
+  }
+  return seen;
+}
 
 const MiB = 1 << 20;
 
@@ -150,5 +176,146 @@ describe('66 scatterlist helpers over kernel memory', () => {
     for_each_sg(t.sgl, 6, (_sg, i) => { seen.push(i); return i < 2; });
     assert.deepEqual(seen, [0, 1, 2]);
     sg_free_table(t);
+  });
+
+  describe('sg_alloc_append_table_from_pages / sg_free_append_table', () => {
+    /** The pages of one physically contiguous block of 2^order pages. */
+    function run(order: number): Page[] {
+      const head = m.alloc_pages_node(NUMA_NO_NODE, GFP_KERNEL, order)!;
+      return Array.from({ length: 1 << order }, (_, i) => m.pfn_to_page(head.pfn + i));
+    }
+
+    it('pages that continue the last entry merge into it across calls; left_pages 0 ends the list', () => {
+      const pages = run(3);
+      const t = new SgAppendTable();
+      assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(0, 3), 3, 0, 3 * PAGE_SIZE, UINT_MAX, 5, GFP_KERNEL), 0);
+      // Chunks are sized for the pages still to come: 1 + 5.
+      assert.equal(t.total_nents, 6);
+      assert.equal(sg_is_last(t.prv!), false);
+      assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(3), 5, 0, 5 * PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), 0);
+      assert.deepEqual(entries(t.sgt), [[pages[0]!.pfn, 0, 8 * PAGE_SIZE]]);
+      assert.equal(t.sgt.nents, 1);
+      assert.equal(t.sgt.orig_nents, 1);
+      assert.equal(sg_is_last(t.sgt.sgl!), true);
+      sg_free_append_table(t);
+      assert.equal(t.sgt.sgl, null);
+      assert.equal(t.prv, null);
+      assert.equal(t.total_nents, 0);
+    });
+
+    it('merging stops at max_segment, and a gap in the PFNs starts a new entry', () => {
+      const a = run(2);
+      const gap = m.alloc_pages_node(NUMA_NO_NODE, GFP_KERNEL, 0)!;
+      const b = run(1);
+      const t = new SgAppendTable();
+      assert.equal(sg_alloc_append_table_from_pages(t, a.slice(0, 1), 1, 0, PAGE_SIZE, 2 * PAGE_SIZE + 100, 4, GFP_KERNEL), 0);
+      // max_segment is rounded down to 2 pages: the first entry takes one more page, then a new one starts.
+      assert.equal(sg_alloc_append_table_from_pages(t, a.slice(1), 3, 0, 3 * PAGE_SIZE, 2 * PAGE_SIZE + 100, 2, GFP_KERNEL), 0);
+      assert.equal(sg_alloc_append_table_from_pages(t, b, 2, 0, 2 * PAGE_SIZE, 2 * PAGE_SIZE + 100, 0, GFP_KERNEL), 0);
+      const expected: [number, number, number][] = [[a[0]!.pfn, 0, 2 * PAGE_SIZE], [a[2]!.pfn, 0, 2 * PAGE_SIZE]];
+      // b continues a only if the allocator placed it right after a (the page in between is `gap`).
+      assert.notEqual(b[0]!.pfn, a[3]!.pfn + 1);
+      expected.push([b[0]!.pfn, 0, 2 * PAGE_SIZE]);
+      assert.deepEqual(entries(t.sgt), expected);
+      assert.equal(t.sgt.nents, 3);
+      // The first chunk was sized for 5 entries; the last call (left_pages 0) ends the list at the third.
+      assert.equal(t.total_nents, 5);
+      assert.equal(sg_nents(t.sgt.sgl), 3);
+      m.__free_pages(gap, 0);
+      sg_free_append_table(t);
+    });
+
+    it('hundreds of scattered pages in batches chain new chunks on; the walk gives every page in order', () => {
+      const pages = scattered(300);
+      const t = new SgAppendTable();
+      for (let i = 0; i < 300; i += 50) {
+        assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(i, i + 50), 50, 0, 50 * PAGE_SIZE, UINT_MAX, 300 - i - 50, GFP_KERNEL), 0);
+      }
+      assert.equal(t.sgt.nents, 300);
+      assert.deepEqual(entries(t.sgt).map((e) => e[0]), pages.map((p) => p.pfn));
+      // Chunks of 128, 128 and the 46 still needed; total_nents counts entries, not the 2 chain links.
+      assert.equal(t.total_nents, 300);
+      const chunks = new Set<unknown>();
+      for_each_sg(t.sgt.sgl, t.sgt.nents, (sg) => void chunks.add(sg.store));
+      assert.equal(chunks.size, Math.ceil(300 / (SG_MAX_SINGLE_ALLOC - 1)));
+      let last = t.sgt.sgl!;
+      for (let sg = sg_next(last); sg !== null; sg = sg_next(sg)) last = sg;
+      assert.equal(sg_page(last), pages[299]);
+      sg_free_append_table(t);
+    });
+
+    it('one call gives what sg_alloc_table_from_pages_segment gives (offset, short size, max_segment)', () => {
+      const pages = [...run(2), ...scattered(3), ...run(1)];
+      for (const [offset, size, maxSeg] of [[0, pages.length * PAGE_SIZE, UINT_MAX], [100, 5 * PAGE_SIZE + 7, UINT_MAX], [4000, 9 * PAGE_SIZE, 2 * PAGE_SIZE]] as const) {
+        const t = new SgAppendTable();
+        assert.equal(sg_alloc_append_table_from_pages(t, pages, pages.length, offset, size, maxSeg, 0, GFP_KERNEL), 0);
+        const ref = new SgTable();
+        assert.equal(sg_alloc_table_from_pages_segment(ref, pages, pages.length, offset, size, maxSeg, GFP_KERNEL), 0);
+        assert.deepEqual(entries(t.sgt), entries(ref), `offset ${offset} size ${size} max_segment ${maxSeg}`);
+        assert.equal(t.sgt.nents, ref.nents);
+        sg_free_append_table(t);
+      }
+    });
+
+    it('refuses an offset on an append and max_segment < PAGE_SIZE with a warning and -EINVAL, changing nothing', async () => {
+      const pages = run(1);
+      const t = new SgAppendTable();
+      assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(0, 1), 1, 0, PAGE_SIZE, UINT_MAX, 1, GFP_KERNEL), 0);
+      let ret = 0;
+      assert.equal((await warningsOf(() => { ret = sg_alloc_append_table_from_pages(t, pages.slice(1), 1, 8, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL); })).length, 1);
+      assert.equal(ret, -EINVAL_);
+      assert.equal((await warningsOf(() => { ret = sg_alloc_append_table_from_pages(t, pages.slice(1), 1, 0, PAGE_SIZE, PAGE_SIZE - 1, 0, GFP_KERNEL); })).length, 1);
+      assert.equal(ret, -EINVAL_);
+      assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(1), 0, 0, 0, UINT_MAX, 0, GFP_KERNEL), -EINVAL_);
+      assert.deepEqual(entries(t.sgt), [[pages[0]!.pfn, 0, PAGE_SIZE]]);
+      assert.throws(() => sg_alloc_append_table_from_pages(t, [{} as Page], 1, 0, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), TypeError);
+      assert.throws(() => sg_alloc_append_table_from_pages({} as SgAppendTable, pages, 1, 0, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), TypeError);
+      assert.throws(() => sg_alloc_append_table_from_pages(t, pages, 3, 0, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), RangeError);
+      const other = new Machine({ name: 'm66b', ramPerNode: 4 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+      try {
+        const foreign = other.alloc_pages_node(NUMA_NO_NODE, GFP_KERNEL, 0)!;
+        assert.throws(() => sg_alloc_append_table_from_pages(t, [foreign], 1, 0, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), TypeError);
+      } finally {
+        other.destroy();
+      }
+      assert.deepEqual(entries(t.sgt), [[pages[0]!.pfn, 0, PAGE_SIZE]]);
+      sg_free_append_table(t);
+    });
+
+    it('a chunk that cannot be allocated is -ENOMEM with the merged length undone', () => {
+      const pages = run(1);
+      const spacer = m.alloc_pages_node(NUMA_NO_NODE, GFP_KERNEL, 0)!;
+      const far = scattered(2);
+      assert.ok(far.every((p) => p.pfn !== pages[1]!.pfn + 1 && p.pfn !== pages[0]!.pfn - 1), 'far pages do not continue the run');
+      const t = new SgAppendTable();
+      // Room for exactly one entry: the next append must chain a new chunk.
+      assert.equal(sg_alloc_append_table_from_pages(t, pages.slice(0, 1), 1, 0, PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), 0);
+      const t2 = new SgAppendTable();
+      assert.equal(sg_alloc_append_table_from_pages(t2, pages.slice(0, 1), 1, 0, PAGE_SIZE, UINT_MAX, 3, GFP_KERNEL), 0);
+      sgFaultInjection.failAfterChunks = 0;
+      try {
+        // pages[1] merges into the first entry, then far[] needs two more entries than the chunk has left.
+        assert.equal(sg_alloc_append_table_from_pages(t2, [pages[1]!, ...far], 3, 0, 3 * PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), 0);
+        const t3 = new SgAppendTable();
+        assert.equal(sg_alloc_append_table_from_pages(t3, pages.slice(0, 1), 1, 0, PAGE_SIZE, UINT_MAX, 1, GFP_KERNEL), -ENOMEM);
+      } finally {
+        sgFaultInjection.failAfterChunks = null;
+      }
+      assert.deepEqual(entries(t2.sgt), [[pages[0]!.pfn, 0, 2 * PAGE_SIZE], [far[0]!.pfn, 0, PAGE_SIZE], [far[1]!.pfn, 0, PAGE_SIZE]]);
+      const t4 = new SgAppendTable();
+      assert.equal(sg_alloc_append_table_from_pages(t4, far.slice(0, 1), 1, 0, PAGE_SIZE, UINT_MAX, 1, GFP_KERNEL), 0);
+      // Two slots, one used: after a page merges into the first, two scattered pages need a chunk chained on, and that fails.
+      sgFaultInjection.failAfterChunks = 0;
+      try {
+        assert.equal(sg_alloc_append_table_from_pages(t4, [m.pfn_to_page(far[0]!.pfn + 1), pages[0]!, far[1]!], 3, 0, 3 * PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), -ENOMEM);
+      } finally {
+        sgFaultInjection.failAfterChunks = null;
+      }
+      assert.deepEqual(entries(t4.sgt), [[far[0]!.pfn, 0, PAGE_SIZE]], 'the merged page was taken back out of the last entry');
+      // Appending after the list was ended is the kernel's NULL dereference: a BUG here.
+      assert.throws(() => sg_alloc_append_table_from_pages(t, far, 2, 0, 2 * PAGE_SIZE, UINT_MAX, 0, GFP_KERNEL), /kernel BUG/);
+      for (const x of [t, t2, t4]) sg_free_append_table(x);
+      m.__free_pages(spacer, 0);
+    });
   });
 });

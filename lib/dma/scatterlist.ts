@@ -345,7 +345,8 @@ export function sg_chain(prv: readonly Scatterlist[], prv_nents: number, sgl: Sc
   __sg_chain(link.store, link.index, sgl);
 }
 
-function __sg_chain(store: SgStore, slot: number, sgl: Scatterlist): void {
+/** __sg_chain on a store slot. Internal to lib/dma (the append table chains new chunks with it). */
+export function __sg_chain(store: SgStore, slot: number, sgl: Scatterlist): void {
   store.offset[slot] = 0;
   store.length[slot] = 0;
   store.pages[slot] = null;
