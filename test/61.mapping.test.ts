@@ -14,7 +14,7 @@ import {
   DMA_BIDIRECTIONAL, DMA_BIT_MASK, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EIO, ENOMEM, ENXIO, type DmaDataDirection,
 } from '../lib/dma/constants';
 import {
-  dma_alloc_pages, dma_free_pages, dma_get_mask, dma_get_sgtable, dma_get_sgtable_attrs, dma_map_page,
+  dma_alloc_attrs, dma_alloc_pages, dma_free_pages, dma_get_mask, dma_get_sgtable, dma_get_sgtable_attrs, dma_map_page,
   dma_map_page_attrs, dma_map_sg_attrs, dma_map_sgtable, dma_mapping_error, dma_mmap_attrs, dma_mmap_coherent,
   dma_mmap_pages, dma_set_coherent_mask, dma_set_mask, dma_set_mask_and_coherent, dma_supported,
   dma_unmap_page, dma_alloc_noncoherent, dma_free_noncoherent, dma_map_single,
@@ -227,6 +227,27 @@ describe('61 mapping: the driver-facing wrappers', () => {
       result = 1;
       assert.equal(dma_map_sgtable(d, sgt, DMA_TO_DEVICE, 0), 0);
       assert.equal(sgt.nents, 1);
+    });
+
+    it('dma_alloc_attrs (kernel/dma/mapping.c): a zero coherent_dma_mask WARNs once and still calls ops->alloc', () => {
+      const allocs: number[] = [];
+      const d = device({
+        name: 'mask0',
+        ops: spyOps(calls, {
+          alloc: (_d: Device, size: number): number | null => {
+            allocs.push(size);
+            return null;
+          },
+        }),
+      });
+      d.coherent_dma_mask = 0n;
+      const before = m.warnings.length;
+      const h = { value: 0n };
+      assert.equal(dma_alloc_attrs(d, PAGE_SIZE, h, GFP_KERNEL, 0), null);
+      assert.equal(dma_alloc_attrs(d, 2 * PAGE_SIZE, h, GFP_KERNEL, 0), null);
+      assert.deepEqual(allocs, [PAGE_SIZE, 2 * PAGE_SIZE], 'ops->alloc ran both times');
+      const warned = m.warnings.slice(before).filter((w) => /coherent_dma_mask/.test(w.message));
+      assert.equal(warned.length, 1, 'WARN_ON_ONCE');
     });
 
     it('case 53: dma_set_mask on dma-direct: 16 bits -> -EIO; 24 and 32 bits -> 0', () => {

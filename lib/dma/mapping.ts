@@ -401,10 +401,9 @@ export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigin
   let cpu_addr: number | null;
   if (dma_alloc_direct(dev, ops)) cpu_addr = direct.dma_direct_alloc(dev, size, dma_handle, gfp, attrs);
   else if (use_dma_iommu(dev)) cpu_addr = dma_iommu.iommu_dma_alloc(dev, size, dma_handle, gfp, attrs);
-  else if (ops?.alloc !== undefined) {
-    if (dev.coherent_dma_mask === 0n) return null;
-    cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
-  } else return null;
+  // A zero coherent_dma_mask was WARNed above; the ops still get the call, as in the kernel.
+  else if (ops?.alloc !== undefined) cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
+  else return null;
   debugOf(dev).debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr);
   return cpu_addr;
 }
