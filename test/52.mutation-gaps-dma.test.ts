@@ -268,7 +268,8 @@ describe('52 mutation gaps in lib/dma', () => {
     assert.deepEqual(d.reports.map((r) => r.check), [], 'syncs that end exactly at the end are fine');
     d.debug_dma_sync_single_for_cpu(dev, 0x20000n, 4097, DMA_FROM_DEVICE);
     d.debug_dma_sync_single_for_cpu(dev, 0x20801n, 2048, DMA_FROM_DEVICE);
-    assert.deepEqual(d.reports.map((r) => r.check), [10, 10]);
+    // As the kernel's containing_match: no entry holds the range, so it is memory it has not allocated.
+    assert.deepEqual(d.reports.map((r) => r.check), [9, 9]);
     d.debug_dma_unmap_page(dev, 0x20000n, 4096, DMA_FROM_DEVICE);
     assert.equal(d.activeEntries(), 0);
   });

@@ -159,21 +159,21 @@ export class DmaDebugEntries {
   }
 
   /**
-   * The entry a sync at `ref.dev_addr` belongs to: an exact address first (O(1)); else any entry
-   * of the device whose range holds the start address (a scan, only for syncs of part of a
-   * mapping). The kernel wants the whole sync range inside; we match on the start so that a sync
-   * running past the end is reported as such (check 10) rather than as "not allocated".
+   * The entry a sync of [ref.dev_addr, + ref.size) belongs to: one of the device's entries holding
+   * the whole range (the kernel's bucket_find_contain with containing_match), so a sync that runs
+   * past the end of its mapping finds nothing and is reported as memory it has not allocated.
+   * An exact start address is looked up first (O(1)); a sync of part of a mapping scans.
    */
   findContaining(ref: DmaDebugRef): DmaDebugEntry | null {
     const own = this.devices.get(ref.dev);
     if (own === undefined) return null;
-    const exact = own.byAddr.get(ref.dev_addr);
-    if (exact !== undefined) return bestFit(exact, ref, false);
+    const end = ref.dev_addr + BigInt(ref.size);
+    const holds = (e: DmaDebugEntry): boolean => e.dev_addr <= ref.dev_addr && end <= e.dev_addr + BigInt(e.size);
+    const exact = own.byAddr.get(ref.dev_addr)?.filter(holds);
+    if (exact !== undefined && exact.length > 0) return bestFit(exact, ref, false);
     const hits: DmaDebugEntry[] = [];
     for (const list of own.byAddr.values()) {
-      for (const e of list) {
-        if (e.dev_addr <= ref.dev_addr && ref.dev_addr < e.dev_addr + BigInt(e.size)) hits.push(e);
-      }
+      for (const e of list) if (holds(e)) hits.push(e);
     }
     return hits.length === 0 ? null : bestFit(hits, ref, false);
   }
