@@ -8,6 +8,7 @@ import {
   DMA_FROM_DEVICE,
   DMA_MAPPING_ERROR,
   DMA_TO_DEVICE,
+  DMA_ATTR_SKIP_CPU_SYNC,
 } from '../lib/dma/constants';
 import { DmaDebug, DmaDebugError, MAP_ERR_CHECKED, type DmaDebugReport } from '../lib/dma/debug';
 import { SgTable, for_each_sg, sg_alloc_table, sg_set_page } from '../lib/dma/scatterlist';
@@ -253,6 +254,50 @@ describe('DMA-API debug', () => {
       'device driver syncs DMA sg list with different entry count [map count=3] [sync count=2]',
     )));
     assert.deepEqual([...new Set(checks(d))], [14]);
+  });
+
+  it("check 20: two live mappings the device may write starting in one cacheline (add_dma_entry / active_cacheline_insert)", () => {
+    const d = tracker();
+    const p = page(0x300);
+    d.debug_dma_map_page(dev, p, 0, 32, DMA_FROM_DEVICE, 0x300000n, false);
+    d.debug_dma_map_page(dev, p, 64, 32, DMA_FROM_DEVICE, 0x300040n, false);
+    assert.deepEqual(checks(d), [], 'the next cacheline is another line');
+    d.debug_dma_map_page(dev, p, 32, 32, DMA_BIDIRECTIONAL, 0x300020n, false);
+    assert.equal(only(d, 20).message, "DMA-API: nic0: cacheline tracking EEXIST, overlapping mappings aren't supported");
+    d.clear();
+    // The device does not write a TO_DEVICE mapping, and SKIP_CPU_SYNC opts out: both are allowed.
+    d.debug_dma_map_page(dev, p, 16, 16, DMA_TO_DEVICE, 0x300010n, false);
+    d.debug_dma_map_page(dev, p, 48, 16, DMA_FROM_DEVICE, 0x300030n, false, DMA_ATTR_SKIP_CPU_SYNC);
+    assert.deepEqual(checks(d), []);
+    // Overlaps are counted: the line stays tracked until its last mapping goes.
+    for (const [addr, size, dir] of [[0x300000n, 32, DMA_FROM_DEVICE], [0x300020n, 32, DMA_BIDIRECTIONAL], [0x300010n, 16, DMA_TO_DEVICE]] as const) {
+      d.debug_dma_mapping_error(dev, addr);
+      d.debug_dma_unmap_page(dev, addr, size, dir);
+    }
+    d.debug_dma_map_page(dev, p, 0, 8, DMA_FROM_DEVICE, 0x300000n, false);
+    assert.deepEqual(checks(d), [20], 'the SKIP_CPU_SYNC mapping still holds the line');
+    d.clear();
+    d.debug_dma_mapping_error(dev, 0x300000n);
+    d.debug_dma_unmap_page(dev, 0x300000n, 8, DMA_FROM_DEVICE);
+    d.debug_dma_mapping_error(dev, 0x300030n);
+    d.debug_dma_unmap_page(dev, 0x300030n, 16, DMA_FROM_DEVICE);
+    d.debug_dma_map_page(dev, p, 0, 8, DMA_FROM_DEVICE, 0x300000n, false);
+    assert.deepEqual(checks(d), [], 'the line is free again');
+  });
+
+  it('check 20: more than 7 overlaps of a line WARN once ("exceeded 7 overlapping mappings", a likely leak)', async () => {
+    const d = tracker();
+    const warnings: string[] = [];
+    const on = (w: Error & { code?: string }): void => void (w.code === 'KERNEL_WARN' && warnings.push(w.message));
+    process.on('warning', on);
+    try {
+      for (let i = 0; i < 10; i++) d.debug_dma_map_page(dev, page(0x400), i, 1, DMA_FROM_DEVICE, 0x400000n + BigInt(i), false);
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', on);
+    }
+    assert.deepEqual(warnings, ['DMA-API: exceeded 7 overlapping mappings of cacheline 0x0000000000010000']);
+    assert.equal(checks(d).filter((c) => c === 20).length, 9, 'every mapping after the first is reported');
   });
 
   it('check 21: a device released with mappings still held', () => {

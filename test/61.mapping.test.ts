@@ -11,13 +11,13 @@ import type { Page } from '../lib/mm/page';
 import { PAGE_SHARED } from '../lib/mm/pgprot';
 import { dma_declare_coherent_memory, dma_release_coherent_memory } from '../lib/dma/coherent';
 import {
-  DMA_BIDIRECTIONAL, DMA_BIT_MASK, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EIO, ENOMEM, ENXIO, type DmaDataDirection,
+  DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_BIT_MASK, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EIO, ENOMEM, ENXIO, type DmaDataDirection,
 } from '../lib/dma/constants';
 import {
   dma_alloc_attrs, dma_alloc_pages, dma_free_pages, dma_get_mask, dma_get_sgtable, dma_get_sgtable_attrs, dma_map_page,
   dma_map_page_attrs, dma_map_sg_attrs, dma_map_sgtable, dma_mapping_error, dma_mmap_attrs, dma_mmap_coherent,
   dma_mmap_pages, dma_set_coherent_mask, dma_set_mask, dma_set_mask_and_coherent, dma_supported,
-  dma_unmap_page, dma_alloc_noncoherent, dma_free_noncoherent, dma_map_single,
+  dma_unmap_page, dma_alloc_noncoherent, dma_free_noncoherent, dma_map_single, dma_unmap_single, dma_alloc_coherent, dma_free_coherent,
 } from '../lib/dma/mapping';
 import { vfree, vmalloc } from '../lib/mm/vmalloc';
 import { dma_common_ops, dma_dummy_ops } from '../lib/dma/ops_helpers';
@@ -248,6 +248,33 @@ describe('61 mapping: the driver-facing wrappers', () => {
       assert.deepEqual(allocs, [PAGE_SIZE, 2 * PAGE_SIZE], 'ops->alloc ran both times');
       const warned = m.warnings.slice(before).filter((w) => /coherent_dma_mask/.test(w.message));
       assert.equal(warned.length, 1, 'WARN_ON_ONCE');
+    });
+
+    it('DMA-API debug check 20 spans the devices of one machine and covers coherent buffers (one dma_active_cacheline tree)', () => {
+      const a = device({ name: 'ovl-a', debug: true });
+      const b = device({ name: 'ovl-b', debug: true });
+      a.debug.maxPrinted = b.debug.maxPrinted = 0;
+      const { page } = buffer(0);
+      const ha = dma_map_page(a, page, 0, 64, DMA_FROM_DEVICE);
+      assert.equal(dma_mapping_error(a, ha), 0);
+      const hb = dma_map_page(b, page, 8, 16, DMA_FROM_DEVICE);
+      assert.equal(dma_mapping_error(b, hb), 0);
+      assert.deepEqual(b.debug.reports.map((r) => r.check), [20]);
+      assert.deepEqual(a.debug.reports.map((r) => r.check), []);
+      dma_unmap_page(a, ha, 64, DMA_FROM_DEVICE);
+      dma_unmap_page(b, hb, 16, DMA_FROM_DEVICE);
+      // A coherent buffer holds its first line (DMA_BIDIRECTIONAL): a streaming FROM_DEVICE map of it overlaps.
+      const h = { value: 0n };
+      const cpu = dma_alloc_coherent(a, PAGE_SIZE, h, GFP_KERNEL)!;
+      const hs = dma_map_single(b, cpu + 32, 16, DMA_FROM_DEVICE);
+      assert.equal(dma_mapping_error(b, hs), 0);
+      assert.deepEqual(b.debug.reports.map((r) => r.check), [20, 20]);
+      dma_unmap_single(b, hs, 16, DMA_FROM_DEVICE);
+      dma_free_coherent(a, PAGE_SIZE, cpu, h.value);
+      const again = dma_map_single(b, cpu + 32, 16, DMA_FROM_DEVICE);
+      assert.equal(dma_mapping_error(b, again), 0);
+      assert.deepEqual(b.debug.reports.map((r) => r.check), [20, 20], 'freed lines are free again');
+      dma_unmap_single(b, again, 16, DMA_FROM_DEVICE);
     });
 
     it('case 53: dma_set_mask on dma-direct: 16 bits -> -EIO; 24 and 32 bits -> 0', () => {

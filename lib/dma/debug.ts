@@ -15,6 +15,8 @@ import {
   typeMatches, type DmaDebugDevice, type DmaDebugEntry, type DmaDebugRef,
 } from './debug_entries';
 import { type Scatterlist, for_each_sg, sg_dma_address, sg_dma_len, sg_page } from './scatterlist';
+import { ACTIVE_CACHELINE_MAX_OVERLAP, active_cacheline_insert, active_cacheline_remove } from './debug_cacheline';
+import { DMA_ATTR_SKIP_CPU_SYNC } from './constants';
 import { FrozenList } from '../os/lock';
 import { checkBool, checkInt } from '../mm/validate';
 
@@ -128,6 +130,7 @@ export class DmaDebug {
   #errorCount = 0;
   #printed = 0;
   readonly #entries = new DmaDebugEntries();
+  #overflowWarned = false;
   /** First report of the hook call in progress (strict mode throws it when the hook ends). */
   #pending: DmaDebugReport | null = null;
 
@@ -200,6 +203,7 @@ export class DmaDebug {
     direction: number,
     dma_addr: bigint,
     isSingle: boolean,
+    attrs = 0,
   ): void {
     if (!this.#enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
@@ -207,7 +211,8 @@ export class DmaDebug {
       dev, type: isSingle ? 'single' : 'page', dev_addr: dma_addr, size, direction,
       paddr: pagePhys(page) + BigInt(offset),
       map_err_type: MAP_ERR_NOT_CHECKED,
-    });
+    }, attrs);
+    this.raiseIfStrict();
   }
 
   /**
@@ -224,13 +229,14 @@ export class DmaDebug {
   }
 
   /** After dma_map_resource (and newer kernels' map_phys). */
-  debug_dma_map_phys(dev: DmaDebugDevice, phys: bigint, size: number, direction: number, dma_addr: bigint): void {
+  debug_dma_map_phys(dev: DmaDebugDevice, phys: bigint, size: number, direction: number, dma_addr: bigint, attrs = 0): void {
     if (!this.#enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
     this.add(this.debug_dma_map_phys, {
       dev, type: 'phys', dev_addr: dma_addr, size, direction, paddr: phys,
       map_err_type: MAP_ERR_NOT_CHECKED,
-    });
+    }, attrs);
+    this.raiseIfStrict();
   }
 
   /** Before dma_unmap_resource. */
@@ -244,7 +250,7 @@ export class DmaDebug {
   }
 
   /** After dma_map_sg returned `mapped_ents` > 0: one entry per mapped segment. */
-  debug_dma_map_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number): void {
+  debug_dma_map_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number, attrs = 0): void {
     if (!this.#enabled) return;
     for_each_sg(sgl, mapped_ents, (s) => {
       const page = sg_page(s);
@@ -253,8 +259,9 @@ export class DmaDebug {
         dev, type: 'sg', dev_addr: sg_dma_address(s), size: sg_dma_len(s), direction,
         paddr, sg_call_ents: nents, sg_mapped_ents: mapped_ents,
         map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
-      });
+      }, attrs);
     });
+    this.raiseIfStrict();
   }
 
   /** Before dma_unmap_sg; `nelems` must be the nents passed to dma_map_sg. */
@@ -277,14 +284,18 @@ export class DmaDebug {
 
   // --- hooks: coherent and page allocations --------------------------------------------------
 
-  /** After dma_alloc_coherent / dma_alloc_attrs; a NULL result (null) is not tracked. */
-  debug_dma_alloc_coherent(dev: DmaDebugDevice, size: number, dma_addr: bigint, virt: number | null): void {
+  /**
+   * After dma_alloc_coherent / dma_alloc_attrs; a NULL result (null) is not tracked. `paddr` is the
+   * physical address of `virt` (the kernel's entry pfn and offset), for the cacheline check.
+   */
+  debug_dma_alloc_coherent(dev: DmaDebugDevice, size: number, dma_addr: bigint, virt: number | null, paddr: bigint | null = null, attrs = 0): void {
     if (!this.#enabled) return;
     if (virt === null) return;
     this.add(this.debug_dma_alloc_coherent, {
-      dev, type: 'coherent', dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL, cpu_addr: virt,
+      dev, type: 'coherent', dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL, cpu_addr: virt, paddr,
       map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
-    });
+    }, attrs);
+    this.raiseIfStrict();
   }
 
   /** Before dma_free_coherent. */
@@ -298,12 +309,13 @@ export class DmaDebug {
   }
 
   /** After dma_alloc_pages / dma_alloc_noncoherent succeeded. */
-  debug_dma_alloc_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
+  debug_dma_alloc_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint, attrs = 0): void {
     if (!this.#enabled) return;
     this.add(this.debug_dma_alloc_pages, {
       dev, type: 'pages', dev_addr: dma_addr, size, direction, paddr: pagePhys(page),
       map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
-    });
+    }, attrs);
+    this.raiseIfStrict();
   }
 
   /** Before dma_free_pages / dma_free_noncoherent. */
@@ -386,12 +398,30 @@ export class DmaDebug {
 
   // --- internals -----------------------------------------------------------------------------
 
-  private add(hook: Hook, fields: NewEntry): void {
+  /** add_dma_entry: track the entry, then the cacheline it starts in (check 20). */
+  private add(hook: Hook, fields: NewEntry, attrs: number): void {
     // One literal shape for every entry, whatever the hook supplied.
-    this.#entries.add({
+    const entry = {
       paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
       [inspect.custom]: inspectEntry,
-    } as DmaDebugEntry);
+    } as DmaDebugEntry;
+    this.#entries.add(entry);
+    if (entry.paddr === null) return;
+    const found = active_cacheline_insert(this.cachelineOwner(entry.dev), entry.paddr, entry.direction);
+    if (found === 'overflow' && !this.#overflowWarned) {
+      // WARN_ONCE: a line mapped this often means mappings are leaking.
+      this.#overflowWarned = true;
+      process.emitWarning(`DMA-API: exceeded ${ACTIVE_CACHELINE_MAX_OVERLAP} overlapping mappings of cacheline ${hex16(entry.paddr >> 6n)}`, { code: 'KERNEL_WARN' });
+    }
+    if (found !== 'inserted' && (attrs & DMA_ATTR_SKIP_CPU_SYNC) === 0) {
+      this.err(20, entry.dev, entry, "cacheline tracking EEXIST, overlapping mappings aren't supported");
+    }
+  }
+
+  /** The active cachelines are one tree per kernel: shared by every device of a machine. */
+  private cachelineOwner(dev: DmaDebugDevice): object {
+    const machine = (dev as { machine?: unknown }).machine;
+    return typeof machine === 'object' && machine !== null ? machine : this;
   }
 
   private singleRef(dev: DmaDebugDevice, dev_addr: bigint, size: number, direction: number): DmaDebugRef {
@@ -449,6 +479,7 @@ export class DmaDebug {
       this.err(8, ref.dev, entry, 'device driver failed to check map error ' +
         `[device address=${addr}] [size=${ref.size} bytes] [mapped as ${TYPE_NAMES[entry.type]}]`);
     }
+    if (entry.paddr !== null) active_cacheline_remove(this.cachelineOwner(entry.dev), entry.paddr, entry.direction);
     this.#entries.remove(entry);
   }
 

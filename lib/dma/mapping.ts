@@ -3,7 +3,7 @@
 // DMA-API debug hook. The sync calls (sync.ts) and the mask calls (mask.ts) are re-exported at the
 // end, so that this module is the whole driver API.
 
-import { page_address } from '../mm/kernel';
+import { is_vmalloc_addr, page_address, page_to_phys, virt_to_phys, vmalloc_to_page } from '../mm/kernel';
 import { PAGE_ALIGN, PAGE_SIZE, __GFP_COMP, __GFP_DMA, __GFP_DMA32, __GFP_HIGHMEM, __GFP_NOWARN, get_order, type gfp_t } from '../mm/gfp';
 import type { Page } from '../mm/page';
 import { pgprot_dmacoherent, pgprot_writecombine } from '../mm/pgprot';
@@ -73,7 +73,7 @@ function __dma_map_page(dev: Device, page: Page, offset: number, size: number, d
   else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_page(dev, page, offset, size, dir, attrs);
   // A table without map_page would oops in 6.17; later kernels return DMA_MAPPING_ERROR.
   else addr = ops?.map_page?.(dev, page, offset, size, dir, attrs) ?? DMA_MAPPING_ERROR;
-  debugOf(dev).debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle);
+  debugOf(dev).debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle, attrs);
   return addr;
 }
 
@@ -170,7 +170,7 @@ export function dma_map_resource(dev: Device, phys_addr: bigint, size: number, d
   if (dma_map_direct(dev, ops)) addr = direct.dma_direct_map_resource(dev, phys_addr, size, dir, attrs);
   else if (use_dma_iommu(dev)) addr = dma_iommu.iommu_dma_map_resource(dev, phys_addr, size, dir, attrs);
   else if (ops?.map_resource !== undefined) addr = ops.map_resource(dev, phys_addr, size, dir, attrs);
-  debugOf(dev).debug_dma_map_phys(dev, phys_addr, size, dir, addr);
+  debugOf(dev).debug_dma_map_phys(dev, phys_addr, size, dir, addr, attrs);
   return addr;
 }
 
@@ -204,7 +204,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
   // A table without map_sg would oops; fail cleanly instead, as dma_dummy_ops does.
   else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
   if (ents > 0) {
-    debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir);
+    debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir, attrs);
   } else if (WARN_ON_ONCE(dev, ents !== -EINVAL && ents !== -ENOMEM && ents !== -EIO && ents !== -EREMOTEIO,
     `dma_map_sg_attrs: unexpected map_sg result ${ents}`)) {
     return -EIO;
@@ -404,7 +404,7 @@ export function dma_alloc_attrs(dev: Device, size: number, dma_handle: Box<bigin
   // A zero coherent_dma_mask was WARNed above; the ops still get the call, as in the kernel.
   else if (ops?.alloc !== undefined) cpu_addr = ops.alloc(dev, size, dma_handle, gfp, attrs);
   else return null;
-  debugOf(dev).debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr);
+  debugOf(dev).debug_dma_alloc_coherent(dev, size, dma_handle.value, cpu_addr, cpu_addr === null ? null : cpuPhys(cpu_addr), attrs);
   return cpu_addr;
 }
 
@@ -418,6 +418,20 @@ export function dma_alloc_coherent(dev: Device, size: number, dma_handle: Box<bi
 export function dma_alloc_wc(dev: Device, size: number, dma_addr: Box<bigint>, gfp: gfp_t): number | null {
   checkGfp('dma_alloc_wc', gfp);
   return dma_alloc_attrs(dev, size, dma_addr, gfp, DMA_ATTR_WRITE_COMBINE | (gfp & __GFP_NOWARN ? DMA_ATTR_NO_WARN : 0));
+}
+
+/**
+ * The physical address behind a coherent buffer's CPU address, as debug_dma_alloc_coherent takes its
+ * pfn and offset (vmalloc_to_pfn for a remapped buffer); null for memory that is not the machine's.
+ */
+function cpuPhys(cpu: number): bigint | null {
+  try {
+    if (!is_vmalloc_addr(cpu)) return virt_to_phys(cpu);
+    const page = vmalloc_to_page(cpu);
+    return page === null ? null : page_to_phys(page) + BigInt(cpu % PAGE_SIZE);
+  } catch {
+    return null;
+  }
 }
 
 /**
