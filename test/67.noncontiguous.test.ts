@@ -177,7 +177,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', ()
       for (const p of held) m.__free_pages(p, 0);
     });
 
-    it('high orders first: 2 MiB chunks while they last, then order 0 for the rest (the failed order is dropped)', () => {
+    it('high orders first: 2 MiB chunks while they last, then order 0 for the rest', () => {
       m = newMachine();
       const held = fragment(m);
       // Give back one aligned 2 MiB run: the only block above order 0.
