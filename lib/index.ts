@@ -143,6 +143,9 @@ export {
   dma_need_unmap, dma_can_mmap, dma_get_cache_alignment,
 } from './dma/limits';
 export { dmam_alloc_attrs, dmam_alloc_coherent, dmam_free_coherent } from './dma/managed';
+export {
+  dma_alloc_noncontiguous, dma_free_noncontiguous, dma_vmap_noncontiguous, dma_vunmap_noncontiguous, dma_mmap_noncontiguous,
+} from './dma/noncontiguous';
 export { dma_sync_single_range_for_cpu, dma_sync_single_range_for_device } from './dma/sync';
 
 // ---- Scatterlist helpers over kernel memory (lib/scatterlist.c) ----

@@ -9,7 +9,7 @@ import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
 import { page_to_phys } from '../lib/mm/kernel';
 import type { Page } from '../lib/mm/page';
 import {
-  DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM,
+  DMA_ATTR_FORCE_CONTIGUOUS, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM,
 } from '../lib/dma/constants';
 import {
   IOMMU_READ, IOMMU_WRITE, IOVA_FQ_SIZE, IommuDomain, iommu_dma_alloc, iommu_dma_free, iommu_dma_map_page,
@@ -238,7 +238,7 @@ describe('51 dma-iommu', () => {
       const cma0 = m.dma_contiguous_default_area!.available;
       const h = { value: 0n };
       const size = 5 * PAGE_SIZE + 10;
-      const cpu = iommu_dma_alloc(dev, size, h, GFP_KERNEL, 0)!;
+      const cpu = iommu_dma_alloc(dev, size, h, GFP_KERNEL, DMA_ATTR_FORCE_CONTIGUOUS)!;
       assert.ok(cpu !== null);
       assert.ok(h.value + BigInt(size) - 1n <= 0xffff_ffffn);
       assert.ok(m.view(cpu, 6 * PAGE_SIZE).every((b) => b === 0));
@@ -357,7 +357,7 @@ describe('51 dma-iommu', () => {
       m.__free_pages(page, 0);
       // Coherent memory too: the pages sit above 4 GiB, the handle below.
       const h = { value: 0n };
-      const cpu = iommu_dma_alloc(dev, 2 * PAGE_SIZE, h, GFP_KERNEL, 0)!;
+      const cpu = iommu_dma_alloc(dev, 2 * PAGE_SIZE, h, GFP_KERNEL, DMA_ATTR_FORCE_CONTIGUOUS)!;
       assert.ok(cpu !== null && h.value <= 0xffff_ffffn && m.virt_to_phys(cpu) >= 2n ** 32n);
       iommu_dma_free(dev, 2 * PAGE_SIZE, cpu, h.value, 0);
       assert.equal(domain(dev).stats().iovaAllocated, 0);

@@ -7,10 +7,10 @@ import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
-import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE } from '../lib/dma/constants';
+import { DMA_ATTR_FORCE_CONTIGUOUS, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE } from '../lib/dma/constants';
 import { IOMMU_READ, IOMMU_WRITE, iommu_dma_map_page, iommu_dma_unmap_page, iommu_map, iommu_unmap, type IommuDomain } from '../lib/dma/iommu';
 import { REG_ROOT_PFN } from '../lib/dma/iommu_regs';
-import { dma_alloc_coherent, dma_free_coherent } from '../lib/dma/mapping';
+import { dma_alloc_attrs, dma_free_coherent } from '../lib/dma/mapping';
 import { expectNoLeaks } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
@@ -132,7 +132,8 @@ describe('54 I/O page tables in machine memory', () => {
   it('dma_alloc_coherent of 2 MiB from CMA is mapped with a large page when the IOVA is aligned', () => {
     const dev = m.createDevice({ name: 'cma2m', dmaMask: 48, coherentDmaMask: 48, iommu: true });
     const h = { value: 0n };
-    const cpu = dma_alloc_coherent(dev, 2 * MiB, h, GFP_KERNEL);
+    // FORCE_CONTIGUOUS: a plain blocking request would be built from scattered pages (test 67).
+    const cpu = dma_alloc_attrs(dev, 2 * MiB, h, GFP_KERNEL, DMA_ATTR_FORCE_CONTIGUOUS);
     assert.ok(cpu !== null);
     const d = domain(dev);
     const phys = Number(m.virt_to_phys(cpu));

@@ -2,12 +2,15 @@
 // the device's mask (iova.ts) and PTEs in its domain's I/O page table (io_pgtable.ts); unmapping
 // flushes the IOTLB before the IOVA is reused (strict) or queues it for the next flush (lazy).
 
-import { PAGE_ALIGN, PAGE_SIZE, get_order, GFP_KERNEL, type gfp_t } from '../mm/gfp';
+import {
+  GFP_KERNEL, MAX_PAGE_ORDER, PAGE_ALIGN, PAGE_SIZE, __GFP_COMP, __GFP_DMA, __GFP_DMA32, __GFP_HIGHMEM,
+  __GFP_NORETRY, __GFP_NOWARN, __GFP_ZERO, get_order, gfpflags_allow_blocking, type gfp_t,
+} from '../mm/gfp';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import type { Page } from '../mm/page';
 import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
-  DMA_ATTR_PRIVILEGED, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE,
+  DMA_ATTR_ALLOC_SINGLE_PAGES, DMA_ATTR_FORCE_CONTIGUOUS, DMA_ATTR_PRIVILEGED, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIDIRECTIONAL, DMA_FROM_DEVICE,
   DMA_MAPPING_ERROR, DMA_TO_DEVICE, EINVAL, ENOMEM, ENXIO, EREMOTEIO, SIZE_MAX, type DmaDataDirection,
 } from './constants';
 import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
@@ -21,7 +24,10 @@ import { dma_pgprot } from './mapping';
 import { dma_get_mask } from './mask';
 import type { Box } from './ops';
 import { dma_get_max_seg_size, dma_get_seg_boundary } from './dma_parms';
-import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
+import { dma_common_find_pages, dma_common_free_remap, dma_common_pages_remap } from './remap';
+import {
+  SgTable, for_each_sg, sg_alloc_table, sg_alloc_table_from_pages, sg_free_table, sg_set_page, type Scatterlist,
+} from './scatterlist';
 
 /** dma_info_to_prot: IOMMU_* bits for a direction; 0 for DMA_NONE. */
 /** The largest IOVA a JS number holds exactly; made once (BigInt construction on every unmap costs). */
@@ -318,13 +324,145 @@ export function iommu_dma_sync_sg_for_device(dev: Device, sgl: Scatterlist, nent
 }
 
 /**
- * iommu_dma_alloc: a coherent buffer of physically contiguous pages (CMA, then the buddy
- * allocator), zeroed, mapped BIDIRECTIONAL below coherent_dma_mask. Returns its linear address and
- * sets dma_handle, or null (dma_handle then DMA_MAPPING_ERROR if the mapping failed).
- * The kernel takes the remap path (scattered pages + vmap) for blocking requests without
- * DMA_ATTR_FORCE_CONTIGUOUS; this model always takes the contiguous path.
+ * The domain's pgsize_bitmap: VT-d second-level tables map 4 KiB pages and 2 MiB / 1 GiB
+ * superpages (io_pgtable.ts makes the 2 MiB ones). The remap path takes its high orders from it.
+ */
+export const IOMMU_PGSIZE_BITMAP = 0x1000 | 0x200000 | 0x40000000;
+
+/** __fls: index of the most significant set bit of a positive 32-bit value. */
+function __fls(x: number): number {
+  return 31 - Math.clz32(x);
+}
+
+/** GENMASK(h, 0) for an order mask, clipped to the orders the buddy allocator has. */
+function orderMaskUpTo(h: number): number {
+  return h >= MAX_PAGE_ORDER ? (1 << (MAX_PAGE_ORDER + 1)) - 1 : (2 << h) - 1;
+}
+
+/**
+ * __iommu_dma_free_pages: give back the pages of a scattered buffer. The kernel split_page()s
+ * every high-order chunk and frees page by page; the model's buddy has no split_page, so each
+ * chunk goes back whole through its head page (the same pages, merged as the buddy would).
+ */
+function __iommu_dma_free_pages(dev: Device, pages: readonly Page[], count: number): void {
+  const m = dev.machine;
+  for (let i = 0; i < Math.min(count, pages.length);) {
+    const page = pages[i]!;
+    const order = Math.max(page.allocOrder, 0);
+    m.__free_pages(page, order);
+    i += 2 ** order;
+  }
+}
+
+/**
+ * __iommu_dma_alloc_pages: `count` pages from the buddy allocator, highest allowed order first.
+ * A high order that fails is dropped for the rest of the buffer; orders above the lowest one in
+ * the mask are tried with __GFP_NORETRY (a convenience, not a necessity). Every allocation adds
+ * __GFP_NOWARN | __GFP_HIGHMEM (the IOMMU can reach any page).
+ * @returns the pages in buffer order, or null with nothing left allocated.
+ */
+function __iommu_dma_alloc_pages(dev: Device, count: number, order_mask: number, gfp: gfp_t): Page[] | null {
+  const m = dev.machine;
+  const nid = dev_to_node(dev);
+  order_mask &= orderMaskUpTo(MAX_PAGE_ORDER);
+  if (order_mask === 0) return null;
+  const pages: Page[] = [];
+  gfp |= __GFP_NOWARN | __GFP_HIGHMEM;
+  while (count > 0) {
+    let page: Page | null = null;
+    let order_size = 0;
+    for (order_mask &= orderMaskUpTo(__fls(Math.min(count, 2 ** 31))); order_mask !== 0; order_mask &= ~order_size) {
+      const order = __fls(order_mask);
+      order_size = 1 << order;
+      const alloc_flags = order_mask > order_size ? gfp | __GFP_NORETRY : gfp;
+      page = m.alloc_pages_node(nid, alloc_flags, order);
+      if (page !== null) break;
+    }
+    if (page === null) {
+      __iommu_dma_free_pages(dev, pages, pages.length);
+      return null;
+    }
+    count -= order_size;
+    for (let k = 0; k < order_size; k++) pages.push(k === 0 ? page : m.pfn_to_page(page.pfn + k));
+  }
+  return pages;
+}
+
+/**
+ * __iommu_dma_alloc_noncontiguous: scattered pages (ALLOC_SINGLE_PAGES: order 0 only) under one
+ * IOVA range below coherent_dma_mask, described by `sgt` (one entry per physically contiguous
+ * run; the first entry's DMA fields hold the IOVA and the whole length). Mapped BIDIRECTIONAL.
+ * @returns the pages, or null with every page, IOVA and table entry given back.
+ */
+function __iommu_dma_alloc_noncontiguous(dev: Device, size: number, sgt: SgTable, gfp: gfp_t, attrs: number): Page[] | null {
+  const domain = iommu_get_dma_domain(dev);
+  const ioprot = dma_info_to_prot(DMA_BIDIRECTIONAL, dev.dma_coherent, attrs);
+  let alloc_sizes = IOMMU_PGSIZE_BITMAP;
+  const min_size = alloc_sizes & -alloc_sizes;
+  // min_size is PAGE_SIZE here, so the kernel's ALIGN(size, min_size) is PAGE_ALIGN.
+  size = PAGE_ALIGN(size);
+  if (attrs & DMA_ATTR_ALLOC_SINGLE_PAGES) alloc_sizes = min_size;
+  const count = size / PAGE_SIZE;
+  // A zero-sized buffer has no IOVA to give (the kernel's alloc_iova of 0 pages fails too).
+  if (count === 0) return null;
+  const pages = __iommu_dma_alloc_pages(dev, count, alloc_sizes / PAGE_SIZE, gfp);
+  if (pages === null) return null;
+  const iovaPfn = domain.alloc_iova(count, domain.limitPfn(dev.coherent_dma_mask));
+  if (iovaPfn === 0) {
+    __iommu_dma_free_pages(dev, pages, count);
+    return null;
+  }
+  gfp &= ~(__GFP_DMA | __GFP_DMA32 | __GFP_HIGHMEM | __GFP_COMP);
+  if (sg_alloc_table_from_pages(sgt, pages, count, 0, size, gfp) !== 0 || sgt.sgl === null) {
+    domain.free_iova(iovaPfn);
+    __iommu_dma_free_pages(dev, pages, count);
+    return null;
+  }
+  const list = sgList(sgt.sgl, sgt.orig_nents);
+  if (!(ioprot & IOMMU_CACHE)) for (const sg of list) arch_dma_prep_coherent(dev, sg.page_link!, sg.length);
+  const ret = iommu_map_sg(domain, iovaPfn, list, ioprot);
+  if (ret < 0 || ret < size) {
+    sg_free_table(sgt);
+    domain.free_iova(iovaPfn);
+    __iommu_dma_free_pages(dev, pages, count);
+    return null;
+  }
+  sgt.sgl.dma_address = BigInt(iovaPfn * PAGE_SIZE);
+  sgt.sgl.dma_length = size;
+  return pages;
+}
+
+/**
+ * iommu_dma_alloc_remap: the blocking path of iommu_dma_alloc. Scattered pages under one IOVA
+ * range, made virtually contiguous for the CPU (a vmalloc address). If the vmap fails the IOVA is
+ * unmapped and the pages freed.
+ */
+function iommu_dma_alloc_remap(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
+  const sgt = new SgTable();
+  const pages = __iommu_dma_alloc_noncontiguous(dev, size, sgt, gfp, attrs);
+  if (pages === null || sgt.sgl === null) return null;
+  dma_handle.value = sgt.sgl.dma_address;
+  sg_free_table(sgt);
+  const vaddr = dma_common_pages_remap(dev.machine, pages, size);
+  if (vaddr === null) {
+    __iommu_dma_unmap(dev, dma_handle.value, size);
+    __iommu_dma_free_pages(dev, pages, pages.length);
+    return null;
+  }
+  return vaddr;
+}
+
+/**
+ * iommu_dma_alloc: a zeroed coherent buffer mapped BIDIRECTIONAL below coherent_dma_mask. A
+ * blocking request without DMA_ATTR_FORCE_CONTIGUOUS takes the remap path (scattered pages, high
+ * orders first, under one IOVA range, vmalloc CPU address: 8 MiB succeeds with no CMA and no
+ * contiguous memory); otherwise physically contiguous pages (CMA, then the buddy allocator) at
+ * their linear address. Returns the CPU address and sets dma_handle, or null.
  */
 export function iommu_dma_alloc(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
+  if (gfpflags_allow_blocking(gfp) && !(attrs & DMA_ATTR_FORCE_CONTIGUOUS)) {
+    return iommu_dma_alloc_remap(dev, size, dma_handle, gfp | __GFP_ZERO, attrs);
+  }
   const m = dev.machine;
   const coherent = dev.dma_coherent;
   const ioprot = dma_info_to_prot(DMA_BIDIRECTIONAL, coherent, attrs);
@@ -344,26 +482,52 @@ export function iommu_dma_alloc(dev: Device, size: number, dma_handle: Box<bigin
   return cpu_addr;
 }
 
-/** The page behind a CPU address of a coherent buffer (vmalloc or linear). */
+/**
+ * __iommu_dma_free: a remapped buffer (vmalloc address of a DMA area) is vunmapped and its pages
+ * freed; any other vmalloc address gives back the contiguous pages behind it, and a linear
+ * address its own (CMA or buddy).
+ */
+function __iommu_dma_free(dev: Device, size: number, cpu_addr: number): void {
+  const m = dev.machine;
+  const alloc_size = PAGE_ALIGN(size);
+  let page: Page | null = null;
+  let pages: readonly Page[] | null = null;
+  if (m.is_vmalloc_addr(cpu_addr)) {
+    pages = dma_common_find_pages(m, cpu_addr);
+    if (pages === null) page = m.vmalloc_to_page(cpu_addr);
+    dma_common_free_remap(m, cpu_addr, alloc_size);
+  } else {
+    page = m.virt_to_page(cpu_addr);
+  }
+  if (pages !== null) __iommu_dma_free_pages(dev, pages, alloc_size / PAGE_SIZE);
+  if (page !== null) dma_free_contiguous(dev, page, alloc_size);
+}
+
+/** iommu_dma_free: unmap the IOVA first (the device loses access), then free the memory. */
+export function iommu_dma_free(dev: Device, size: number, cpu_addr: number, dma_handle: bigint, attrs: number): void {
+  void attrs;
+  __iommu_dma_unmap(dev, dma_handle, size);
+  __iommu_dma_free(dev, size, cpu_addr);
+}
+
+/** The page behind a CPU address of a contiguous coherent buffer (vmalloc or linear). */
 function cpuAddrToPage(dev: Device, cpu_addr: number): Page | null {
   const m = dev.machine;
   return m.is_vmalloc_addr(cpu_addr) ? m.vmalloc_to_page(cpu_addr) : m.virt_to_page(cpu_addr);
 }
 
-/** iommu_dma_free: unmap, then give the pages back (CMA or buddy). */
-export function iommu_dma_free(dev: Device, size: number, cpu_addr: number, dma_handle: bigint, attrs: number): void {
-  void attrs;
-  __iommu_dma_unmap(dev, dma_handle, size);
-  const page = cpuAddrToPage(dev, cpu_addr);
-  if (page !== null) dma_free_contiguous(dev, page, PAGE_ALIGN(size));
-}
-
 /**
- * iommu_dma_get_sgtable: one entry of PAGE_ALIGN(size) for the (contiguous) buffer's first page.
- * @returns 0 or -ENOMEM.
+ * iommu_dma_get_sgtable: a remapped buffer is described from its pages (one entry per
+ * physically contiguous run); a contiguous one by one entry of PAGE_ALIGN(size).
+ * @returns 0, -EINVAL or -ENOMEM.
  */
 export function iommu_dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
   void dma_addr; void attrs;
+  const m = dev.machine;
+  if (m.is_vmalloc_addr(cpu_addr)) {
+    const pages = dma_common_find_pages(m, cpu_addr);
+    if (pages !== null) return sg_alloc_table_from_pages(sgt, pages, PAGE_ALIGN(size) / PAGE_SIZE, 0, size, GFP_KERNEL);
+  }
   const page = cpuAddrToPage(dev, cpu_addr);
   const ret = sg_alloc_table(sgt, 1, GFP_KERNEL);
   if (ret === 0 && sgt.sgl !== null) sg_set_page(sgt.sgl, page, PAGE_ALIGN(size), 0);
@@ -371,20 +535,102 @@ export function iommu_dma_get_sgtable(dev: Device, sgt: SgTable, cpu_addr: numbe
 }
 
 /**
+ * vm_map_pages (mm/memory.c): map `num` pages into the VMA one page at a time, starting at page
+ * vm_pgoff of the array. The kernel inserts each page (vm_insert_page, VM_MIXEDMAP); lib/mm has
+ * remap_pfn_range, so each page is a one-page remap (the VMA gets VM_PFNMAP instead).
+ * @returns 0, -ENXIO when the VMA leaves the pages, or the first failing remap's errno.
+ */
+function vm_map_pages(vma: VmArea, pages: readonly Page[], num: number): number {
+  const offset = vma.vm_pgoff;
+  const count = vma_pages(vma);
+  if (!dma_mmap_range_ok(offset, num, count)) return -ENXIO;
+  let uaddr = vma.vm_start;
+  for (let i = 0; i < count; i++) {
+    const ret = remap_pfn_range(vma, uaddr, pages[offset + i]!.pfn, PAGE_SIZE, vma.vm_page_prot);
+    if (ret < 0) return ret;
+    uaddr += PAGE_SIZE;
+  }
+  return 0;
+}
+
+/**
  * iommu_dma_mmap: dma_pgprot first (even on failure), the device pool, the -ENXIO bounds check,
- * then remap_pfn_range of the buffer's pages from vm_pgoff.
+ * then the pages of a remapped buffer one by one from vm_pgoff, or remap_pfn_range of a
+ * contiguous buffer's pages from vm_pgoff.
  */
 export function iommu_dma_mmap(dev: Device, vma: VmArea, cpu_addr: number, dma_addr: bigint, size: number, attrs: number): number {
   void dma_addr;
+  const m = dev.machine;
   const nr_pages = PAGE_ALIGN(size) / PAGE_SIZE;
   const off = vma.vm_pgoff;
   const ret: Box<number> = { value: -ENXIO };
   vma.vm_page_prot = dma_pgprot(dev, vma.vm_page_prot, attrs);
   if (dma_mmap_from_dev_coherent(dev, vma, cpu_addr, size, ret)) return ret.value;
   if (!dma_mmap_range_ok(off, nr_pages, vma_pages(vma))) return -ENXIO;
+  if (m.is_vmalloc_addr(cpu_addr)) {
+    const pages = dma_common_find_pages(m, cpu_addr);
+    if (pages !== null) return vm_map_pages(vma, pages, Math.min(nr_pages, pages.length));
+  }
   const page = cpuAddrToPage(dev, cpu_addr);
   if (page === null) return -ENXIO;
   return remap_pfn_range(vma, vma.vm_start, page.pfn + off, vma.vm_end - vma.vm_start, vma.vm_page_prot);
+}
+
+// ---- the noncontiguous API's IOMMU half (struct dma_sgt_handle) ----------------------------
+
+/** The pages behind each table iommu_dma_alloc_noncontiguous handed out (dma_sgt_handle.pages). */
+const sgtPages = new WeakMap<SgTable, readonly Page[]>();
+
+/** sgt_handle(sgt)->pages, or null for a table iommu_dma_alloc_noncontiguous did not make (or freed). */
+export function iommu_dma_sgt_pages(sgt: SgTable): readonly Page[] | null {
+  return sgtPages.get(sgt) ?? null;
+}
+
+/**
+ * iommu_dma_alloc_noncontiguous: a table over scattered pages mapped under one IOVA range (the
+ * first entry's DMA address and length cover it all). `dir` does not restrict the mapping: it is
+ * BIDIRECTIONAL, as in the kernel. @returns the table, or null with nothing left allocated.
+ */
+export function iommu_dma_alloc_noncontiguous(dev: Device, size: number, dir: DmaDataDirection, gfp: gfp_t, attrs: number): SgTable | null {
+  void dir;
+  const sgt = new SgTable();
+  const pages = __iommu_dma_alloc_noncontiguous(dev, size, sgt, gfp, attrs);
+  if (pages === null) return null;
+  sgtPages.set(sgt, Object.freeze(pages));
+  return sgt;
+}
+
+/** iommu_dma_free_noncontiguous: unmap the IOVA range, free the pages, free the table. */
+export function iommu_dma_free_noncontiguous(dev: Device, size: number, sgt: SgTable, dir: DmaDataDirection): void {
+  void dir;
+  const pages = sgtPages.get(sgt);
+  if (pages === undefined || sgt.sgl === null) return;
+  __iommu_dma_unmap(dev, sgt.sgl.dma_address, size);
+  __iommu_dma_free_pages(dev, pages, PAGE_ALIGN(size) / PAGE_SIZE);
+  sg_free_table(sgt);
+  sgtPages.delete(sgt);
+}
+
+/** iommu_dma_vmap_noncontiguous: vmap of the table's pages; null when the vmalloc space is full. */
+export function iommu_dma_vmap_noncontiguous(dev: Device, size: number, sgt: SgTable): number | null {
+  const pages = sgtPages.get(sgt);
+  if (pages === undefined) return null;
+  return dev.machine.vmap(pages, Math.min(PAGE_ALIGN(size) / PAGE_SIZE, pages.length));
+}
+
+/** iommu_dma_vunmap_noncontiguous: vunmap (the pages stay the table's). */
+export function iommu_dma_vunmap_noncontiguous(dev: Device, vaddr: number): void {
+  dev.machine.vunmap(vaddr);
+}
+
+/** iommu_dma_mmap_noncontiguous: -ENXIO outside the buffer, else its pages one by one from vm_pgoff. */
+export function iommu_dma_mmap_noncontiguous(dev: Device, vma: VmArea, size: number, sgt: SgTable): number {
+  void dev;
+  const count = PAGE_ALIGN(size) / PAGE_SIZE;
+  const pages = sgtPages.get(sgt);
+  if (pages === undefined) return -ENXIO;
+  if (!dma_mmap_range_ok(vma.vm_pgoff, count, vma_pages(vma))) return -ENXIO;
+  return vm_map_pages(vma, pages, Math.min(count, pages.length));
 }
 
 /** iommu_dma_supported: any mask works; the IOVA allocator honours it. */

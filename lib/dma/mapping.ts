@@ -299,7 +299,8 @@ function checkAllocPagesArgs(fn: string, dev: Device, size: number, dma_handle: 
   checkDirection(dir, fn);
 }
 
-function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
+/** __dma_alloc_pages: dma_alloc_pages without the debug hook (dma_alloc_noncontiguous uses it too). */
+export function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
   const ops = get_dma_ops(dev);
   if (WARN_ON_ONCE(dev, dev.coherent_dma_mask === 0n, 'dma_alloc_pages: !dev->coherent_dma_mask')) return null;
   if (WARN_ON_ONCE(dev, (gfp & (__GFP_DMA | __GFP_DMA32 | __GFP_HIGHMEM)) !== 0, 'dma_alloc_pages: zone modifier in gfp')) return null;
@@ -336,15 +337,20 @@ function checkFreePagesArgs(fn: string, dev: Device, size: number, page: Page, d
 export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection): void {
   const fn = 'dma_free_pages';
   if (!(isDevice(dev) && isSize(size) && isPageOf(page, dev.machine) && typeof dma_handle === 'bigint' && (dir === 0 || dir === 1 || dir === 2))) checkFreePagesArgs(fn, dev, size, page, dma_handle, dir);
-  const ops = get_dma_ops(dev);
   try {
     debugOf(dev).debug_dma_free_pages(dev, page, size, dir, dma_handle);
   } finally {
-    size = PAGE_ALIGN(size);
-    if (dma_alloc_direct(dev, ops)) direct.dma_direct_free_pages(dev, size, page, dma_handle, dir);
-    else if (use_dma_iommu(dev)) dma_common_free_pages(dev, size, page, dma_handle, dir);
-    else ops?.free_pages?.(dev, size, page, dma_handle, dir);
+    __dma_free_pages(dev, size, page, dma_handle, dir);
   }
+}
+
+/** __dma_free_pages: dma_free_pages without the checks and the debug hook. */
+export function __dma_free_pages(dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection): void {
+  const ops = get_dma_ops(dev);
+  size = PAGE_ALIGN(size);
+  if (dma_alloc_direct(dev, ops)) direct.dma_direct_free_pages(dev, size, page, dma_handle, dir);
+  else if (use_dma_iommu(dev)) dma_common_free_pages(dev, size, page, dma_handle, dir);
+  else ops?.free_pages?.(dev, size, page, dma_handle, dir);
 }
 
 /**
