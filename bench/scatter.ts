@@ -4,7 +4,8 @@
 import { Machine } from '../lib/mm/machine';
 import type { Page } from '../lib/mm/page';
 import { GFP_KERNEL } from '../lib/mm/gfp';
-import { SgTable, sg_alloc_table_from_pages, sg_free_table } from '../lib/dma/scatterlist';
+import { SgTable, sg_free_table } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { compare, consume, makeResult, record, sizeName, yieldToLoop, type BenchContext, type BenchGroup } from './harness';
 import { loadDma } from './dma';
 

@@ -164,13 +164,10 @@ export type { DmaPool } from './dma/dmapool';
 
 // ---- Scatter-gather tables (lib/scatterlist.c) ----
 export {
-  Scatterlist, SgTable, SG_MAX_SINGLE_ALLOC, SG_CHAIN, SG_END,
-  sg_is_chain, sg_is_last, sg_page, sg_set_page, sg_mark_end, sg_unmark_end, sg_dma_address, sg_dma_len,
-  sg_phys, sg_next, for_each_sg, sgIterate, for_each_sgtable_sg, for_each_sgtable_dma_sg, sg_nents,
-  sg_init_table, sg_chain, sg_alloc_table, sg_free_table, sg_alloc_table_from_pages,
-  sg_alloc_table_from_pages_segment,
+  Scatterlist, SgTable, SG_MAX_SINGLE_ALLOC, SG_CHAIN, SG_END, sg_is_chain, sg_is_last, sg_page, sg_set_page, sg_mark_end, sg_unmark_end, sg_dma_address, sg_dma_len, sg_phys, sg_next, for_each_sg, sgIterate, for_each_sgtable_sg, for_each_sgtable_dma_sg, sg_nents, sg_init_table, sg_chain, sg_alloc_table, sg_free_table,
 } from './dma/scatterlist';
-export { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from './dma/sg_append';
+export { sg_alloc_table_from_pages, sg_alloc_table_from_pages_segment } from './dma/sg_pages';
+export { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from './dma/sg_pages';
 
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';

@@ -6,30 +6,9 @@ import fc from 'fast-check';
 import { Page, PAGE_CONSTRUCTION_KEY, type PageSegment } from '../lib/mm/page';
 import { EINVAL, ENOMEM } from '../lib/dma/constants';
 import {
-  SG_CHAIN,
-  SG_END,
-  Scatterlist,
-  SgTable,
-  for_each_sg,
-  sgFaultInjection,
-  sgIterate,
-  sg_alloc_table,
-  sg_alloc_table_from_pages,
-  sg_alloc_table_from_pages_segment,
-  sg_chain,
-  sg_dma_address,
-  sg_dma_len,
-  sg_free_table,
-  sg_init_table,
-  sg_is_chain,
-  sg_is_last,
-  sg_mark_end,
-  sg_nents,
-  sg_next,
-  sg_page,
-  sg_phys,
-  sg_set_page,
+  SG_CHAIN, SG_END, Scatterlist, SgTable, for_each_sg, sgFaultInjection, sgIterate, sg_alloc_table, sg_chain, sg_dma_address, sg_dma_len, sg_free_table, sg_init_table, sg_is_chain, sg_is_last, sg_mark_end, sg_nents, sg_next, sg_page, sg_phys, sg_set_page,
 } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages, sg_alloc_table_from_pages_segment } from '../lib/dma/sg_pages';
 
 const GFP_KERNEL = 0xcc0;
 const segment: PageSegment = { kind: 'ram', nid: 0, startPfn: 0, pages: 1 << 24, fd: -1, mapGranule: 4096 };

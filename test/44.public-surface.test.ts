@@ -69,7 +69,9 @@ describe('44 public surface: exactly what the README documents', () => {
     }
   });
 
-  describe('as an installed package', () => {
+  describe('as an installed package', function () {
+    // Each case starts a node process that loads the package (~1 s; more on a loaded machine).
+    this.timeout(20000);
     let dir = '';
     before(() => {
       // node_modules/dmamem -> this checkout: resolution goes through package.json like an install.

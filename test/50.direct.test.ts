@@ -18,7 +18,8 @@ import {
   dma_direct_unmap_page, dma_direct_unmap_sg, dma_to_phys, phys_to_dma,
 } from '../lib/dma/direct';
 import { dma_map_page_attrs } from '../lib/dma/mapping';
-import { SgTable, sg_alloc_table_from_pages, sg_free_table, for_each_sg } from '../lib/dma/scatterlist';
+import { SgTable, sg_free_table, for_each_sg } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { expectNoLeaks } from './helpers/leaks';
 
 const MiB = 1024 * 1024;

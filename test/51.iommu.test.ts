@@ -16,7 +16,8 @@ import {
   iommu_dma_map_sg, iommu_dma_unmap_page, iommu_dma_unmap_sg, iommu_iova_to_phys, iommu_iova_to_prot,
   iommu_map, iommu_unmap,
 } from '../lib/dma/iommu';
-import { SgTable, for_each_sg, sg_alloc_table_from_pages, sg_free_table } from '../lib/dma/scatterlist';
+import { SgTable, for_each_sg, sg_free_table } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { expectNoLeaks } from './helpers/leaks';
 
 const MiB = 1024 * 1024;

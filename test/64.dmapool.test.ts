@@ -13,7 +13,8 @@ import {
 } from '../lib/dma/dmapool';
 import { dma_map_sgtable, dma_unmap_sgtable } from '../lib/dma/mapping';
 import { DMA_TO_DEVICE } from '../lib/dma/constants';
-import { SgTable, sg_alloc_table_from_pages, sg_dma_address, sg_dma_len, sg_free_table, for_each_sgtable_dma_sg } from '../lib/dma/scatterlist';
+import { SgTable, sg_dma_address, sg_dma_len, sg_free_table, for_each_sgtable_dma_sg } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { busMaster } from '../lib/devices/bus_master';
 import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { expectNoLeaks } from './helpers/leaks';

@@ -7,14 +7,16 @@ import { GFP_KERNEL, NUMA_NO_NODE, PAGE_SIZE } from '../lib/mm/gfp';
 import type { Page } from '../lib/mm/page';
 import { EINVAL } from '../lib/dma/constants';
 import {
-  Scatterlist, SgTable, for_each_sg, sg_alloc_table, sg_alloc_table_from_pages, sg_free_table, sg_is_last, sg_next, sg_page, sg_set_page,
+  Scatterlist, SgTable, for_each_sg, sg_alloc_table, sg_free_table, sg_is_last, sg_next, sg_page, sg_set_page,
 } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import {
   SG_MITER_FROM_SG, SgMappingIter, sg_copy_from_buffer, sg_copy_to_buffer, sg_init_one, sg_last, sg_miter_next, sg_miter_skip,
   sg_miter_start, sg_miter_stop, sg_nents_for_len, sg_pcopy_from_buffer, sg_pcopy_to_buffer, sg_set_buf, sg_virt,
 } from '../lib/dma/sg_helpers';
-import { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from '../lib/dma/sg_append';
-import { SG_MAX_SINGLE_ALLOC, sgFaultInjection, sg_alloc_table_from_pages_segment, sg_nents } from '../lib/dma/scatterlist';
+import { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table } from '../lib/dma/sg_pages';
+import { SG_MAX_SINGLE_ALLOC, sgFaultInjection, sg_nents } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages_segment } from '../lib/dma/sg_pages';
 import { EINVAL as EINVAL_, ENOMEM } from '../lib/dma/constants';
 import { expectNoLeaks } from './helpers/leaks';
 

@@ -26,8 +26,9 @@ import type { Box } from './ops';
 import { dma_get_max_seg_size, dma_get_seg_boundary } from './dma_parms';
 import { dma_common_find_pages, dma_common_free_remap, dma_common_pages_remap } from './remap';
 import {
-  SgTable, for_each_sg, sg_alloc_table, sg_alloc_table_from_pages, sg_free_table, sg_set_page, type Scatterlist,
+  SgTable, for_each_sg, sg_alloc_table, sg_free_table, sg_set_page, type Scatterlist,
 } from './scatterlist';
+import { sg_alloc_table_from_pages } from './sg_pages';
 
 /** dma_info_to_prot: IOMMU_* bits for a direction; 0 for DMA_NONE. */
 /** The largest IOVA a JS number holds exactly; made once (BigInt construction on every unmap costs). */

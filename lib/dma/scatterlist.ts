@@ -2,11 +2,11 @@
 // of at most SG_MAX_SINGLE_ALLOC; a full chunk's last slot is a chain link to the next chunk.
 
 import type { Page } from '../mm/page';
-import { PAGE_SIZE, type gfp_t } from '../mm/gfp';
+import { type gfp_t } from '../mm/gfp';
 import { getHeapStatistics } from 'node:v8';
 import { freemem } from 'node:os';
 import { Page as PageClass } from '../mm/page';
-import { checkGfp, checkInt, checkSameMachine, checkSize, describeValue } from '../mm/validate';
+import { checkGfp, checkInt, checkSize, describeValue } from '../mm/validate';
 import { EINVAL, ENOMEM } from './constants';
 
 /** PAGE_SIZE / sizeof(struct scatterlist) on x86-64. */
@@ -189,7 +189,8 @@ function checkSgList(fn: string, sgl: unknown, nents: unknown): void {
   checkInt(fn, 'nents', nents, 0);
 }
 
-function checkTable(fn: string, table: unknown): asserts table is SgTable {
+/** An SgTable or a TypeError (internal to lib/dma: the table builders share it). */
+export function checkTable(fn: string, table: unknown): asserts table is SgTable {
   if (!(table instanceof SgTable)) throw new TypeError(`${fn}: Expected an SgTable (new SgTable()) for table but received ${describeValue(table)}`);
 }
 
@@ -405,123 +406,4 @@ export function sg_free_table(table: SgTable): void {
   table.sgl = null;
   table.nents = 0;
   table.orig_nents = 0;
-}
-
-/**
- * sg_alloc_table_from_pages: sg_alloc_table_from_pages_segment with max_segment = UINT_MAX
- * (rounded down to a page inside, so a segment is at most 4 GiB - 4 KiB).
- * @returns 0, -EINVAL (n_pages 0) or -ENOMEM (table allocation failed; sgt untouched).
- * @example pfns [10, 11, 12, 20], size 16384 -> two entries of 12288 and 4096 bytes.
- */
-export function sg_alloc_table_from_pages(
-  sgt: SgTable,
-  pages: readonly Page[],
-  n_pages: number,
-  offset: number,
-  size: number,
-  gfp: gfp_t,
-): number {
-  return sg_alloc_table_from_pages_segment(sgt, pages, n_pages, offset, size, UINT_MAX, gfp);
-}
-
-/**
- * sg_alloc_table_from_pages_segment (via sg_alloc_append_table_from_pages with nothing to
- * append to): merge runs of consecutive PFNs into one entry of at most `max_segment` bytes. The
- * first entry starts at `offset`; each entry's length is min(remaining size, chunk bytes - offset).
- *
- * As in C, `size` is an unsigned long decremented by whole chunks: if it runs out before the last
- * chunk it wraps around, and the remaining entries get their full chunk length.
- * @returns 0; -EINVAL when max_segment < PAGE_SIZE (with a warning) or n_pages is 0 (the kernel
- *   would read past the array); -ENOMEM when allocation fails, leaving `sgt` untouched.
- */
-export function sg_alloc_table_from_pages_segment(
-  sgt: SgTable,
-  pages: readonly Page[],
-  n_pages: number,
-  offset: number,
-  size: number,
-  max_segment: number,
-  gfp: gfp_t,
-): number {
-  const fn = 'sg_alloc_table_from_pages_segment';
-  checkTable(fn, sgt);
-  if (!Array.isArray(pages)) throw new TypeError(`${fn}: Expected an array of pages for pages but received ${describeValue(pages)}`);
-  checkInt(fn, 'n_pages', n_pages, 0, UINT_MAX);
-  checkSize(fn, 'offset', offset);
-  checkSize(fn, 'size', size);
-  checkSize(fn, 'max_segment', max_segment);
-  checkGfp(fn, gfp);
-  if (n_pages > pages.length) throw new RangeError(`${fn}: Expected 1..${pages.length} for n_pages but received ${n_pages}`);
-  // Every page a struct page, all of one machine (a table never mixes machines).
-  const first = pages[0] as unknown;
-  for (let i = 0; i < n_pages; i++) {
-    const p = pages[i] as unknown;
-    if (!(p instanceof PageClass)) throw new TypeError(`${fn}: Expected a struct page (Page) for pages[${i}] but received ${describeValue(p)}`);
-    if (p.machine !== (first as Page).machine) checkSameMachine(fn, `pages[${i}]`, p.machine, (first as Page).machine);
-  }
-  const maxSegment = Math.floor(max_segment / PAGE_SIZE) * PAGE_SIZE;
-  if (maxSegment < PAGE_SIZE) {
-    process.emitWarning('sg_alloc_append_table_from_pages: max_segment < PAGE_SIZE', {
-      code: 'KERNEL_WARN',
-    });
-    return -EINVAL;
-  }
-  if (n_pages === 0) return -EINVAL;
-
-  // First pass: count the chunks, exactly as the kernel does (seg_len counts the pages after
-  // the first of a chunk, so a chunk ends once it holds max_segment bytes).
-  let chunks = 1;
-  let segLen = 0;
-  let prevPfn = (pages[0] as Page).pfn;
-  for (let i = 1; i < n_pages; i++) {
-    const pfn = (pages[i] as Page).pfn;
-    segLen += PAGE_SIZE;
-    if (segLen >= maxSegment || pfn !== prevPfn + 1) {
-      chunks++;
-      segLen = 0;
-    }
-    prevPfn = pfn;
-  }
-
-  // get_next_sg hands out chunks with the same shape as sg_alloc_table(chunks), so build that
-  // and fill it: one allocation pass, no per-entry closures.
-  const table = new SgTable();
-  if (__sg_alloc_table(table, chunks) !== 0) return -ENOMEM;
-
-  // Fill the slots in order, stepping over chain links; writing the store directly keeps
-  // the loop free of per-entry objects.
-  const store = (table.sgl as Scatterlist).store;
-  let slot = 0;
-  let curPage = 0;
-  let sizeWrapped = false;
-  let off = offset >>> 0;
-  for (let i = 0; i < chunks; i++) {
-    let j = curPage + 1;
-    segLen = 0;
-    let pfn = (pages[curPage] as Page).pfn;
-    for (; j < n_pages; j++) {
-      const next = (pages[j] as Page).pfn;
-      segLen += PAGE_SIZE;
-      if (segLen >= maxSegment || next !== pfn + 1) break;
-      pfn = next;
-    }
-    // chunk_size is an unsigned int in C.
-    const chunkSize = ((j - curPage) * PAGE_SIZE - off) >>> 0;
-    if (((store.flags[slot] ?? 0) & SG_CHAIN) !== 0) slot++;
-    store.pages[slot] = pages[curPage] as Page;
-    store.offset[slot] = off;
-    store.length[slot] = sizeWrapped || size >= chunkSize ? chunkSize : size;
-    if (!sizeWrapped) {
-      if (size >= chunkSize) size -= chunkSize;
-      else sizeWrapped = true;
-    }
-    slot++;
-    off = 0;
-    curPage = j;
-  }
-
-  sgt.sgl = table.sgl;
-  sgt.nents = table.nents;
-  sgt.orig_nents = table.orig_nents;
-  return 0;
 }

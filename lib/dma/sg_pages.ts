@@ -1,6 +1,7 @@
-// Append tables (lib/scatterlist.c): struct sg_append_table, built a batch of pages at a time as
-// pin_user_pages hands them out (RDMA's ib_umem, vfio). Each batch merges into the previous last
-// entry when the pages continue it, and new chunks are chained on as they are needed.
+// Tables from pages (lib/scatterlist.c): struct sg_append_table, built a batch of pages at a time as
+// pin_user_pages hands them out (RDMA's ib_umem, vfio), and sg_alloc_table_from_pages(_segment),
+// which are one append to an empty table. Runs of consecutive PFNs merge into one entry; a batch
+// merges into the previous last entry when its pages continue it; chunks are chained on as needed.
 
 import { PAGE_SIZE, type gfp_t } from '../mm/gfp';
 import { Page } from '../mm/page';
@@ -8,6 +9,7 @@ import { checkGfp, checkInt, checkSameMachine, checkSize, describeValue } from '
 import { EINVAL, ENOMEM } from './constants';
 import {
   __sg_chain,
+  checkTable,
   Scatterlist,
   SG_MAX_SINGLE_ALLOC,
   sg_is_last,
@@ -107,14 +109,33 @@ export function sg_alloc_append_table_from_pages(
   checkInt(fn, 'left_pages', left_pages, 0, UINT_MAX);
   checkGfp(fn, gfp);
   if (n_pages > pages.length) throw new RangeError(`${fn}: Expected 0..${pages.length} for n_pages but received ${n_pages}`);
-  const prv = sgt_append.prv;
-  const machine = prv?.page_link?.machine ?? (pages[0] instanceof Page ? pages[0].machine : undefined);
-  for (let i = 0; i < n_pages; i++) {
-    const p = pages[i] as unknown;
-    if (!(p instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) for pages[${i}] but received ${describeValue(p)}`);
-    if (p.machine !== machine) checkSameMachine(fn, `pages[${i}]`, p.machine, machine!);
-  }
+  checkPages(fn, pages, n_pages, sgt_append.prv?.page_link?.machine);
+  return appendPages(sgt_append, pages, n_pages, offset, size, max_segment, left_pages);
+}
 
+/** Every page a struct page, all of one machine (a table never mixes machines): TypeErrors. */
+function checkPages(fn: string, pages: readonly unknown[], n_pages: number, machine: unknown): void {
+  let ours = machine ?? (pages[0] instanceof Page ? pages[0].machine : undefined);
+  for (let i = 0; i < n_pages; i++) {
+    const p = pages[i];
+    if (!(p instanceof Page)) throw new TypeError(`${fn}: Expected a struct page (Page) for pages[${i}] but received ${describeValue(p)}`);
+    ours ??= p.machine;
+    if (p.machine !== ours) checkSameMachine(fn, `pages[${i}]`, p.machine, ours);
+  }
+}
+
+/** sg_alloc_append_table_from_pages on validated arguments. */
+function appendPages(
+  sgt_append: SgAppendTable,
+  pages: readonly Page[],
+  n_pages: number,
+  offset: number,
+  size: number,
+  max_segment: number,
+  left_pages: number,
+): number {
+  const fn = 'sg_alloc_append_table_from_pages';
+  const prv = sgt_append.prv;
   // The algorithm below needs max_segment page-aligned, or it can overshoot.
   const maxSegment = Math.floor(max_segment / PAGE_SIZE) * PAGE_SIZE;
   if (maxSegment < PAGE_SIZE) {
@@ -208,4 +229,64 @@ export function sg_free_append_table(sgt_append: SgAppendTable): void {
   sgt_append.sgt.orig_nents = 0;
   sgt_append.prv = null;
   sgt_append.total_nents = 0;
+}
+
+/**
+ * sg_alloc_table_from_pages: sg_alloc_table_from_pages_segment with max_segment = UINT_MAX
+ * (rounded down to a page inside, so a segment is at most 4 GiB - 4 KiB).
+ * @returns 0, -EINVAL (n_pages 0) or -ENOMEM (table allocation failed; sgt untouched).
+ * @example pfns [10, 11, 12, 20], size 16384 -> two entries of 12288 and 4096 bytes.
+ */
+export function sg_alloc_table_from_pages(
+  sgt: SgTable,
+  pages: readonly Page[],
+  n_pages: number,
+  offset: number,
+  size: number,
+  gfp: gfp_t,
+): number {
+  return sg_alloc_table_from_pages_segment(sgt, pages, n_pages, offset, size, UINT_MAX, gfp);
+}
+
+/**
+ * sg_alloc_table_from_pages_segment: one sg_alloc_append_table_from_pages to an empty table with
+ * no pages left to come, copied into `sgt`. Runs of consecutive PFNs merge into one entry of at
+ * most `max_segment` bytes; the first entry starts at `offset`; each entry's length is
+ * min(remaining size, chunk bytes - offset).
+ *
+ * As in C, `size` is an unsigned long decremented by whole chunks: if it runs out before the last
+ * chunk it wraps around, and the remaining entries get their full chunk length.
+ * @returns 0; -EINVAL when max_segment < PAGE_SIZE (with a warning) or n_pages is 0 (the kernel
+ *   would read past the array); -ENOMEM when allocation fails, leaving `sgt` untouched.
+ */
+export function sg_alloc_table_from_pages_segment(
+  sgt: SgTable,
+  pages: readonly Page[],
+  n_pages: number,
+  offset: number,
+  size: number,
+  max_segment: number,
+  gfp: gfp_t,
+): number {
+  const fn = 'sg_alloc_table_from_pages_segment';
+  checkTable(fn, sgt);
+  if (!Array.isArray(pages)) throw new TypeError(`${fn}: Expected an array of pages for pages but received ${describeValue(pages)}`);
+  checkInt(fn, 'n_pages', n_pages, 0, UINT_MAX);
+  checkSize(fn, 'offset', offset);
+  checkSize(fn, 'size', size);
+  checkSize(fn, 'max_segment', max_segment);
+  checkGfp(fn, gfp);
+  if (n_pages > pages.length) throw new RangeError(`${fn}: Expected 1..${pages.length} for n_pages but received ${n_pages}`);
+  checkPages(fn, pages, n_pages, undefined);
+  const append = new SgAppendTable();
+  // offset is an unsigned int and max_segment one too: C truncates them on the call.
+  const err = appendPages(append, pages, n_pages, offset >>> 0, size, Math.min(max_segment, UINT_MAX), 0);
+  if (err !== 0) {
+    sg_free_append_table(append);
+    return err;
+  }
+  sgt.sgl = append.sgt.sgl;
+  sgt.nents = append.sgt.nents;
+  sgt.orig_nents = append.sgt.orig_nents;
+  return 0;
 }
