@@ -70,7 +70,7 @@ export function leakReport(name: string, segments: readonly Segment[], areas: re
     for (const page of seg.createdPages()) {
       if (seg.kind === 'ram') {
         if (page.allocOrder >= 0) blocks.push(`pfn ${hex(page.pfn)} order ${page.allocOrder}`);
-      } else if (page.refcount > 0) {
+      } else if (seg.kind === 'cma' && page.refcount > 0) {
         cmaPages++;
         if (page.pfn !== runEnd) flush();
         if (runStart < 0) runStart = page.pfn;
