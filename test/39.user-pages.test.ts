@@ -92,4 +92,183 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
       dev.destroy();
     });
   }
+
+  it('a device given only the machine memfds (as a worker is) reaches the pinned Region', () => {
+    const dev = m.createDevice({ name: 'w', dmaMask: 64, iommu: true });
+    const pages: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address, 16, FOLL_WRITE, pages), 16);
+    const { sgt, segs } = mapPages(dev, pages, 16);
+    const desc = structuredClone(busDescription(dev, { fdOnly: true }));
+    const engine = new BusEngine(desc);
+    try {
+      assert.equal(engine.write(segs[0]!.dma + BigInt(15 * PAGE_SIZE), Uint8Array.from([7, 8, 9])), MEMTX_OK);
+      assert.deepEqual([...r.view().subarray(15 * PAGE_SIZE, 15 * PAGE_SIZE + 3)], [7, 8, 9]);
+      r.view()[0] = 0x42;
+      const b = new Uint8Array(1);
+      assert.equal(engine.read(segs[0]!.dma, b), MEMTX_OK);
+      assert.equal(b[0], 0x42);
+    } finally {
+      engine.close();
+    }
+    dma_unmap_sgtable(dev, sgt, DMA_BIDIRECTIONAL, 0);
+    sg_free_table(sgt);
+    unpin_user_pages(pages, 16);
+    dev.destroy();
+  });
+
+  it('while pinned, close, shrinking resize and protect taking access away throw ERR_DMAMEM_BUSY and change nothing; the last unpin lifts it', () => {
+    const pages: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address + PAGE_SIZE, 1, FOLL_WRITE, pages), 1);
+    const again: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address + PAGE_SIZE, 1, 0, again), 1); // the same page twice
+    assert.equal(again[0], pages[0]);
+    const segments = m.segments.length;
+    r.view()[0] = 1;
+    busy(() => r.close());
+    busy(() => r.resize(8 * PAGE_SIZE));
+    busy(() => r.protect('read'));
+    busy(() => r.protect('none'));
+    assert.equal(r.closed, false);
+    assert.equal(r.length, 16 * PAGE_SIZE);
+    assert.equal(r.view()[0], 1); // still mapped read-write
+    r.protect('readwrite'); // adds nothing, takes nothing away: allowed
+    r.resize(32 * PAGE_SIZE); // growing is allowed
+    assert.equal(pages[0]!.refcount, 1 + 2 * GUP_PIN_COUNTING_BIAS);
+    unpin_user_page(pages[0]!);
+    busy(() => r.close()); // one pin left
+    assert.equal(m.segments.length, segments);
+    unpin_user_page(again[0]!);
+    // The last reference hot-removes the user segment: its PFNs are no memory any more.
+    assert.equal(m.segments.length, segments - 1);
+    assert.equal(m.pfn_valid(pages[0]!.pfn), false);
+    assert.throws(() => unpin_user_page(pages[0]!), /kernel BUG at mm\/gup.c/);
+    r.protect('read');
+    r.protect('readwrite');
+    r.resize(4 * PAGE_SIZE);
+    assert.equal(r.length, 4 * PAGE_SIZE);
+  });
+
+  it('returns -EFAULT outside the Region or where its protection refuses, a partial count at its end, -EINVAL for bad flags', () => {
+    const pages: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address - PAGE_SIZE, 1, 0, pages), -EFAULT);
+    assert.equal(m.pin_user_pages_fast(r, r.address + 16 * PAGE_SIZE, 1, 0, pages), -EFAULT);
+    assert.equal(pages.length, 0);
+    assert.equal(m.segments.some((s) => s.kind === 'user'), false); // nothing attached on failure
+    // Unaligned start: rounded down to its page, as the kernel masks it.
+    assert.equal(m.pin_user_pages_fast(r, r.address + 14 * PAGE_SIZE + 100, 5, FOLL_WRITE, pages), 2);
+    assert.equal(pages.length, 2);
+    assert.equal(m.page_address(pages[0]!) - m.page_address(pages[1]!), -PAGE_SIZE);
+    assert.equal(m.pin_user_pages_fast(r, r.address, 0, 0, []), 0);
+    // Flags: internal ones, FOLL_GET on a pin, FOLL_LONGTERM without pinning, slow-path flags on the fast path.
+    const warns = m.warnings.length;
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, 1 << 19, []), -EINVAL);
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, FOLL_GET, []), -EINVAL);
+    assert.equal(m.get_user_pages_fast(r, r.address, 1, FOLL_LONGTERM, []), -EINVAL);
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, FOLL_NOWAIT, []), -EINVAL);
+    assert.equal(m.warnings.length, warns + 4);
+    const slow: Page[] = [];
+    assert.equal(m.pin_user_pages(r, r.address, 1, FOLL_NOWAIT, slow), 1);
+    // Protection: FOLL_WRITE needs a writable mapping; a read pin of a read-only one is fine.
+    unpin_user_pages(pages, 2);
+    unpin_user_pages(slow, 1);
+    r.protect('read');
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, FOLL_WRITE, pages), -EFAULT);
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, 0, pages), 1);
+    busy(() => r.protect('none'));
+    unpin_user_pages(pages, 1);
+    r.protect('none');
+    assert.equal(m.pin_user_pages_fast(r, r.address, 1, 0, pages), -EFAULT);
+    r.protect('readwrite');
+    // Misuse is a TypeError/RangeError before anything happens.
+    assert.throws(() => m.pin_user_pages_fast({} as Region, 0, 1, 0, []), TypeError);
+    assert.throws(() => m.pin_user_pages_fast(r, r.address, -1, 0, []), RangeError);
+    assert.throws(() => m.pin_user_pages_fast(r, r.address, 1, 0, null as unknown as Page[]), TypeError);
+    assert.equal(m.segments.some((s) => s.kind === 'user'), false);
+    // A closed Region has nothing mapped.
+    const c = Region.allocate(PAGE_SIZE);
+    c.close();
+    assert.equal(m.pin_user_pages_fast(c, 0, 1, 0, []), -EFAULT);
+  });
+
+  it('get_user_pages references are dropped with put_page (get_page adds one), never to the page allocator', () => {
+    const pages: Page[] = [];
+    const free = m.buddy.freePages(0);
+    assert.equal(m.get_user_pages_fast(r, r.address, 3, FOLL_WRITE, pages), 3);
+    assert.equal(m.buddy.freePages(0), free);
+    assert.equal(pages[0]!.refcount, 2);
+    assert.equal(page_maybe_dma_pinned(pages[0]!), false);
+    assert.throws(() => unpin_user_page(pages[0]!), /kernel BUG/); // a get is no pin
+    get_page(pages[0]!);
+    put_page(pages[0]!);
+    put_page(pages[0]!);
+    busy(() => r.close());
+    assert.throws(() => put_page(pages[0]!), /kernel BUG|no reference/);
+    put_page(pages[1]!);
+    put_page(pages[2]!);
+    assert.equal(m.buddy.freePages(0), free);
+    assert.equal(m.segments.some((s) => s.kind === 'user'), false);
+    r.resize(PAGE_SIZE);
+  });
+
+  it('unpin_user_pages checks every page before dropping any', () => {
+    const pages: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address, 2, FOLL_WRITE, pages), 2);
+    const other = m.alloc_pages(GFP_KERNEL, 0)!;
+    assert.throws(() => unpin_user_pages([pages[0]!, other], 2), /kernel BUG/);
+    assert.throws(() => unpin_user_pages([pages[0]!, pages[0]!], 2), /kernel BUG/); // pinned once only
+    assert.equal(pages[0]!.refcount, 1 + GUP_PIN_COUNTING_BIAS);
+    m.__free_pages(other, 0);
+    unpin_user_pages_dirty_lock(pages, 2, true);
+    r.close();
+  });
+
+  it('machine.destroy() with pins outstanding reports them and lifts the Region\'s block', () => {
+    const pages: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address, 4, FOLL_WRITE, pages), 4);
+    busy(() => r.close());
+    m.destroy();
+    assert.ok(m.warnings.some((w) => /mm\/gup.c: .*destroyed with user page references still held.*4 on/.test(w.message)), m.warnings.map((w) => w.message).join('\n'));
+    assert.throws(() => unpin_user_pages(pages, 4), (e: NodeJS.ErrnoException) => e.code === 'ERR_DMAMEM_DESTROYED');
+    r.view()[0] = 3; // the Region's own mapping is intact
+    r.close();
+  });
+
+  it('with dmaDebug the held references are in the leak report (strict throws ERR_DMAMEM_LEAK)', () => {
+    const d = new Machine({ name: 'gup39s', ramPerNode: 8 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false, dmaDebug: 'strict' });
+    const pages: Page[] = [];
+    assert.equal(d.pin_user_pages_fast(r, r.address, 2, FOLL_WRITE, pages), 2);
+    assert.throws(() => d.destroy(), (e: NodeJS.ErrnoException) => e.code === 'ERR_DMAMEM_LEAK' && /2 user pages still referenced/.test(e.message));
+    r.close();
+  });
+
+  it('no signal: pinning, DMA and every release path in any order (child process)', () => {
+    const code = `
+      const { Machine } = require('./dist/lib/mm/machine'); require('./dist/lib/dma/device');
+      const { Region } = require('./dist/lib/os/region');
+      const { unpin_user_pages, FOLL_WRITE } = require('./dist/lib/mm/gup');
+      const { busMaster } = require('./dist/lib/devices/bus_master');
+      const m = new Machine({ ramPerNode: 8 << 20, cmaSize: 0, emitWarnings: false });
+      const r = Region.allocate(8 * 4096, { hugepages: 'off' });
+      const dev = m.createDevice({ dmaMask: 64 });
+      const pages = [];
+      m.pin_user_pages_fast(r, r.address, 8, FOLL_WRITE, pages);
+      const bus = busMaster(dev);
+      const at = pages[0].phys;
+      bus.write(at, new Uint8Array(8 * 4096).fill(1));
+      try { r.close(); } catch {}
+      try { r.resize(4096); } catch {}
+      unpin_user_pages(pages, 8);
+      // The segment is gone: a stale bus address is a bus error, not a fault.
+      const s = busMaster(dev).write(at, new Uint8Array(16));
+      r.resize(4096);
+      m.pin_user_pages_fast(r, r.address, 1, FOLL_WRITE, pages);
+      m.destroy();
+      r.close();
+      console.log('ok', s);
+    `;
+    const res = spawnSync(process.execPath, ['-e', code], { cwd: `${__dirname}/../..`, encoding: 'utf8', timeout: 60000 });
+    assert.equal(res.signal, null, res.stderr);
+    assert.equal(res.status, 0, res.stderr);
+    assert.match(res.stdout, /^ok [1-9]/);
+  });
 });
