@@ -125,7 +125,7 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     const segments = m.segments.length;
     r.view()[0] = 1;
     busy(() => r.close());
-    busy(() => r.resize(8 * PAGE_SIZE));
+    assert.throws(() => r.resize(8 * PAGE_SIZE), (e: NodeJS.ErrnoException) => e.code === 'ERR_DMAMEM_BUSY' && /held on this region for DMA/.test(e.message));
     busy(() => r.protect('read'));
     busy(() => r.protect('none'));
     assert.equal(r.closed, false);
