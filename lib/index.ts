@@ -90,7 +90,7 @@ export {
   VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE, VM_PFNMAP,
   VM_LOCKED, VM_IO, VM_DONTEXPAND, VM_DONTDUMP, vma_pages, remap_pfn_range,
 } from './mm/vma';
-export type { VmArea, VmaOptions } from './mm/vma';
+export type { VmArea, VmaOptions, VmOperations } from './mm/vma';
 export {
   _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_PWT, _PAGE_PCD, _PAGE_ACCESSED, PAGE_SHARED, PAGE_READONLY,
   pgprot_noncached, pgprot_writecombine, pgprot_dmacoherent, pgprot_cachemode,

@@ -241,6 +241,26 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     r.close();
   });
 
+  it('a user VMA\'s vm_ops.close runs once at unmap (and at machine teardown), with vm_private_data as the driver left it', () => {
+    const seen: unknown[] = [];
+    const vma = m.createVma(2 * PAGE_SIZE);
+    vma.vm_private_data = { ring: 3 };
+    vma.vm_ops = { close: (v) => { seen.push(v.vm_private_data); } };
+    assert.equal(seen.length, 0);
+    vma.unmap();
+    vma.unmap();
+    assert.equal(seen.length, 1);
+    assert.deepEqual(seen[0], { ring: 3 });
+    assert.throws(() => { vma.vm_ops = { close: 5 } as unknown as { close: () => void }; }, TypeError);
+    const a = m.createVma(PAGE_SIZE);
+    a.vm_ops = { open: () => { seen.push('open'); }, close: () => { seen.push('a'); } };
+    const b = m.createVma(PAGE_SIZE);
+    b.vm_ops = { close: () => { throw new Error('driver bug'); } };
+    m.destroy();
+    assert.deepEqual(seen, [{ ring: 3 }, 'a']);
+    assert.ok(m.warnings.some((w) => /vm_ops->close threw: driver bug/.test(w.message)));
+  });
+
   it('no signal: pinning, DMA and every release path in any order (child process)', () => {
     const code = `
       const { Machine } = require('./dist/lib/mm/machine'); require('./dist/lib/dma/device');
