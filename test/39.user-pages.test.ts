@@ -190,6 +190,18 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     assert.equal(m.pin_user_pages_fast(c, 0, 1, 0, []), -EFAULT);
   });
 
+  it('a read-only Region cannot be pinned (-EFAULT): the device side maps machine memory writable', () => {
+    const src = Region.allocate(PAGE_SIZE, { hugepages: 'off' });
+    const ro = Region.fromFd(src.fd, PAGE_SIZE, { writable: false });
+    try {
+      assert.equal(m.pin_user_pages_fast(ro, ro.address, 1, 0, []), -EFAULT);
+      assert.equal(m.segments.some((s) => s.kind === 'user'), false);
+    } finally {
+      ro.close();
+      src.close();
+    }
+  });
+
   it('get_user_pages references are dropped with put_page (get_page adds one), never to the page allocator', () => {
     const pages: Page[] = [];
     const free = m.buddy.freePages(0);
