@@ -133,6 +133,11 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     assert.equal(r.view()[0], 1); // still mapped read-write
     r.protect('readwrite'); // adds nothing, takes nothing away: allowed
     r.resize(32 * PAGE_SIZE); // growing is allowed
+    // The pages it grew by are not in the segment made at the first pin: a pin stops before them.
+    const grown: Page[] = [];
+    assert.equal(m.pin_user_pages_fast(r, r.address + 15 * PAGE_SIZE, 4, 0, grown), 1);
+    assert.equal(m.pin_user_pages_fast(r, r.address + 16 * PAGE_SIZE, 1, 0, []), -EFAULT);
+    unpin_user_page(grown[0]!);
     assert.equal(pages[0]!.refcount, 1 + 2 * GUP_PIN_COUNTING_BIAS);
     unpin_user_page(pages[0]!);
     busy(() => r.close()); // one pin left

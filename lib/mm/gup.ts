@@ -49,6 +49,7 @@ interface UserMemory {
   refs: number;
 }
 
+let nextUser = 0;
 const byMachine = new WeakMap<Machine, Map<Region, UserMemory>>();
 const bySegment = new WeakMap<Segment, UserMemory>();
 
@@ -110,7 +111,13 @@ function gup(m: Machine, fn: string, region: Region, start: number, nrPages: num
   // The device side maps machine memory read-write, and by file offset 0 (see segment.ts).
   if (!info.fileWritable || info.fileOffset !== 0) return -EFAULT;
   const first = (addr - info.address) / PAGE_SIZE;
-  const count = Math.min(nrPages, info.mappedLength / PAGE_SIZE - first);
+  // One segment per Region and machine, made at its first reference: pages it grew by since (resize
+  // while referenced) are not in it, and end the pin there (the device side maps a segment's memfd
+  // from offset 0, so a second segment at a file offset would not reach the right bytes in a worker).
+  const attached = byMachine.get(m)?.get(region);
+  const end = attached === undefined ? info.mappedLength / PAGE_SIZE : Math.min(info.mappedLength / PAGE_SIZE, attached.segs[0]!.seg.pages);
+  if (first >= end) return -EFAULT;
+  const count = Math.min(nrPages, end - first);
 
   const um = attach(m, region, info.fd, info.granule, info.backing, first + count, info.mappedLength / PAGE_SIZE);
   const bias = pin ? GUP_PIN_COUNTING_BIAS : 1;
@@ -148,7 +155,6 @@ function attach(m: Machine, region: Region, fd: number, granule: number, backing
   }
   return um;
 }
-let nextUser = 0;
 
 /** Drops `n` references of `um`; the last one hot-removes its segments and lifts the Region's block. */
 function release(um: UserMemory, n: number): void {
