@@ -75,6 +75,12 @@ export {
   PAGE_FRAG_CACHE_MAX_SIZE,
 } from './mm/page_frag';
 
+// ---- Pinning user memory for DMA (mm/gup.c) ----
+export {
+  unpin_user_page, unpin_user_pages, unpin_user_pages_dirty_lock, page_maybe_dma_pinned, GUP_PIN_COUNTING_BIAS,
+  FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_NOWAIT, FOLL_NOFAULT, FOLL_LONGTERM, FOLL_PCI_P2PDMA, FOLL_HONOR_NUMA_FAULT,
+} from './mm/gup';
+
 // ---- CMA (mm/cma.c) ----
 export { cma_alloc, cma_release, cma_alloc_aligned, cma_pages_valid, CMA_MAX_RANGES, CONFIG_CMA_ALIGNMENT } from './mm/cma';
 export type { Cma } from './mm/cma';
@@ -84,7 +90,7 @@ export {
   VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, VM_MAYSHARE, VM_PFNMAP,
   VM_LOCKED, VM_IO, VM_DONTEXPAND, VM_DONTDUMP, vma_pages, remap_pfn_range,
 } from './mm/vma';
-export type { VmArea, VmaOptions } from './mm/vma';
+export type { VmArea, VmaOptions, VmOperations } from './mm/vma';
 export {
   _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_PWT, _PAGE_PCD, _PAGE_ACCESSED, PAGE_SHARED, PAGE_READONLY,
   pgprot_noncached, pgprot_writecombine, pgprot_dmacoherent, pgprot_cachemode,

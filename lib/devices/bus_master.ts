@@ -50,11 +50,11 @@ export function busDescription(dev: Device, options: BusDescriptionOptions = {})
 }
 
 /** The inline engine of each device, with the segment count it was made for. */
-const engines = new WeakMap<Device, { engine: BusEngine; segments: number; mask: bigint | null; debug: boolean }>();
+const engines = new WeakMap<Device, { engine: BusEngine; segments: readonly unknown[]; mask: bigint | null; debug: boolean }>();
 
 /**
- * The device's bus-master engine in this thread (the same one each time, remade when the machine
- * gained a segment or the device's mask or debug setting changed). A fault it takes is reported at
+ * The device's bus-master engine in this thread (the same one each time, remade when the machine's
+ * segments changed (a CMA area or pinned user memory added or removed) or the device's mask or debug setting changed). A fault it takes is reported at
  * once: logged in the domain, given to the fault handler, printed when unhandled. With the device's
  * DMA-API debug on, every access it lets through is checked against the driver's live mappings.
  * @example const bus = busMaster(dev); bus.write32(desc + 8n, 0x1) === MEMTX_OK
@@ -64,12 +64,12 @@ export function busMaster(dev: Device): BusEngine {
   dev.machine.assertAlive();
   const have = engines.get(dev);
   const debug = dev.debug.enabled;
-  if (have !== undefined && have.segments === dev.machine.segments.length && have.mask === dev.dma_mask && have.debug === debug) return have.engine;
+  if (have !== undefined && have.segments === dev.machine.segments && have.mask === dev.dma_mask && have.debug === debug) return have.engine;
   const domain = dev.iommu;
   const engine = new BusEngine(busDescription(dev), {
     onFault: domain === null ? null : () => { domain.processFaults(); },
     onAccess: dmaDebugAccessCheck(dev),
   });
-  engines.set(dev, { engine, segments: dev.machine.segments.length, mask: dev.dma_mask, debug });
+  engines.set(dev, { engine, segments: dev.machine.segments, mask: dev.dma_mask, debug });
   return engine;
 }

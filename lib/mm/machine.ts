@@ -17,8 +17,10 @@ import {
   __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
 } from './gfp';
 import type { Page } from './page';
-import { createSegment, releaseSegment, segmentBytes, type Segment } from './segment';
+import { createSegment, releaseSegment, segmentBytes, type Segment, type SegmentSpec } from './segment';
 import { registerMachine, unregisterMachine } from './registry';
+import { gupGet, gupGetFast, gupPin, gupPinFast } from './gup';
+import type { Region } from '../os/region';
 import { releaseVmallocSpace, VmallocSpace, type VmallocArea, vfree, vmalloc, vmap, vunmap, vzalloc } from './vmalloc';
 import { createVmArea, type VmArea, type VmaOptions } from './vma';
 import { Page as PageClass, pageState } from './page';
@@ -119,7 +121,45 @@ function checkSize(name: string, value: number, multiple: number, allowZero: boo
   return value;
 }
 
+/** Memory hotplug of user memory, for lib/mm/gup.ts only (set in Machine's static block; not public). */
+export interface UserMemoryHotplug {
+  /** Adds a 'user' segment mapping `fd` (owned from now on) from `offset`, at fresh PFNs after every other segment. */
+  add(m: Machine, name: string, from: NonNullable<SegmentSpec['from']>, pages: number): Segment;
+  /** Removes a 'user' segment: views revoked, range back to PROT_NONE, fd closed, PFNs invalid from now on. */
+  remove(m: Machine, seg: Segment): void;
+}
+// eslint-disable-next-line prefer-const -- assigned once, in Machine's static block
+let hotplug: UserMemoryHotplug | undefined;
+export function userMemoryHotplug(): UserMemoryHotplug {
+  return hotplug!;
+}
+
 export class Machine {
+  static {
+    hotplug = {
+      add: (m, name, from, pages) => {
+        try {
+          m.assertAlive();
+        } catch (err) {
+          native.close(from.fd);
+          throw err;
+        }
+        return m.#addSegment(name, 'user', 0, pages, 'off', undefined, from);
+      },
+      remove: (m, seg) => {
+        const i = m.#segments.indexOf(seg);
+        if (seg.kind !== 'user' || i < 0) return;
+        m.#segmentViews.get(seg)?.set.revoke();
+        m.#segmentViews.delete(seg);
+        m.#segments.splice(i, 1);
+        m.#segmentsView = Object.freeze(m.#segments.slice());
+        if (m.#lastSegment === seg) m.#lastSegment = null;
+        releaseSegment(seg);
+        native.reserveFixed(seg.address, seg.byteLength);
+      },
+    };
+  }
+
   readonly name: string;
   readonly physBase: number;
   readonly nodeCount: number;
@@ -216,7 +256,7 @@ export class Machine {
     registerMachine(this);
     try {
       for (let nid = 0; nid < nodes; nid++) {
-        const seg = this.addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy, ramReason);
+        const seg = this.#addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy, ramReason);
         this.buddy.addRange(nid, seg.startPfn, seg.pages);
       }
       if (cmaSize > 0) this.#dmaContiguousDefaultArea = this.cma_declare('reserved', cmaSize, 0, cmaPolicy);
@@ -306,18 +346,21 @@ export class Machine {
   }
 
   /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
-  private addSegment(name: string, kind: 'ram' | 'cma', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string): Segment {
+  #addSegment(name: string, kind: 'ram' | 'cma' | 'user', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string, from?: SegmentSpec['from']): Segment {
     this.assertAlive();
     const startPfn = this.#nextPfn;
     const bytes = pages * PAGE_SIZE;
     if ((startPfn + pages) * PAGE_SIZE > this.#linearLength) {
+      if (from !== undefined) native.close(from.fd);
       throw new RangeError(`${this.name}: no room left in the linear map for ${bytes} more bytes`);
     }
-    const spec = policyReason === undefined ? { name, kind, nid, startPfn, pages, hugepages: policy } : { name, kind, nid, startPfn, pages, hugepages: policy, policyReason };
+    const base = policyReason === undefined ? { name, kind, nid, startPfn, pages, hugepages: policy } : { name, kind, nid, startPfn, pages, hugepages: policy, policyReason };
+    const spec = from === undefined ? base : { ...base, from };
     const seg = createSegment(spec, this.#pageOffset + startPfn * PAGE_SIZE, this);
     this.counters.segmentsCreated++;
     this.counters.mmapCalls++;
-    trackExternalMemory(bytes);
+    // User memory is the Region's, already counted by it.
+    if (kind !== 'user') trackExternalMemory(bytes);
     // Keep segments 2 MiB aligned so that hugetlb segments can be mapped anywhere after.
     this.#nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
     this.#segments.push(seg);
@@ -335,7 +378,7 @@ export class Machine {
     checkPolicy('hugepages', hugepages);
     checkSize('size', size, PAGE_SIZE, false);
     assertBackable(size, `cma_declare('${name}', ${size})`, hugetlbUse(hugepages));
-    const seg = this.addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
+    const seg = this.#addSegment(`${this.name}:cma-${name}`, 'cma', nid, size / PAGE_SIZE, hugepages);
     const cma = new Cma({
       name, basePfn: seg.startPfn, count: seg.pages, orderPerBit: 0, nid,
       pfnToPage: (pfn) => seg.page(pfn),
@@ -525,6 +568,7 @@ export class Machine {
     if (this.isLinearAddress(addr)) {
       const seg = this.#linearSegment(addr, length, 'view');
       if (length === 0) return Buffer.alloc(0);
+      if (seg.kind === 'user') return this.#segmentView(seg, addr, length); // pinned user memory (a segment only while pinned)
       if (seg.kind === 'cma') {
         this.#checkCmaAllocated(seg, addr, length);
         if (!this.#revokeOnFree) return this.#segmentView(seg, addr, length);
@@ -754,6 +798,36 @@ export class Machine {
     return vma;
   }
 
+  // ---- user memory pinned for DMA (mm/gup.c; see lib/mm/gup.ts) ----
+
+  /**
+   * pin_user_pages_fast: pins `nr_pages` pages of `region` from user address `start` (rounded down
+   * to a page) for DMA, filling `pages` with their struct pages (FOLL_PIN: release with
+   * unpin_user_pages). The Region's memory becomes memory of this machine (fresh PFNs after every
+   * other segment) while any of its pages is referenced, so devices reach it by bus address like
+   * RAM. Returns the number pinned (fewer when the Region ends first), -EFAULT when `start` is not
+   * in the Region (or it is closed, read-only, or its protection refuses the access: FOLL_WRITE
+   * needs 'readwrite'), -EINVAL (and a WARN) for gup_flags the kernel refuses.
+   */
+  pin_user_pages_fast(region: Region, start: number, nr_pages: number, gup_flags: number, pages: Page[]): number {
+    return gupPinFast(this, region, start, nr_pages, gup_flags, pages);
+  }
+
+  /** pin_user_pages: as pin_user_pages_fast, taking the slow path's flags too (e.g. FOLL_NOWAIT). */
+  pin_user_pages(region: Region, start: number, nr_pages: number, gup_flags: number, pages: Page[]): number {
+    return gupPin(this, region, start, nr_pages, gup_flags, pages);
+  }
+
+  /** get_user_pages_fast: as pin_user_pages_fast with FOLL_GET references (release with put_page; no FOLL_LONGTERM). */
+  get_user_pages_fast(region: Region, start: number, nr_pages: number, gup_flags: number, pages: Page[]): number {
+    return gupGetFast(this, region, start, nr_pages, gup_flags, pages);
+  }
+
+  /** get_user_pages: the slow path of get_user_pages_fast. */
+  get_user_pages(region: Region, start: number, nr_pages: number, gup_flags: number, pages: Page[]): number {
+    return gupGet(this, region, start, nr_pages, gup_flags, pages);
+  }
+
   // ---- host physical addresses ----
 
   /**
@@ -863,7 +937,7 @@ export class Machine {
     let bytes = 0;
     for (const seg of this.#segments) {
       releaseSegment(seg);
-      bytes += seg.byteLength;
+      if (seg.kind !== 'user') bytes += seg.byteLength;
     }
     native.munmap(this.#vmallocSpace.base, this.#vmallocSpace.length);
     native.munmap(this.#pageOffset, this.#linearLength);

@@ -60,7 +60,15 @@ export function leakReport(name: string, segments: readonly Segment[], areas: re
   const blocks: string[] = [];
   const runs: string[] = [];
   let cmaPages = 0;
+  const user: string[] = [];
   for (const seg of segments) {
+    if (seg.kind === 'user') {
+      // pin_user_pages / get_user_pages references not released (a user page's own is its mapping's).
+      let held = 0;
+      for (const page of seg.createdPages()) if (page.refcount > 1) held++;
+      if (held > 0) user.push(`${held} user page${held === 1 ? '' : 's'} still referenced (pinned or got) in ${seg.name}`);
+      continue;
+    }
     let runStart = -1;
     let runEnd = -1;
     const flush = (): void => {
@@ -70,7 +78,7 @@ export function leakReport(name: string, segments: readonly Segment[], areas: re
     for (const page of seg.createdPages()) {
       if (seg.kind === 'ram') {
         if (page.allocOrder >= 0) blocks.push(`pfn ${hex(page.pfn)} order ${page.allocOrder}`);
-      } else if (page.refcount > 0) {
+      } else if (seg.kind === 'cma' && page.refcount > 0) {
         cmaPages++;
         if (page.pfn !== runEnd) flush();
         if (runStart < 0) runStart = page.pfn;
@@ -80,8 +88,8 @@ export function leakReport(name: string, segments: readonly Segment[], areas: re
     flush();
   }
   const live = vmas.filter((v) => !v.isUnmapped);
-  if (blocks.length + runs.length + areas.length + live.length === 0) return null;
-  const parts: string[] = [];
+  if (blocks.length + runs.length + areas.length + live.length + user.length === 0) return null;
+  const parts: string[] = [...user];
   if (blocks.length > 0) parts.push(listed(blocks.length, 'buddy block', blocks));
   if (runs.length > 0) parts.push(`${cmaPages} CMA page${cmaPages === 1 ? '' : 's'} in ${listed(runs.length, 'run', runs)}`);
   if (areas.length > 0) parts.push(listed(areas.length, 'vmalloc area', areas.map((a) => `${hex(a.addr)} ${a.size} bytes${a.ownsPages ? '' : ' vmap'}`)));

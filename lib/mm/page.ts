@@ -8,7 +8,7 @@ export const PG_head = 1 << 2; // head of an allocated higher-order block
 export const PG_cma = 1 << 3; // lies inside a CMA area
 
 /** The kinds of memory a page's segment can be. */
-export type SegmentKind = 'ram' | 'cma';
+export type SegmentKind = 'ram' | 'cma' | 'user';
 
 /**
  * What a page knows of the segment that holds it. Implemented by lib/mm/segment.ts; kept as an

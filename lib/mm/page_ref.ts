@@ -4,6 +4,7 @@
 
 import { Machine } from './machine';
 import { Page, pageState } from './page';
+import { getUserPage, isUserPage, putUserPage } from './gup';
 import { describeValue } from './validate';
 
 const ps = pageState();
@@ -24,6 +25,7 @@ export function page_ref_count(page: Page): number {
 /** get_page: one more reference to an allocated page (a kernel BUG on a free page). */
 export function get_page(page: Page): void {
   const p = checkAllocatedHead('get_page', page);
+  if (isUserPage(p)) return getUserPage(p); // a user page's references keep its Region pinned
   ps.setRefcount(p, p.refcount + 1);
 }
 
@@ -33,6 +35,7 @@ export function get_page(page: Page): void {
  */
 export function put_page(page: Page): void {
   const p = checkAllocatedHead('put_page', page);
+  if (isUserPage(p)) return putUserPage(p); // a get_user_pages reference: never to the page allocator
   if (p.refcount > 1) {
     ps.setRefcount(p, p.refcount - 1);
     return;

@@ -3,7 +3,7 @@
 // segment is reachable from public objects (machine.segments, page.segment) and gives no views.
 
 import { createBackedMemfd, type Backing, type HugepagePolicy } from '../os/backing';
-import { native } from '../native';
+import { C, native } from '../native';
 import { detachInternal, internalArrayBuffer } from '../os/views';
 import { Page, PAGE_CONSTRUCTION_KEY, pageState, PG_cma, PG_reserved, type PageSegment, type SegmentKind } from './page';
 
@@ -20,6 +20,11 @@ export interface SegmentSpec {
   readonly hugepages: HugepagePolicy;
   /** Why the policy is what it is, when the machine chose it rather than the user. */
   readonly policyReason?: string;
+  /**
+   * User memory (kind 'user'): map this memfd (an fd the segment owns from now on, closed at
+   * release) from `offset` instead of creating one; `backing` and `granule` are the Region's.
+   */
+  readonly from?: { readonly fd: number; readonly offset: number; readonly backing: Backing; readonly granule: number };
 }
 
 /** Only this module (through createSegment) may construct a Segment: its constructor maps memory. */
@@ -100,7 +105,7 @@ export class Segment implements PageSegment {
     this.nid = spec.nid;
     this.startPfn = spec.startPfn;
     this.pages = spec.pages;
-    const mem = createBackedMemfd(`dmamem:${spec.name}`, spec.pages * PAGE_SIZE, spec.hugepages, {
+    const mem = spec.from !== undefined ? mapUserMemory(spec.from, address, spec.pages * PAGE_SIZE) : createBackedMemfd(`dmamem:${spec.name}`, spec.pages * PAGE_SIZE, spec.hugepages, {
       fixedAddress: address,
       populate: true,
     });
@@ -139,6 +144,7 @@ export class Segment implements PageSegment {
       if (!(i >= 0 && i < this.pages)) throw new RangeError(`pfn 0x${pfn.toString(16)} is not in segment ${this.name}`);
       page = new Page(pfn, this, this.#machine, PAGE_CONSTRUCTION_KEY);
       if (this.kind === 'cma') ps.setFlags(page, page.flags | PG_cma | PG_reserved);
+      else if (this.kind === 'user') ps.setRefcount(page, 1); // the user mapping's reference
       this.#memMap[i] = page;
     }
     return page;
@@ -154,6 +160,17 @@ export class Segment implements PageSegment {
     for (const page of this.#memMap) if (page !== undefined) yield page;
   }
 
+}
+
+/** Maps a Region's memfd at `address` of the linear map (MAP_FIXED over the reservation); closes the fd on failure. */
+function mapUserMemory(from: NonNullable<SegmentSpec['from']>, address: number, bytes: number): { fd: number; address: number; backing: Backing; reason: string; granule: number } {
+  try {
+    native.mmap(address, bytes, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, from.fd, from.offset);
+  } catch (err) {
+    native.close(from.fd);
+    throw err;
+  }
+  return { fd: from.fd, address, backing: from.backing, reason: 'user memory: a Region\'s memfd, pinned for DMA', granule: from.granule };
 }
 
 export { PAGE_SHIFT };

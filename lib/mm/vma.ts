@@ -101,8 +101,21 @@ export interface VmaRemap {
   readonly cacheMode: CacheMode;
 }
 
+/**
+ * struct vm_operations_struct (the part a driver's mmap sets): `open` runs when the kernel copies a
+ * VMA (fork, split), which this model never does; `close` runs once at unmap (munmap, or the
+ * machine's teardown), after the range is gone, as remove_vma calls it.
+ */
+export interface VmOperations {
+  open?: (vma: VmArea) => void;
+  close?: (vma: VmArea) => void;
+}
+
 export class VmArea {
   #pgoff = 0;
+  #vmOps: VmOperations | null = null;
+  /** vm_private_data: the driver's, untouched by the model. */
+  vm_private_data: unknown = null;
   #flags = 0;
   #pageProt = 0;
   /** Every successful remap_pfn_range, in order: what the PTEs say (pfn, cache mode). */
@@ -250,6 +263,21 @@ export class VmArea {
     return this.#runs.length === 0;
   }
 
+  /** vm_ops: null, or an object with optional open / close functions (checked on assignment). */
+  get vm_ops(): VmOperations | null {
+    return this.#vmOps;
+  }
+
+  set vm_ops(ops: VmOperations | null) {
+    if (ops !== null) {
+      if (typeof ops !== 'object') throw new TypeError(`vm_ops: Expected null or an object with open / close functions but received ${describeValue(ops)}`);
+      for (const k of ['open', 'close'] as const) {
+        if (ops[k] !== undefined && typeof ops[k] !== 'function') throw new TypeError(`vm_ops: Expected a function for ${k} but received ${describeValue(ops[k])}`);
+      }
+    }
+    this.#vmOps = ops;
+  }
+
   get isUnmapped(): boolean {
     return this.#unmapped;
   }
@@ -311,6 +339,15 @@ export class VmArea {
     this.#views.revoke();
     native.munmap(this.#reservation, this.#reservationLength);
     this.#forget(this);
+    const close = this.#vmOps?.close;
+    if (close === undefined) return;
+    // vm_ops->close returns nothing in the kernel: a throw is the driver's bug, reported as a WARN
+    // so that an unmap (or the machine's teardown unmapping every VMA) always completes.
+    try {
+      close.call(this.#vmOps, this);
+    } catch (err) {
+      this.#machine.warn(`WARNING: mm/mmap.c: remove_vma: vm_ops->close threw: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   [Symbol.dispose](): void {

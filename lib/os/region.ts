@@ -18,6 +18,35 @@ import * as v from './validate';
 /** The constructor's key: only this module makes Regions. */
 const REGION_KEY = Symbol('Region');
 
+/** What pinning a Region's pages for DMA (lib/mm/gup.ts) reads of it; never part of the public API. */
+export interface RegionPinInfo {
+  readonly fd: number;
+  readonly address: number;
+  readonly mappedLength: number;
+  readonly fileOffset: number;
+  readonly fileWritable: boolean;
+  readonly prot: Protection;
+  readonly granule: number;
+  readonly backing: Backing;
+}
+
+let pinInfo: (r: Region) => RegionPinInfo | null;
+let pinAdjust: (r: Region, delta: number) => void;
+
+/**
+ * Internal to dmamem (lib/mm/gup.ts): the mapping a pin needs (null once closed), and the count of
+ * page references taken on the Region for DMA. While it is non-zero, close(), a shrinking resize()
+ * and a protect() taking access away throw ERR_DMAMEM_BUSY before doing anything.
+ */
+export function regionPinInfo(r: Region): RegionPinInfo | null {
+  return pinInfo(r);
+}
+export function regionPinAdjust(r: Region, delta: number): void {
+  pinAdjust(r, delta);
+}
+
+const PROT_RANK: Record<Protection, number> = { none: 0, read: 1, readwrite: 2 };
+
 /**
  * Real memory: a memfd mapped MAP_SHARED at a page-aligned (or 2 MiB-aligned) address.
  * @example
@@ -45,6 +74,25 @@ export class Region {
   readonly #granule: number;
   /** waitAsync() calls pending on this Region: close() rejects them before the memory goes. */
   readonly #waits = new PendingWaits(this);
+  /** Page references held for DMA (pin_user_pages, get_user_pages): see regionPinInfo. */
+  #pins = 0;
+
+  static {
+    pinInfo = (r) => (r.#s.closed ? null : {
+      fd: r.#s.fd, address: r.#s.address, mappedLength: r.#s.mappedLength, fileOffset: r.#offset,
+      fileWritable: r.#fileWritable, prot: r.#prot, granule: r.#granule, backing: r.#backing,
+    });
+    pinAdjust = (r, delta) => {
+      if (r.#pins + delta < 0) throw new Error(`region pin count underflow (${r.#pins} + ${delta})`);
+      r.#pins += delta;
+    };
+  }
+
+  /** ERR_DMAMEM_BUSY while pages of this Region are pinned for DMA (nothing has been done yet). */
+  #assertUnpinned(what: string): void {
+    if (this.#pins === 0) return;
+    throw new DmamemError('ERR_DMAMEM_BUSY', `cannot ${what}: ${this.#pins} page reference${this.#pins === 1 ? ' is' : 's are'} held on this region for DMA (pin_user_pages / get_user_pages); unpin_user_pages / put_page them first`);
+  }
 
   private constructor(
     key: symbol,
@@ -315,6 +363,7 @@ export class Region {
   protect(prot: Protection): void {
     v.assertOneOf('prot', prot, PROTECTIONS);
     this.#live();
+    if (PROT_RANK[prot] < PROT_RANK[this.#prot]) this.#assertUnpinned(`protect('${prot}')`);
     if (prot !== 'readwrite') this.#views.revoke();
     native.mprotect(this.address, this.mappedLength, protBits(prot));
     this.#prot = prot;
@@ -353,6 +402,7 @@ export class Region {
     this.#live();
     const oldMapped = this.mappedLength;
     const newMapped = roundUp(newLength, this.granule);
+    if (newLength < this.#length) this.#assertUnpinned(`shrink to ${newLength} bytes`);
     if (newMapped > oldMapped) assertBackable(newMapped - oldMapped, `resize(${newLength})`, this.granule === HUGE_2M ? 'only' : 'never');
     if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
     else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
@@ -548,6 +598,7 @@ export class Region {
    */
   close(): void {
     if (this.#s.closed) return;
+    this.#assertUnpinned('close');
     this.#waits.cancelAll(this.#s.address);
     backstop.unregister(this);
     this.#views.revoke();
