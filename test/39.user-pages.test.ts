@@ -16,7 +16,8 @@ import {
 import { get_page, put_page } from '../lib/mm/page_ref';
 import { DMA_BIDIRECTIONAL } from '../lib/dma/constants';
 import { dma_map_sgtable, dma_unmap_sgtable } from '../lib/dma/mapping';
-import { SgTable, for_each_sgtable_dma_sg, sg_alloc_table_from_pages, sg_dma_address, sg_dma_len, sg_free_table } from '../lib/dma/scatterlist';
+import { SgTable, for_each_sgtable_dma_sg, sg_dma_address, sg_dma_len, sg_free_table } from '../lib/dma/scatterlist';
+import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
 import { BusEngine } from '../lib/devices/bus_engine';
