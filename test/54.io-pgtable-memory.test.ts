@@ -64,7 +64,7 @@ describe('54 I/O page tables in machine memory', () => {
   });
 
   it('table pages come from the page allocator, show in machine.secPageTables, and go back once empty', () => {
-    const dev = m.createDevice({ name: 'acct', dmaMask: 48, iommu: true });
+    const dev = m.createDevice({ name: 'acct', dmaMask: 48, iommu: { strict: true } });
     const free0 = m.stats().nodes[0]!.freePages;
     const page = m.alloc_pages(GFP_KERNEL, 0)!;
     const a = iommu_dma_map_page(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL, 0);
