@@ -142,6 +142,7 @@ describe('54 I/O page tables in machine memory', () => {
     assert.equal(large, true, 'so the mapping is one large-page entry');
     assert.equal(d.translate(Number(h.value) + 5000), phys + 5000);
     dma_free_coherent(dev, 2 * MiB, cpu, h.value);
+    d.flush_iotlb_all(); // lazy (the default): emptied tables wait for the flush-queue flush
     assert.equal(m.secPageTables, 0);
     dev.destroy();
   });
