@@ -112,9 +112,15 @@ export class IovaDomain {
     for (;;) {
       const pfn = Math.floor((top - size) / align) * align;
       if (pfn < floor || pfn < this.start_pfn) return 0;
-      const r = this.reserved.find(([lo, hi]) => lo < pfn + size && hi >= pfn);
-      if (r === undefined) return pfn;
-      top = r[0];
+      let hit = -1;
+      for (const [lo, hi] of this.reserved) {
+        if (lo < pfn + size && hi >= pfn) {
+          hit = lo;
+          break;
+        }
+      }
+      if (hit < 0) return pfn;
+      top = hit;
     }
   }
 
