@@ -230,6 +230,23 @@ describe('69 x86 IOVA policy (dma-iommu.c)', () => {
       dev.destroy();
     });
 
+    it('a machine destroyed with IOVAs still queued reports no leak: the domain flushes its queue as it goes (iommu_dma_free_fq)', () => {
+      const mm = new Machine({ name: 'fq69', ramPerNode: 4 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false, dmaDebug: true });
+      try {
+        const dev = mm.createDevice({ name: 'q', dmaMask: 48, iommu: true });
+        const p = mm.alloc_pages(GFP_KERNEL, 0)!;
+        dma_unmap_page(dev, dma_map_page(dev, p, 0, PAGE_SIZE, DMA_TO_DEVICE), PAGE_SIZE, DMA_TO_DEVICE);
+        assert.equal(domain(dev).queuedIovas, 1);
+        assert.ok(mm.secPageTables > 0, 'the emptied page tables wait for the flush');
+        mm.__free_pages(p, 0);
+        mm.destroy();
+        assert.equal(domain(dev).queuedIovas, 0);
+        assert.deepEqual(mm.warnings.map((w) => w.message).filter((w) => /destroyed with memory/.test(w)), []);
+      } finally {
+        mm.destroy();
+      }
+    });
+
     it('strict (iommu.strict=1): every unmap flushes at once and the IOVA is free again', () => {
       const dev = m.createDevice({ name: 'strict', dmaMask: 64, iommu: { strict: true } });
       const d = domain(dev);
