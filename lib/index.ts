@@ -184,8 +184,14 @@ export {
   IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, IOVA_FQ_SIZE,
   iommu_get_dma_domain, iommu_iova_to_phys, iommu_iova_to_prot, iommu_map, iommu_unmap,
   iommu_set_fault_handler, IOMMU_FAULT_READ, IOMMU_FAULT_WRITE, FAULT_LOG_MAX,
+  IOVA_FQ_TIMEOUT, iommu_get_resv_regions, IOMMU_RESV_DIRECT, IOMMU_RESV_DIRECT_RELAXABLE, IOMMU_RESV_RESERVED,
+  IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI,
 } from './dma/iommu';
-export type { IommuDomain, IommuOptions, IommuStats, IommuFault, iommu_fault_handler_t } from './dma/iommu';
+export type { IommuDomain, IommuOptions, IommuStats, IommuFault, iommu_fault_handler_t, IommuResvRegion } from './dma/iommu';
+export {
+  DmaIovaState, dma_iova_try_alloc, dma_iova_link, dma_iova_unlink, dma_iova_sync, dma_iova_destroy, dma_iova_free,
+  dma_use_iova, dma_iova_size,
+} from './dma/iova_api';
 export {
   DMAR_REASON_BEYOND_MGAW, DMAR_REASON_PTE_WRITE, DMAR_REASON_PTE_READ, DMAR_REASON_NEXT_PTR_INVALID,
 } from './dma/iommu_regs';

@@ -73,7 +73,7 @@ describe('52 mutation gaps in lib/dma', () => {
     it('dma_alloc_pages / dma_free_pages on a non-coherent IOMMU device do no CPU cache maintenance (SKIP_CPU_SYNC)', () => {
       // kernel-semantics 1.4 step 5 and 1.5 step 2: the common helpers map and unmap with
       // DMA_ATTR_SKIP_CPU_SYNC; the buffer is fresh (zeroed after mapping), nothing to clean.
-      const dev = device({ iommu: true, coherent: false });
+      const dev = device({ iommu: { strict: true }, coherent: false });
       const h = { value: 0n };
       const before = maintenance(m);
       const pg = dma_alloc_pages(dev, 3 * PAGE_SIZE, h, DMA_TO_DEVICE, GFP_KERNEL);
@@ -184,7 +184,7 @@ describe('52 mutation gaps in lib/dma', () => {
     });
 
     it('iommu_dma_map_sg does not merge an entry that starts mid-page into the previous segment', () => {
-      const dev = device({ iommu: true });
+      const dev = device({ iommu: { strict: true } });
       const [p0, p1] = [page(), page()];
       const sgt = new SgTable();
       assert.equal(sg_alloc_table(sgt, 2, GFP_KERNEL), 0);

@@ -42,6 +42,11 @@ export interface DeviceOptions {
   debug?: boolean | 'strict';
   /** Whether the device has dev->dma_parms (PCI and platform devices do). Default true. */
   dmaParms?: boolean;
+  /**
+   * The bus the device sits on (dev_is_pci). Default 'pci': behind an IOMMU it gets IOVAs below
+   * 4 GiB first (pci_32bit_workaround); a 'platform' device allocates below its full mask at once.
+   */
+  bus?: 'pci' | 'platform';
 }
 
 /** A u64 value (masks, limits, offsets). */
@@ -58,9 +63,10 @@ function toMask(name: string, v: unknown): bigint {
   return DMA_BIT_MASK(v);
 }
 
-const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug', 'dmaParms'] as const;
+const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug', 'dmaParms', 'bus'] as const;
 const CMA_OPTION_KEYS = ['size', 'hugepages'] as const;
-const IOMMU_OPTION_KEYS = ['apertureBits', 'strict'] as const;
+const IOMMU_OPTION_KEYS = ['apertureBits', 'strict', 'reservedRegions'] as const;
+const RESV_REGION_KEYS = ['start', 'length'] as const;
 
 /**
  * Checks every DeviceOptions field before anything is created (a per-device CMA area is a memfd
@@ -92,6 +98,21 @@ function checkDeviceOptions(machine: Machine, options: DeviceOptions | undefined
     const io = checkOptions<IommuOptions>('DeviceOptions.iommu', o.iommu, IOMMU_OPTION_KEYS);
     if (io.apertureBits !== undefined) checkInt(fn, 'iommu.apertureBits', io.apertureBits, 13, 52);
     if (io.strict !== undefined) checkBool(fn, 'iommu.strict', io.strict);
+    if (io.reservedRegions !== undefined) {
+      if (!Array.isArray(io.reservedRegions)) throw new TypeError(`createDevice: Expected an array of { start, length } for iommu.reservedRegions but received ${describeValue(io.reservedRegions)}`);
+      io.reservedRegions.forEach((r, i) => {
+        const name = `iommu.reservedRegions[${i}]`;
+        const rr = checkOptions<{ start: bigint; length: number }>(`DeviceOptions.${name}`, r, RESV_REGION_KEYS);
+        checkBigint(fn, `${name}.start`, rr.start);
+        checkInt(fn, `${name}.length`, rr.length, 1);
+        if (rr.start < 0n || rr.start + BigInt(rr.length) - 1n > U64_MAX) {
+          throw new RangeError(`createDevice: Expected ${name} to lie within 0..2^64-1 but received start 0x${rr.start.toString(16)}, length ${rr.length}`);
+        }
+      });
+    }
+  }
+  if (o.bus !== undefined && o.bus !== 'pci' && o.bus !== 'platform') {
+    throw new TypeError(`createDevice: Expected 'pci' or 'platform' for bus but received ${describeValue(o.bus)}`);
   }
   if (o.debug !== undefined && typeof o.debug !== 'boolean' && o.debug !== 'strict') {
     throw new TypeError(`createDevice: Expected true, false or 'strict' for debug but received ${describeValue(o.debug)}`);
@@ -163,6 +184,8 @@ export class Device {
   readonly debug: DmaDebugView;
   /** dev->dma_parms (see dma_set_max_seg_size and friends), null for a device without. */
   readonly dma_parms: DeviceDmaParameters | null;
+  /** The bus the device sits on: dev_is_pci() is bus === 'pci'. */
+  readonly bus: 'pci' | 'platform';
   readonly #tracker: DmaDebug;
   /** Managed resources (dmam_*), released newest first at teardown. */
   readonly #devres: DevresEntry[] = [];
@@ -188,6 +211,7 @@ export class Device {
     const coherentMask = toMask('coherentDmaMask', options.coherentDmaMask ?? 32);
     this.machine = machine;
     this.name = options.name ?? `dev${nextDeviceNumber(machine)}`;
+    this.bus = options.bus ?? 'pci';
     this.#numaNode = options.numaNode ?? NUMA_NO_NODE;
     this.#dmaMask = dmaMask;
     this.#coherentDmaMask = coherentMask;
@@ -208,9 +232,9 @@ export class Device {
       // Loaded lazily to keep the import graph acyclic (the IOMMU modules import device.ts).
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const { IommuDomain } = require('./iommu') as typeof import('./iommu');
-      this.#iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu);
+      this.#iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu, this.bus === 'pci');
     }
-    lockFields(this, 'name', 'machine', 'debug', 'dma_parms');
+    lockFields(this, 'name', 'machine', 'debug', 'dma_parms', 'bus');
   }
 
   /** dev->numa_node: NUMA_NO_NODE or a node of the machine. */
@@ -326,6 +350,7 @@ export class Device {
     while (this.#devres.length > 0 && !this.machine.isDestroyed) this.#devres.pop()!.release();
     this.#devres.length = 0;
     this.#tracker.dma_debug_device_teardown(this);
+    this.#iommu?.release();
     // The pool's memory belongs to the machine; the device lets go of it
     // (dma_release_coherent_memory, inlined so that device.ts needs nothing of coherent.ts).
     this.#dmaMem = null;

@@ -20,6 +20,7 @@ import {
   IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE, iommu_get_dma_domain, iommu_iova_to_phys,
   iommu_unmap, type IommuDomain,
 } from './iommu';
+import { IOVA_32BIT_LAST_PFN } from './iova';
 import { dma_pgprot } from './mapping';
 import { dma_get_mask } from './mask';
 import type { Box } from './ops';
@@ -46,6 +47,34 @@ export function dma_info_to_prot(dir: DmaDataDirection, coherent: boolean, attrs
 }
 
 /**
+ * iommu_dma_alloc_iova: `pages` IOVA pages below dma_limit (min_not_zero with bus_dma_limit,
+ * clipped to the aperture). A PCI device still on pci_32bit_workaround tries below 4 GiB first,
+ * without flushing the caches; the first time that fails the workaround is cleared for good, with
+ * the kernel's notice, and from then on the device allocates top-down from its full limit.
+ * Returns the first IOVA page, or 0.
+ */
+export function iommu_dma_alloc_iova(dev: Device, domain: IommuDomain, pages: number, dma_limit: bigint): number {
+  const limitPfn = domain.limitPfn(dma_limit);
+  if (limitPfn > IOVA_32BIT_LAST_PFN && domain.pci_32bit_workaround) {
+    const pfn = domain.alloc_iova(pages, IOVA_32BIT_LAST_PFN, false);
+    if (pfn !== 0) return pfn;
+    domain.clear_pci_32bit_workaround();
+    // bits_per(dma_limit), dma_limit being the last byte of the page limitPfn.
+    dev.machine.warn(`${dev.name}: Using ${Math.ceil(Math.log2(limitPfn + 1)) + 12}-bit DMA addresses`);
+  }
+  return domain.alloc_iova(pages, limitPfn, true);
+}
+
+/**
+ * iommu_dma_free_iova: free the IOVA at once (strict, or a gather that was not queued), or queue
+ * it until the next IOTLB flush (lazy: queue_iova).
+ */
+export function iommu_dma_free_iova(domain: IommuDomain, iovaPfn: number, queued: boolean): void {
+  if (queued) domain.queue_iova(iovaPfn);
+  else domain.free_iova(iovaPfn);
+}
+
+/**
  * __iommu_dma_map: allocate IOVA for the pages under [phys, phys + size) below dma_mask and map
  * them. Returns the IOVA of phys, or DMA_MAPPING_ERROR. Numbers inside: IOVAs stay below 2^52.
  */
@@ -55,7 +84,7 @@ function __iommu_dma_map(dev: Device, phys: number, size: number, prot: number, 
   // iova_align(size + iova_off); a zero-sized mapping has no IOVA to give.
   const pages = Math.ceil((size + iova_off) / PAGE_SIZE);
   if (pages === 0) return DMA_MAPPING_ERROR;
-  const iovaPfn = domain.alloc_iova(pages, domain.limitPfn(dma_mask));
+  const iovaPfn = iommu_dma_alloc_iova(dev, domain, pages, dma_mask);
   if (iovaPfn === 0) return DMA_MAPPING_ERROR;
   if (prot === 0 || domain.mapPages(iovaPfn, (phys - iova_off) / PAGE_SIZE, pages, prot) !== 0) {
     domain.free_iova(iovaPfn);
@@ -78,12 +107,8 @@ function __iommu_dma_unmap(dev: Device, dma_addr: bigint, size: number): void {
   if (unmapped !== pages) {
     dev.machine.warn(`WARNING: drivers/iommu/dma-iommu.c: __iommu_dma_unmap: ${dev.name}: unmapped ${unmapped * PAGE_SIZE} of ${pages * PAGE_SIZE} bytes at IOVA 0x${addr.toString(16)}`);
   }
-  if (domain.strict) {
-    if (unmapped > 0) domain.iotlb_sync();
-    domain.free_iova(iovaPfn);
-  } else {
-    domain.queue_iova(iovaPfn);
-  }
+  if (domain.strict && unmapped > 0) domain.iotlb_sync();
+  iommu_dma_free_iova(domain, iovaPfn, !domain.strict);
 }
 
 /**
@@ -265,7 +290,7 @@ export function iommu_dma_map_sg(dev: Device, sgl: Scatterlist, nents: number, d
     __invalidate_sg(list);
     return -EINVAL;
   }
-  const iovaPfn = domain.alloc_iova(iova_len / PAGE_SIZE, domain.limitPfn(dma_get_mask(dev)));
+  const iovaPfn = iommu_dma_alloc_iova(dev, domain, iova_len / PAGE_SIZE, dma_get_mask(dev));
   if (iovaPfn === 0) {
     __invalidate_sg(list);
     return -ENOMEM;

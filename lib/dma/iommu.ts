@@ -6,6 +6,7 @@
 // The DMA API over it (iommu_dma_*) lives in dma_iommu.ts and is re-exported at the end.
 
 import { lockFields } from '../os/lock';
+import { onMachineDestroy } from '../mm/machine-teardown';
 import { PAGE_SIZE } from '../mm/gfp';
 import { DMA_BIT_MASK, EINVAL } from './constants';
 import type { Device } from './device';
@@ -43,19 +44,44 @@ export const IOMMU_MMIO = 1 << 4;
 export const IOMMU_PRIV = 1 << 5;
 
 const EFAULT = 14;
-/** Entries in the lazy-mode flush queue before it must flush the IOTLB (dma-iommu.c IOVA_FQ_SIZE). */
+/** Entries in the lazy-mode flush queue before it must flush the IOTLB (dma-iommu.c IOVA_DEFAULT_FQ_SIZE). */
 export const IOVA_FQ_SIZE = 256;
+/** Milliseconds after the first queued IOVA until the flush-queue timer flushes (IOVA_DEFAULT_FQ_TIMEOUT). */
+export const IOVA_FQ_TIMEOUT = 10;
+
+/** Types of reserved regions (enum iommu_resv_type, include/linux/iommu.h). */
+export const IOMMU_RESV_DIRECT = 0;
+export const IOMMU_RESV_DIRECT_RELAXABLE = 1;
+export const IOMMU_RESV_RESERVED = 2;
+export const IOMMU_RESV_MSI = 3;
+export const IOMMU_RESV_SW_MSI = 4;
+/** The x86 interrupt-message window every VT-d/AMD-Vi device has as an IOMMU_RESV_MSI region (IOAPIC_RANGE_START..END). */
+export const X86_MSI_WINDOW_START = 0xfee0_0000n;
+export const X86_MSI_WINDOW_LENGTH = 0x10_0000;
+
+/** A reserved region of a device (struct iommu_resv_region): IOVAs [start, start + length) are never handed out. */
+export interface IommuResvRegion {
+  start: bigint;
+  length: number;
+  type: number;
+}
 const PAGE_MASK_LOW = PAGE_SIZE - 1;
 
 export interface IommuOptions {
   /** Width of the IOVA space in bits (13..52). Default: the device's DMA mask width, at most 48 (VT-d's 4-level 48 bits). */
   apertureBits?: number;
   /**
-   * Strict mode (default true): every unmap flushes the IOTLB before its IOVA can be reused. Lazy
-   * mode queues freed IOVAs and flushes once per IOVA_FQ_SIZE unmaps (or when space runs out), as
-   * iommu.strict=0 does: faster, but the device may use stale translations in the meantime.
+   * Strict mode, as iommu.strict=1 (default false: lazy, the x86 default): every unmap flushes the
+   * IOTLB before its IOVA can be reused. Lazy mode queues freed IOVAs and flushes once per
+   * IOVA_FQ_SIZE unmaps, IOVA_FQ_TIMEOUT ms after the first queued one, or when space runs out:
+   * faster, but the device may use stale translations in the meantime.
    */
   strict?: boolean;
+  /**
+   * Reserved regions of this device besides the MSI window (RMRRs and the like), as
+   * iommu_get_resv_regions reports them: their IOVAs are never handed out (iova_reserve_iommu_regions).
+   */
+  reservedRegions?: { start: bigint; length: number }[];
 }
 
 /** Counters of one IOMMU domain. */
@@ -93,6 +119,15 @@ export class IommuDomain {
   readonly dev: Device;
   readonly apertureBits: number;
   readonly strict: boolean;
+  /**
+   * dev->iommu->pci_32bit_workaround: a PCI device tries IOVAs below 4 GiB first; cleared for good
+   * the first time that fails (iommu_dma_alloc_iova). Always false for a platform device.
+   */
+  #pci32 = false;
+  /** iommu_get_resv_regions: the MSI window (inside the aperture) and the device's own regions. */
+  readonly resvRegions: readonly IommuResvRegion[];
+  #fqTimer: ReturnType<typeof setTimeout> | null = null;
+  #unhook: () => void;
   /** First IOVA page handed out: 1, so that no handle is 0. */
   readonly startPfn = 1;
   /** Last IOVA page inside the aperture. */
@@ -118,15 +153,48 @@ export class IommuDomain {
   #faultHandler: iommu_fault_handler_t | null = null;
   #faultToken: unknown = undefined;
 
-  constructor(dev: Device, options: IommuOptions = {}) {
+  /** @param pci dev_is_pci: sets pci_32bit_workaround (iommu_dma_set_pci_32bit_workaround at probe). */
+  constructor(dev: Device, options: IommuOptions = {}, pci = true) {
     this.dev = dev;
     this.apertureBits = checkApertureBits(options.apertureBits ?? Math.max(13, Math.min(48, mask_bits(dma_get_mask(dev)))));
-    this.strict = options.strict ?? true;
+    this.strict = options.strict ?? false;
+    this.#pci32 = pci;
     this.endPfn = 2 ** (this.apertureBits - 12) - 1;
     this.#regs[REG_APERTURE_BITS] = this.apertureBits;
     this.#iovad = new IovaDomain(this.startPfn, this.endPfn, this.counters, () => this.flush_iotlb_all());
     this.#pgtable = new IoPageTable(dev, this.counters, this.#regs, this.apertureBits);
-    lockFields(this, 'dev', 'apertureBits', 'strict', 'startPfn', 'endPfn', 'counters');
+    // iommu_dma_init_domain -> iova_reserve_iommu_regions: every reserved region but SW_MSI is
+    // reserved in the IOVA domain. Intel's get_resv_regions reports the MSI window whatever the aperture.
+    const regions: IommuResvRegion[] = [{ start: X86_MSI_WINDOW_START, length: X86_MSI_WINDOW_LENGTH, type: IOMMU_RESV_MSI }];
+    for (const r of options.reservedRegions ?? []) regions.push({ start: r.start, length: r.length, type: IOMMU_RESV_RESERVED });
+    for (const r of regions) {
+      if (r.type === IOMMU_RESV_SW_MSI) continue;
+      this.#iovad.reserve_iova(Number(r.start >> 12n), Number((r.start + BigInt(r.length) - 1n) >> 12n));
+    }
+    this.resvRegions = Object.freeze(regions.map((r) => Object.freeze(r)));
+    // A machine going down takes its domains with it: what the flush queue holds is given back first.
+    this.#unhook = onMachineDestroy(dev.machine, () => this.release());
+    lockFields(this, 'dev', 'apertureBits', 'strict', 'startPfn', 'endPfn', 'counters', 'resvRegions');
+  }
+
+  /**
+   * The domain goes away with its device (iommu_put_dma_cookie -> iommu_dma_free_fq): IOVAs still
+   * in the flush queue are flushed and freed, so unmapped memory is not reported as held. Idempotent.
+   */
+  release(): void {
+    this.#unhook();
+    if (!this.dev.machine.isDestroyed) this.flush_iotlb_all();
+    else if (this.#fqTimer !== null) clearTimeout(this.#fqTimer);
+  }
+
+  /** dev->iommu->pci_32bit_workaround (see iommu_dma_alloc_iova). */
+  get pci_32bit_workaround(): boolean {
+    return this.#pci32;
+  }
+
+  /** The 32-bit attempt failed: from now on this device allocates below its full limit only. */
+  clear_pci_32bit_workaround(): void {
+    this.#pci32 = false;
   }
 
   /**
@@ -216,10 +284,20 @@ export class IommuDomain {
    * alloc_iova_fast: `pages` IOVA pages ending at or below limitPfn, aligned to their size rounded
    * up to a power of two. Returns the first IOVA page, or 0 when the space is exhausted.
    */
-  alloc_iova(pages: number, limitPfn: number): number {
+  alloc_iova(pages: number, limitPfn: number, flushRcache = true): number {
     checkInt('IommuDomain.alloc_iova', 'pages', pages, 1);
     checkInt('IommuDomain.alloc_iova', 'limitPfn', limitPfn);
-    return this.#iovad.alloc_iova(pages, limitPfn);
+    return this.#iovad.alloc_iova(pages, limitPfn, flushRcache === true);
+  }
+
+  /** Reserved IOVA ranges (reserve_iova) as [first page, last page], highest first. */
+  reservedRanges(): [number, number][] {
+    return this.#iovad.reservedRanges();
+  }
+
+  /** IOVAs waiting in the flush queue for the next IOTLB flush (lazy mode). */
+  get queuedIovas(): number {
+    return this.#flushQueue.length;
   }
 
   /** free_iova_fast: false when `pfn` starts no allocated range (the kernel ignores such frees). */
@@ -233,6 +311,14 @@ export class IommuDomain {
     checkInt('IommuDomain.queue_iova', 'pfn', pfn);
     this.#flushQueue.push(pfn);
     if (this.#flushQueue.length >= IOVA_FQ_SIZE) this.flush_iotlb_all();
+    // fq_flush_timeout: queued IOVAs do not wait for ever. Unref'd: it keeps no program alive.
+    else if (this.#fqTimer === null) {
+      this.#fqTimer = setTimeout(() => {
+        this.#fqTimer = null;
+        if (!this.dev.machine.isDestroyed) this.flush_iotlb_all();
+      }, IOVA_FQ_TIMEOUT);
+      this.#fqTimer.unref();
+    }
   }
 
   /**
@@ -240,6 +326,10 @@ export class IommuDomain {
    * queued IOVAs (lazy mode). Also what the flush-queue timer would do after 10 ms.
    */
   flush_iotlb_all(): void {
+    if (this.#fqTimer !== null) {
+      clearTimeout(this.#fqTimer);
+      this.#fqTimer = null;
+    }
     if (this.#flushQueue.length === 0) return;
     this.iotlb_sync();
     for (const pfn of this.#flushQueue) this.#iovad.free_iova(pfn);
@@ -363,6 +453,11 @@ export function iommu_unmap(domain: IommuDomain, iova: bigint, size: number): nu
   const unmapped = domain.unmapPages(Number(iova >> 12n), size / PAGE_SIZE);
   if (unmapped > 0) domain.iotlb_sync();
   return unmapped * PAGE_SIZE;
+}
+
+/** iommu_get_resv_regions: the device's reserved regions (the MSI window and those given at creation). */
+export function iommu_get_resv_regions(dev: Device): IommuResvRegion[] {
+  return iommu_get_dma_domain(dev).resvRegions.map((r) => ({ ...r }));
 }
 
 /**

@@ -1,8 +1,12 @@
 // The IOVA allocator: drivers/iommu/iova.c. Size-aligned ranges of IOVA pages, carved top-down
-// below a limit, with per-size caches of freed ranges (the kernel's rcaches).
+// below a limit, with per-size caches of freed ranges (the kernel's rcaches) and reserved ranges
+// (reserve_iova) that are never handed out.
 
 /** Sizes below 2^(6-1) pages are rounded up to a power of two so the caches can hold them (iova.c). */
 const IOVA_RANGE_CACHE_MAX_SIZE = 6;
+
+/** The last IOVA page below 4 GiB (iovad->dma_32bit_pfn - 1). */
+export const IOVA_32BIT_LAST_PFN = 0xfffff;
 
 function roundup_pow_of_two(n: number): number {
   if (n <= 1) return 1;
@@ -13,24 +17,34 @@ function roundup_pow_of_two(n: number): number {
 /**
  * An IOVA space [start_pfn, end_pfn] (struct iova_domain).
  *
- * Design: everything below `bump` is free, and allocations carve top-down from it, size-aligned
- * like alloc_iova(size_aligned=true); pages below start_pfn are never handed out. Freed ranges go
- * back to `bump` when they sit right on it (LIFO use costs nothing) and otherwise onto a per-size
- * stack, the equivalent of Linux's per-CPU rcaches: the next request of that size takes it in O(1)
- * if it lies under the request's limit. When neither works, the slow path drains the flush queue,
- * drops the caches and searches the gaps between live ranges top-down (what alloc_iova's rbtree
- * walk does), then resets `bump` to the lowest live range, which is how freed space coalesces
- * again. Map + unmap of a granule is then a few Map operations.
+ * Design: the space is split at 4 GiB into two zones, as the kernel keeps two cached search starts
+ * (cached32_node and cached_node), so that 32-bit allocations of a PCI device do not move where
+ * full-mask ones begin. In each zone everything from the zone's start up to its bump (`bumpLow`,
+ * `bumpHigh`) is free except reserved ranges, and allocations carve top-down from the bump,
+ * size-aligned like alloc_iova(size_aligned=true), skipping reserved ranges; pages below start_pfn
+ * are never handed out. Freed ranges go back to a bump when they sit right on it (LIFO use costs
+ * nothing) and otherwise onto a per-size stack, the equivalent of Linux's per-CPU rcaches: the
+ * next request of that size takes it in O(1) if it lies under the request's limit. When neither
+ * works, the slow path searches the gaps between live, reserved (and, without flush_rcache, cached)
+ * ranges top-down (what alloc_iova's rbtree walk does); with flush_rcache it first drains the flush
+ * queue and drops the caches. It then resets the bumps to the lowest occupied range of each zone,
+ * which is how freed space coalesces again. Map + unmap of a granule is then a few Map operations.
  */
 export class IovaDomain {
-  private bump: number;
+  /** First page above the low zone: 4 GiB, or end_pfn + 1 for a smaller space. */
+  private readonly boundary: number;
+  private bumpLow: number;
+  private bumpHigh: number;
   private readonly live = new Map<number, number>();
   private readonly rcache = new Map<number, number[]>();
+  /** reserve_iova ranges as [lo, hi] pages, inclusive; never allocated, never freed. */
+  private readonly reserved: [number, number][] = [];
 
   /**
    * @param counters where the pages allocated are counted (the IOMMU domain's live counters).
-   * @param drainFlushQueue runs before the slow path searches: in lazy mode, IOVAs queued for the
-   *   next IOTLB flush hold space that a flush gives back (it calls free_iova for each).
+   * @param drainFlushQueue runs before the slow path searches with flush_rcache: in lazy mode,
+   *   IOVAs queued for the next IOTLB flush hold space that a flush gives back (it calls free_iova
+   *   for each).
    */
   constructor(
     readonly start_pfn: number,
@@ -38,14 +52,35 @@ export class IovaDomain {
     private readonly counters: { iovaAllocated: number },
     private readonly drainFlushQueue: () => void,
   ) {
-    this.bump = end_pfn + 1;
+    this.boundary = Math.min(end_pfn + 1, IOVA_32BIT_LAST_PFN + 1);
+    this.bumpLow = this.boundary;
+    this.bumpHigh = end_pfn + 1;
+  }
+
+  /**
+   * reserve_iova: pages [lo, hi] are never handed out (clipped to the space). Meant for domain
+   * set-up (iova_reserve_iommu_regions), before anything is allocated there.
+   */
+  reserve_iova(lo: number, hi: number): void {
+    const a = Math.max(lo, this.start_pfn);
+    const b = Math.min(hi, this.end_pfn);
+    if (a > b) return;
+    this.reserved.push([a, b]);
+    this.reserved.sort((x, y) => y[0] - x[0]);
+  }
+
+  /** Reserved ranges as [first page, last page], highest first. */
+  reservedRanges(): [number, number][] {
+    return this.reserved.map(([a, b]) => [a, b]);
   }
 
   /**
    * alloc_iova_fast: `pages` IOVA pages ending at or below limitPfn, aligned to their size rounded
    * up to a power of two. Returns the first IOVA page, or 0 when the space is exhausted.
+   * flushRcache false (dma-iommu's first, 32-bit attempt) gives up without draining the flush
+   * queue or the caches; the search still covers every gap.
    */
-  alloc_iova(pages: number, limitPfn: number): number {
+  alloc_iova(pages: number, limitPfn: number, flushRcache = true): number {
     let size = pages;
     if (size < 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)) size = roundup_pow_of_two(size);
     const cached = this.rcache.get(size);
@@ -57,13 +92,36 @@ export class IovaDomain {
       }
     }
     const align = roundup_pow_of_two(size);
-    const top = Math.min(this.bump, limitPfn + 1);
-    const pfn = Math.floor((top - size) / align) * align;
-    if (pfn >= this.start_pfn) {
-      this.bump = pfn;
+    if (limitPfn >= this.boundary) {
+      const pfn = this.carve(Math.min(this.bumpHigh, limitPfn + 1), size, align, this.boundary);
+      if (pfn !== 0) {
+        this.bumpHigh = pfn;
+        return this.insert(pfn, size);
+      }
+    }
+    const pfn = this.carve(Math.min(this.bumpLow, limitPfn + 1), size, align, this.start_pfn);
+    if (pfn !== 0) {
+      this.bumpLow = pfn;
       return this.insert(pfn, size);
     }
-    return this.allocSlow(size, align, limitPfn);
+    return this.allocSlow(size, align, limitPfn, flushRcache);
+  }
+
+  /** The highest aligned run of `size` pages below `top` and at or above `floor` that misses every reserved range; 0 if none. */
+  private carve(top: number, size: number, align: number, floor: number): number {
+    for (;;) {
+      const pfn = Math.floor((top - size) / align) * align;
+      if (pfn < floor || pfn < this.start_pfn) return 0;
+      let hit = -1;
+      for (const [lo, hi] of this.reserved) {
+        if (lo < pfn + size && hi >= pfn) {
+          hit = lo;
+          break;
+        }
+      }
+      if (hit < 0) return pfn;
+      top = hit;
+    }
   }
 
   private insert(pfn: number, size: number): number {
@@ -72,11 +130,16 @@ export class IovaDomain {
     return pfn;
   }
 
-  /** Flush everything that holds IOVAs back, then search the gaps between live ranges top-down. */
-  private allocSlow(size: number, align: number, limitPfn: number): number {
-    this.drainFlushQueue();
-    this.rcache.clear();
-    const blocks = [...this.live].sort((a, b) => b[0] - a[0]);
+  /** Search the gaps between occupied ranges top-down (after a flush of what holds IOVAs back, with flushRcache). */
+  private allocSlow(size: number, align: number, limitPfn: number, flushRcache: boolean): number {
+    if (flushRcache) {
+      this.drainFlushQueue();
+      this.rcache.clear();
+    }
+    const held: [number, number][] = [...this.live];
+    for (const [sz, stack] of this.rcache) for (const pfn of stack) held.push([pfn, sz]);
+    const blocks = held.concat(this.reserved.map(([lo, hi]) => [lo, hi - lo + 1] as [number, number]));
+    blocks.sort((a, b) => b[0] - a[0]);
     let found = 0;
     let cursor = limitPfn + 1;
     for (const [lo, sz] of blocks) {
@@ -95,9 +158,16 @@ export class IovaDomain {
       const pfn = Math.floor((cursor - size) / align) * align;
       if (pfn >= this.start_pfn) found = pfn;
     }
-    // The caches are empty now, so everything below the lowest live range is free.
-    const lowest = blocks.length > 0 ? blocks[blocks.length - 1]![0] : this.end_pfn + 1;
-    this.bump = found === 0 ? lowest : Math.min(lowest, found);
+    if (found !== 0) held.push([found, size]);
+    // Below the lowest held range of each zone everything is free (reserved ranges aside).
+    let low = this.boundary;
+    let high = this.end_pfn + 1;
+    for (const [lo, sz] of held) {
+      if (lo < low) low = lo;
+      if (lo + sz > this.boundary && lo < high) high = Math.max(lo, this.boundary);
+    }
+    this.bumpLow = low;
+    this.bumpHigh = high;
     return found === 0 ? 0 : this.insert(found, size);
   }
 
@@ -107,8 +177,12 @@ export class IovaDomain {
     if (size === undefined) return false;
     this.live.delete(pfn);
     this.counters.iovaAllocated -= size;
-    if (pfn === this.bump) {
-      this.bump = pfn + size;
+    if (pfn === this.bumpLow && pfn + size <= this.boundary) {
+      this.bumpLow = pfn + size;
+      return true;
+    }
+    if (pfn === this.bumpHigh) {
+      this.bumpHigh = pfn + size;
       return true;
     }
     let stack = this.rcache.get(size);
@@ -117,7 +191,7 @@ export class IovaDomain {
     return true;
   }
 
-  /** IOVA ranges allocated now, as [first page, pages]. */
+  /** IOVA ranges allocated now, as [first page, pages] (reserved ranges not included). */
   allocatedRanges(): [number, number][] {
     return [...this.live];
   }
