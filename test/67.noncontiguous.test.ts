@@ -115,7 +115,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
     it('8 MiB succeeds with no CMA on a machine where no two free pages are neighbours; CPU and device see the same bytes', () => {
       m = newMachine();
       const held = fragment(m);
-      const dev = m.createDevice({ name: 'gpu', dmaMask: 48, coherentDmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'gpu', dmaMask: 48, coherentDmaMask: 48, iommu: { strict: true } });
       const size = 8 * MiB;
       const probe = m.alloc_pages_node(-1, GFP_KERNEL | __GFP_NOWARN, 1);
       assert.equal(probe, null, 'not even 2 contiguous pages can be had');
@@ -191,7 +191,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
         else keep.push(p);
       }
       m.drain_all_pages();
-      const dev = m.createDevice({ name: 'mix', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'mix', dmaMask: 48, iommu: { strict: true } });
       const size = 4 * MiB;
       const h = { value: 0n };
       const cpu = dma_alloc_coherent(dev, size, h, GFP_KERNEL)!;
@@ -221,7 +221,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('on an unfragmented machine the buffer is 2 MiB blocks (the VT-d page sizes), mapped with large pages where aligned', () => {
       m = newMachine();
-      const dev = m.createDevice({ name: 'big', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'big', dmaMask: 48, iommu: { strict: true } });
       const h = { value: 0n };
       const free0 = freePages(m);
       const cpu = dma_alloc_coherent(dev, 6 * MiB + 5, h, GFP_KERNEL)!;
@@ -242,7 +242,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('non-blocking and FORCE_CONTIGUOUS requests keep the contiguous path (a linear address)', () => {
       m = newMachine();
-      const dev = m.createDevice({ name: 'c', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'c', dmaMask: 48, iommu: { strict: true } });
       for (const [gfp, attrs] of [[GFP_ATOMIC, 0], [GFP_KERNEL, DMA_ATTR_FORCE_CONTIGUOUS]] as const) {
         const h = { value: 0n };
         const cpu = dma_alloc_attrs(dev, 3 * PAGE_SIZE, h, gfp, attrs)!;
@@ -256,14 +256,14 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
     it('every failure gives everything back: pages run out, IOVA space runs out, the I/O page table cannot grow, vmalloc space is full', () => {
       // Pages run out half way (48 MiB asked of 32).
       m = newMachine();
-      let dev = m.createDevice({ name: 'f1', dmaMask: 48, iommu: true });
+      let dev = m.createDevice({ name: 'f1', dmaMask: 48, iommu: { strict: true } });
       let free0 = freePages(m);
       let areas0 = m.stats().vmallocAreas;
       const h = { value: 0n };
       assert.equal(dma_alloc_coherent(dev, 48 * MiB, h, GFP_KERNEL), null);
       assertAllBack(m, dev, free0, areas0);
       // IOVA space: a 1 MiB aperture cannot hold 2 MiB.
-      dev = m.createDevice({ name: 'f2', dmaMask: 48, iommu: { apertureBits: 20 } });
+      dev = m.createDevice({ name: 'f2', dmaMask: 48, iommu: { apertureBits: 20, strict: true } });
       free0 = freePages(m);
       assert.equal(dma_alloc_coherent(dev, 2 * MiB, h, GFP_KERNEL), null);
       assertAllBack(m, dev, free0, areas0);
@@ -271,7 +271,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
       // The I/O page table needs pages the buffer took: iommu_map_sg fails, -ENOMEM inside.
       m = newMachine();
-      dev = m.createDevice({ name: 'f3', dmaMask: 48, iommu: true });
+      dev = m.createDevice({ name: 'f3', dmaMask: 48, iommu: { strict: true } });
       const hog: Page[] = [];
       while (freePages(m) > 16) hog.push(m.alloc_pages_node(-1, GFP_KERNEL, 0)!);
       free0 = freePages(m);
@@ -284,7 +284,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
       // vmalloc space: 2 MiB of it cannot map 4 MiB; the IOVA range is unmapped again.
       m = newMachine({ vmallocSize: 2 * MiB });
-      dev = m.createDevice({ name: 'f4', dmaMask: 48, iommu: true });
+      dev = m.createDevice({ name: 'f4', dmaMask: 48, iommu: { strict: true } });
       free0 = freePages(m);
       areas0 = m.stats().vmallocAreas;
       assert.equal(dma_alloc_coherent(dev, 4 * MiB, h, GFP_KERNEL), null);
@@ -300,7 +300,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
     it('through the IOMMU: one DMA segment over scattered pages; vmap, mmap from vm_pgoff, device access, free', () => {
       m = newMachine({ dmaDebug: true });
       const held = fragment(m);
-      const dev = m.createDevice({ name: 'cam', dmaMask: 32, coherentDmaMask: 32, iommu: true });
+      const dev = m.createDevice({ name: 'cam', dmaMask: 32, coherentDmaMask: 32, iommu: { strict: true } });
       const free0 = freePages(m);
       const areas0 = m.stats().vmallocAreas;
       const size = 64 * PAGE_SIZE + 100;
@@ -344,7 +344,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('DMA_ATTR_ALLOC_SINGLE_PAGES takes order-0 pages only; without it the pages come in 2 MiB blocks', () => {
       m = newMachine();
-      const dev = m.createDevice({ name: 'sp', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'sp', dmaMask: 48, iommu: { strict: true } });
       const single = dma_alloc_noncontiguous(dev, 2 * MiB, DMA_TO_DEVICE, GFP_KERNEL, DMA_ATTR_ALLOC_SINGLE_PAGES)!;
       const blocks = dma_alloc_noncontiguous(dev, 2 * MiB, DMA_TO_DEVICE, GFP_KERNEL, 0)!;
       const pagesOf = (t: SgTable): Page[] => entries(t).flatMap((e) => Array.from({ length: e.length / PAGE_SIZE }, (_, i) => m.pfn_to_page(e.pfn + i)));
@@ -385,16 +385,16 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('failures give everything back: pages, IOVA space and the I/O page table', () => {
       m = newMachine();
-      let dev = m.createDevice({ name: 'n1', dmaMask: 48, iommu: true });
+      let dev = m.createDevice({ name: 'n1', dmaMask: 48, iommu: { strict: true } });
       let free0 = freePages(m);
       const areas0 = m.stats().vmallocAreas;
       assert.equal(dma_alloc_noncontiguous(dev, 40 * MiB, DMA_TO_DEVICE, GFP_KERNEL, 0), null);
       assertAllBack(m, dev, free0, areas0);
-      dev = m.createDevice({ name: 'n2', dmaMask: 48, iommu: { apertureBits: 20 } });
+      dev = m.createDevice({ name: 'n2', dmaMask: 48, iommu: { apertureBits: 20, strict: true } });
       assert.equal(dma_alloc_noncontiguous(dev, 2 * MiB, DMA_TO_DEVICE, GFP_KERNEL, 0), null);
       assertAllBack(m, dev, free0, areas0);
       const hog: Page[] = [];
-      dev = m.createDevice({ name: 'n3', dmaMask: 48, iommu: true });
+      dev = m.createDevice({ name: 'n3', dmaMask: 48, iommu: { strict: true } });
       while (freePages(m) > 8) hog.push(m.alloc_pages_node(-1, GFP_KERNEL, 0)!);
       free0 = freePages(m);
       assert.equal(dma_alloc_noncontiguous(dev, free0 * PAGE_SIZE, DMA_TO_DEVICE, GFP_KERNEL, 0), null);
@@ -409,7 +409,7 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('dma_vmap_noncontiguous returns null when the vmalloc space is full; the table stays usable', () => {
       m = newMachine({ vmallocSize: 2 * MiB });
-      const dev = m.createDevice({ name: 'vm', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'vm', dmaMask: 48, iommu: { strict: true } });
       const sgt = dma_alloc_noncontiguous(dev, 4 * MiB, DMA_TO_DEVICE, GFP_KERNEL, 0)!;
       assert.ok(sgt !== null);
       assert.equal(dma_vmap_noncontiguous(dev, 4 * MiB, sgt), null);
@@ -423,8 +423,8 @@ describe('67 IOMMU buffers from scattered pages and dma_alloc_noncontiguous', fu
 
     it('misuse: the kernel WARNs and NULLs, TypeError / RangeError / the direction BUG, all before anything is allocated', () => {
       m = newMachine();
-      const dev = m.createDevice({ name: 'bad', dmaMask: 48, iommu: true });
-      const other = m.createDevice({ name: 'other', dmaMask: 48, iommu: true });
+      const dev = m.createDevice({ name: 'bad', dmaMask: 48, iommu: { strict: true } });
+      const other = m.createDevice({ name: 'other', dmaMask: 48, iommu: { strict: true } });
       const free0 = freePages(m);
       assert.equal(dma_alloc_noncontiguous(dev, PAGE_SIZE, DMA_TO_DEVICE, GFP_KERNEL, DMA_ATTR_FORCE_CONTIGUOUS), null);
       assert.ok(m.warnings.some((w) => w.message.includes('attrs & ~DMA_ATTR_ALLOC_SINGLE_PAGES')));
