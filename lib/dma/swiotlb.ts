@@ -119,7 +119,7 @@ function andMask(addr: number, mask: number): number {
  * more without other constraints), keeps orig_addr's bits under min_align_mask, and does not cross
  * the device's segment boundary. -1 when none.
  */
-function swiotlb_search_pool_area(dev: Device, pool: IoTlbPool, orig_addr: number, alloc_size: number, alloc_align_mask: number): number {
+function swiotlb_search_pool_area(dev: Device, pool: IoTlbPool, orig_addr: number, alloc_size: number, alloc_align_mask: number, offset: number): number {
   const boundary_mask = dma_get_seg_boundary(dev);
   const tbl_dma_addr = BigInt(pool.start) + dev.busOffset;
   const max_slots = boundary_mask >= BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(boundary_mask >> BigInt(IO_TLB_SHIFT)) + 1;
@@ -147,7 +147,8 @@ function swiotlb_search_pool_area(dev: Device, pool: IoTlbPool, orig_addr: numbe
     if (!spans && (pool.list[slot_index] ?? 0) >= nslots) {
       for (let i = slot_index; i < slot_index + nslots; i++) {
         pool.list[i] = 0;
-        pool.allocSize[i] = alloc_size - (i - slot_index) * IO_TLB_SIZE;
+        // From the mapping's first byte: the kept offset is not part of it.
+        pool.allocSize[i] = alloc_size - (offset + (i - slot_index) * IO_TLB_SIZE);
       }
       // The free run before it now ends here.
       let count = 0;
@@ -218,7 +219,7 @@ export function swiotlb_tbl_map_single(dev: Device, orig_addr: bigint, mapping_s
   }
   const orig = Number(orig_addr);
   const offset = swiotlb_align_offset(dev, alloc_align_mask, orig);
-  const index = mapping_size === 0 ? -1 : swiotlb_search_pool_area(dev, pool, orig, offset + mapping_size, alloc_align_mask);
+  const index = mapping_size === 0 ? -1 : swiotlb_search_pool_area(dev, pool, orig, offset + mapping_size, alloc_align_mask, offset);
   if (index === -1) {
     pool.res.counters.full++;
     if (!(attrs & DMA_ATTR_NO_WARN)) {
