@@ -291,15 +291,18 @@ describe('68 swiotlb bounce buffers', () => {
       // Take one slot first so that the next free slot is not page aligned.
       const first = dma_map_page(dev, page, 0, 100, DMA_TO_DEVICE);
       assert.equal(first & 0x7ffn, 0n);
+      const whole = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_TO_DEVICE);
+      assert.equal(whole & 0xfffn, 0n, 'a mapping of a page or more is page aligned (it skips the free odd slot)');
+      assert.equal(whole - first, BigInt(PAGE_SIZE));
       const sub = dma_map_page(dev, page, 0x234, 100, DMA_TO_DEVICE);
       assert.equal(sub & 0x7ffn, 0n, 'without min_align_mask the offset is not kept');
-      assert.notEqual(sub & 0xfffn, 0n, 'a sub-page mapping takes the next slot, not page aligned');
-      const whole = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_TO_DEVICE);
-      assert.equal(whole & 0xfffn, 0n, 'a mapping of a page or more is page aligned');
+      assert.equal(sub - whole, BigInt(PAGE_SIZE), 'a sub-page mapping takes the next slot');
       dma_set_min_align_mask(dev, 0xfff);
       assert.equal(swiotlb_max_mapping_size(dev), 256 * KiB - 4 * KiB, 'min_align_mask costs its slots');
+      // The next free slot (the fifth) has bit 11 set where the original has it clear: it is skipped.
       const nvme = dma_map_page_attrs(dev, page, 0x1234, 3000, DMA_FROM_DEVICE, 0);
       assert.equal(nvme & 0xfffn, 0x234n, 'the low 12 bits of the original are kept');
+      assert.equal(nvme - 0x234n - sub, BigInt(2 * 2048), 'the slot after the skipped one');
       for (const [a, s] of [[first, 100], [sub, 100], [whole, PAGE_SIZE]] as const) dma_unmap_page(dev, a, s, DMA_TO_DEVICE);
       dma_unmap_page_attrs(dev, nvme, 3000, DMA_FROM_DEVICE, 0);
       assert.equal(m.stats().swiotlb?.used, 0);
