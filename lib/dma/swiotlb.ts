@@ -104,13 +104,12 @@ function nr_slots(bytes: number): number {
 
 /** swiotlb_align_offset: the low bits of orig_addr (min_align_mask, within the alignment) kept in the slot. */
 function swiotlb_align_offset(dev: Device, align_mask: number, addr: number): number {
-  const keep = Number(BigInt(dma_get_min_align_mask(dev)) & BigInt(align_mask | (IO_TLB_SIZE - 1)));
-  return Number(BigInt(addr) & BigInt(keep));
+  return andMask(addr, (dev.dma_parms?.min_align_mask ?? 0) & (align_mask | (IO_TLB_SIZE - 1)));
 }
 
-/** Low-bit test of a physical address against a mask (both below 2^53). */
+/** addr & mask for a physical address below 2^53 and a 32-bit mask (unsigned int), without BigInt. */
 function andMask(addr: number, mask: number): number {
-  return Number(BigInt(addr) & BigInt(mask));
+  return ((addr % 0x1_0000_0000) & mask) >>> 0;
 }
 
 /**
