@@ -37,7 +37,7 @@ export type { ChannelRole, ChannelOptions, ChannelShare } from './ipc/channel';
 
 // ---- The machine (lib/mm) ----
 export { Machine } from './mm/machine';
-export type { MachineOptions, KernelWarning, SegmentStats } from './mm/machine';
+export type { MachineOptions, KernelWarning, SegmentStats, SwiotlbReservation } from './mm/machine';
 export { defaultMachine, destroyDefaultMachine, DEFAULT_MACHINE_OPTIONS } from './mm/default';
 export { PG_buddy, PG_cma, PG_head, PG_reserved } from './mm/page';
 export type { Page } from './mm/page';
@@ -152,6 +152,9 @@ export { dmam_alloc_attrs, dmam_alloc_coherent, dmam_free_coherent } from './dma
 export {
   dma_alloc_noncontiguous, dma_free_noncontiguous, dma_vmap_noncontiguous, dma_vunmap_noncontiguous, dma_mmap_noncontiguous,
 } from './dma/noncontiguous';
+
+// ---- swiotlb bounce buffers (kernel/dma/swiotlb.c) ----
+export { is_swiotlb_buffer, is_swiotlb_active, is_swiotlb_force_bounce, swiotlb_max_mapping_size, IO_TLB_SIZE, IO_TLB_SHIFT, IO_TLB_SEGSIZE } from './dma/swiotlb';
 export { dma_sync_single_range_for_cpu, dma_sync_single_range_for_device } from './dma/sync';
 
 // ---- Scatterlist helpers over kernel memory (lib/scatterlist.c) ----

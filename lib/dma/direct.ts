@@ -1,5 +1,6 @@
 // dma-direct: the DMA mapping of a device that sees physical memory through a fixed bus offset, no
-// IOMMU (kernel/dma/direct.c, kernel/dma/direct.h, include/linux/dma-direct.h). No swiotlb here.
+// IOMMU (kernel/dma/direct.c, kernel/dma/direct.h, include/linux/dma-direct.h), bouncing through
+// swiotlb (lib/dma/swiotlb.ts) what the device cannot reach or when swiotlb=force.
 
 import { GFP_DMA, GFP_DMA32, GFP_KERNEL, PAGE_ALIGN, PAGE_SHIFT, PAGE_SIZE, __GFP_NOWARN, __GFP_ZERO, fls64, get_order, type gfp_t } from '../mm/gfp';
 import type { Machine } from '../mm/machine';
@@ -16,6 +17,10 @@ import { dev_to_node, type Device } from './device';
 import { dma_pgprot } from './mapping';
 import type { Box } from './ops';
 import { for_each_sg, sg_alloc_table, sg_set_page, type Scatterlist, type SgTable } from './scatterlist';
+import {
+  is_swiotlb_active, is_swiotlb_buffer, is_swiotlb_force_bounce, swiotlb_max_mapping_size, swiotlb_sync_single_for_cpu,
+  swiotlb_sync_single_for_device, swiotlb_tbl_map_single, swiotlb_tbl_unmap_single,
+} from './swiotlb';
 
 const PAGE_SHIFT_N = BigInt(PAGE_SHIFT);
 const U64 = (v: bigint): bigint => BigInt.asUintN(64, v);
@@ -114,15 +119,37 @@ function hex(v: bigint): string {
 // ---- streaming mappings ---------------------------------------------------------------------
 
 /**
- * dma_direct_map_page: bus address of page + offset. Beyond min_not_zero(*dma_mask, bus_dma_limit)
- * there is no swiotlb to bounce through: dev_WARN_ONCE and DMA_MAPPING_ERROR (a retry cannot help;
- * the driver needs a larger mask or an IOMMU). A non-coherent device syncs for the device unless
- * DMA_ATTR_SKIP_CPU_SYNC.
+ * swiotlb_map (kernel/dma/swiotlb.c): bounce [phys, +size) through swiotlb slots. A slot the device
+ * still cannot reach (a mask below the pool) is given back: dev_WARN_ONCE and DMA_MAPPING_ERROR.
+ */
+function swiotlb_map(dev: Device, phys: bigint, size: number, dir: DmaDataDirection, attrs: number): bigint {
+  const swiotlb_addr = swiotlb_tbl_map_single(dev, phys, size, 0, dir, attrs);
+  if (swiotlb_addr === DMA_MAPPING_ERROR) return DMA_MAPPING_ERROR;
+  const dma_addr = phys_to_dma(dev, swiotlb_addr);
+  if (!dma_capable(dev, dma_addr, size, true)) {
+    swiotlb_tbl_unmap_single(dev, swiotlb_addr, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC);
+    WARN_ONCE(dev.machine, `swiotlb_map:${dev.name}`,
+      `WARNING: kernel/dma/swiotlb.c: swiotlb_map: ${dev.name}: swiotlb addr ${hex(dma_addr)}+${size} overflow ` +
+      `(mask ${(dev.dma_mask ?? 0n).toString(16)}, bus limit ${dev.bus_dma_limit.toString(16)}).`);
+    return DMA_MAPPING_ERROR;
+  }
+  if (!dev.dma_coherent && !(attrs & DMA_ATTR_SKIP_CPU_SYNC)) arch_sync_dma_for_device(dev, swiotlb_addr, size, dir);
+  return dma_addr;
+}
+
+/**
+ * dma_direct_map_page: bus address of page + offset. With swiotlb=force, or beyond
+ * min_not_zero(*dma_mask, bus_dma_limit) while the machine has a swiotlb pool, the buffer bounces
+ * (swiotlb_map). Beyond the mask without swiotlb: dev_WARN_ONCE and DMA_MAPPING_ERROR (a retry
+ * cannot help; the driver needs a larger mask or an IOMMU). A non-coherent device syncs for the
+ * device unless DMA_ATTR_SKIP_CPU_SYNC.
  */
 export function dma_direct_map_page(dev: Device, page: Page, offset: number, size: number, dir: DmaDataDirection, attrs: number): bigint {
   const phys = offset === 0 ? page.phys : page.phys + BigInt(offset);
   const dma_addr = phys_to_dma(dev, phys);
+  if (dev.machine.swiotlb !== null && is_swiotlb_force_bounce(dev)) return swiotlb_map(dev, phys, size, dir, attrs);
   if (!dma_capable(dev, dma_addr, size, true)) {
+    if (is_swiotlb_active(dev)) return swiotlb_map(dev, phys, size, dir, attrs);
     WARN_ONCE(dev.machine, 'dma_direct_map_page',
       `WARNING: kernel/dma/direct.h: dma_direct_map_page: ${dev.name}: DMA addr ${hex(dma_addr)} + size ${hex(BigInt(size))} overflow ` +
       `(mask ${(dev.dma_mask ?? 0n).toString(16)}, bus limit ${dev.bus_dma_limit.toString(16)})`);
@@ -132,9 +159,13 @@ export function dma_direct_map_page(dev: Device, page: Page, offset: number, siz
   return dma_addr;
 }
 
-/** dma_direct_unmap_page: nothing to undo without swiotlb; syncs for the CPU unless SKIP_CPU_SYNC. */
+/**
+ * dma_direct_unmap_page: syncs for the CPU unless SKIP_CPU_SYNC (which copies a bounced
+ * FROM_DEVICE/BIDIRECTIONAL buffer back), then frees the swiotlb slots of a bounced mapping.
+ */
 export function dma_direct_unmap_page(dev: Device, addr: bigint, size: number, dir: DmaDataDirection, attrs: number): void {
   if (!(attrs & DMA_ATTR_SKIP_CPU_SYNC)) dma_direct_sync_single_for_cpu(dev, addr, size, dir);
+  if (dev.machine.swiotlb !== null) swiotlb_tbl_unmap_single(dev, dma_to_phys(dev, addr), size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC);
 }
 
 /**
@@ -165,26 +196,41 @@ export function dma_direct_unmap_sg(dev: Device, sgl: Scatterlist, nents: number
   for_each_sg(sgl, nents, (sg) => dma_direct_unmap_page(dev, sg.dma_address, sg.dma_length, dir, attrs));
 }
 
-/** dma_direct_sync_single_for_cpu: nothing for a coherent device. */
+/**
+ * dma_direct_sync_single_for_cpu: cache maintenance for a non-coherent device, then a bounced
+ * FROM_DEVICE/BIDIRECTIONAL buffer is copied back from its swiotlb slots.
+ */
 export function dma_direct_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
-  if (!dev.dma_coherent) arch_sync_dma_for_cpu(dev, dma_to_phys(dev, addr), size, dir);
+  const phys = dma_to_phys(dev, addr);
+  if (!dev.dma_coherent) arch_sync_dma_for_cpu(dev, phys, size, dir);
+  if (dev.machine.swiotlb !== null) swiotlb_sync_single_for_cpu(dev, phys, size, dir);
 }
 
-/** dma_direct_sync_single_for_device: nothing for a coherent device. */
+/**
+ * dma_direct_sync_single_for_device: a bounced TO_DEVICE/BIDIRECTIONAL buffer is copied into its
+ * swiotlb slots first, then cache maintenance for a non-coherent device.
+ */
 export function dma_direct_sync_single_for_device(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
-  if (!dev.dma_coherent) arch_sync_dma_for_device(dev, dma_to_phys(dev, addr), size, dir);
+  const phys = dma_to_phys(dev, addr);
+  if (dev.machine.swiotlb !== null) swiotlb_sync_single_for_device(dev, phys, size, dir);
+  if (!dev.dma_coherent) arch_sync_dma_for_device(dev, phys, size, dir);
 }
 
 /** dma_direct_sync_sg_for_cpu: per entry, by its bus address and CPU length. */
 export function dma_direct_sync_sg_for_cpu(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection): void {
-  if (dev.dma_coherent) return;
-  for_each_sg(sgl, nents, (sg) => arch_sync_dma_for_cpu(dev, dma_to_phys(dev, sg.dma_address), sg.length, dir));
+  if (dev.dma_coherent && dev.machine.swiotlb === null) return;
+  for_each_sg(sgl, nents, (sg) => dma_direct_sync_single_for_cpu(dev, sg.dma_address, sg.length, dir));
 }
 
 /** dma_direct_sync_sg_for_device: per entry, by its bus address and CPU length. */
 export function dma_direct_sync_sg_for_device(dev: Device, sgl: Scatterlist, nents: number, dir: DmaDataDirection): void {
-  if (dev.dma_coherent) return;
-  for_each_sg(sgl, nents, (sg) => arch_sync_dma_for_device(dev, dma_to_phys(dev, sg.dma_address), sg.length, dir));
+  if (dev.dma_coherent && dev.machine.swiotlb === null) return;
+  for_each_sg(sgl, nents, (sg) => dma_direct_sync_single_for_device(dev, sg.dma_address, sg.length, dir));
+}
+
+/** dma_direct_need_sync: a non-coherent device, or a mapping bounced through swiotlb. */
+export function dma_direct_need_sync(dev: Device, dma_addr: bigint): boolean {
+  return !dev.dma_coherent || is_swiotlb_buffer(dev, dma_to_phys(dev, dma_addr));
 }
 
 /**
@@ -203,9 +249,16 @@ export function dma_direct_map_resource(dev: Device, paddr: bigint, size: number
   return dma_addr;
 }
 
-/** dma_direct_max_mapping_size: unlimited without swiotlb. */
+/**
+ * dma_direct_max_mapping_size: swiotlb_max_mapping_size (256 KiB less min_align_mask's slots) for a
+ * device that may bounce: swiotlb=force, or a mask that does not reach all of RAM
+ * (dma_addressing_limited); otherwise unlimited.
+ */
 export function dma_direct_max_mapping_size(dev: Device): number {
-  void dev;
+  if (is_swiotlb_active(dev)
+    && (min_not_zero(dev.dma_mask ?? 0n, dev.bus_dma_limit) < dma_direct_get_required_mask(dev) || is_swiotlb_force_bounce(dev))) {
+    return swiotlb_max_mapping_size(dev);
+  }
   return SIZE_MAX;
 }
 

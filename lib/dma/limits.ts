@@ -8,6 +8,7 @@ import { get_dma_ops, use_dma_iommu, type Device } from './device';
 import * as direct from './direct';
 import { dma_get_mask, dma_max_mapping_size } from './mask';
 import { dma_alloc_direct, dma_map_direct } from './route';
+import { swiotlb_reset_need_sync } from './swiotlb';
 import { checkDevice } from './validate';
 import { checkBigint } from '../mm/validate';
 
@@ -60,11 +61,12 @@ export function dma_get_merge_boundary(dev: Device): number {
 
 /**
  * dev->dma_skip_sync as dma_setup_need_sync leaves it: dma-direct and the IOMMU path skip syncs on
- * coherent devices; ops without any sync callback cannot sync.
+ * coherent devices until their first swiotlb bounce (dma_reset_need_sync); ops without any sync
+ * callback cannot sync.
  */
 function dma_skip_sync(dev: Device): boolean {
   const ops = get_dma_ops(dev);
-  if (dma_map_direct(dev, ops) || use_dma_iommu(dev)) return dev.dma_coherent;
+  if (dma_map_direct(dev, ops) || use_dma_iommu(dev)) return dev.dma_coherent && !swiotlb_reset_need_sync(dev);
   return ops?.sync_single_for_cpu === undefined && ops?.sync_single_for_device === undefined
     && ops?.sync_sg_for_cpu === undefined && ops?.sync_sg_for_device === undefined;
 }
@@ -76,14 +78,14 @@ function dmaApiDebug(dev: Device): boolean {
 
 /**
  * dma_need_sync: whether dma_sync_* calls for this mapping do anything, so a driver may skip
- * them: false on coherent devices; always asked of the mapping path when DMA-API debug is on
- * (then dma-direct answers per address and the IOMMU path says true).
+ * them: false on coherent devices that never bounced; otherwise dma-direct answers per address
+ * (non-coherent, or a swiotlb buffer: is_swiotlb_buffer) and the IOMMU path says true.
  */
 export function dma_need_sync(dev: Device, dma_addr: bigint): boolean {
   checkDevice('dma_need_sync', dev);
   checkBigint('dma_need_sync', 'dma_addr', dma_addr);
   if (dma_skip_sync(dev) && !dmaApiDebug(dev)) return false;
-  if (dma_map_direct(dev, get_dma_ops(dev))) return !dev.dma_coherent;
+  if (dma_map_direct(dev, get_dma_ops(dev))) return direct.dma_direct_need_sync(dev, dma_addr);
   return true;
 }
 

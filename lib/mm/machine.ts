@@ -37,6 +37,8 @@ const HUGE = HUGE_2M;
 const VIEW_REUSE_MAX = 4096;
 /** Address space kept free above the laid-out memory for CMA areas and pools added later. */
 const LINEAR_HEADROOM = 64 * GiB;
+/** The swiotlb pool grows in whole segments: IO_TLB_SEGSIZE (128) slots of IO_TLB_SIZE (2 KiB). */
+const SWIOTLB_GRANULE = 256 * 1024;
 
 export interface MachineOptions {
   /** A name for messages and memfd names. */
@@ -68,6 +70,24 @@ export interface MachineOptions {
   emitWarnings?: boolean;
   /** DMA-API debug (kernel/dma/debug.c) for devices created on this machine: off, on, or strict (throw). Default false. */
   dmaDebug?: boolean | 'strict';
+  /**
+   * swiotlb bounce buffering (kernel/dma/swiotlb.c): 'auto' reserves the pool when RAM extends above
+   * 4 GiB (pci_swiotlb_detect), 'force' bounces every streaming mapping (swiotlb=force), 'off' has
+   * none (swiotlb=noforce). Default 'auto'.
+   */
+  swiotlb?: 'auto' | 'force' | 'off';
+  /** Bytes of the swiotlb pool, a multiple of 256 KiB (one segment of 128 slots). Default 64 MiB. */
+  swiotlbSize?: number;
+}
+
+/** The reserved swiotlb pool of a machine: memory below 4 GiB that only lib/dma/swiotlb.ts hands out. */
+export interface SwiotlbReservation {
+  /** The segment holding the pool (not buddy-managed, like memblock_alloc_low memory). */
+  readonly segment: Segment;
+  /** swiotlb=force: every streaming mapping of dma-direct bounces. */
+  readonly force: boolean;
+  /** Counters kept by lib/dma/swiotlb.ts, shown in stats(). */
+  readonly counters: { used: number; maxUsed: number; mapped: number; bounces: number; bytesBounced: number; full: number };
 }
 
 /** One recorded kernel WARN. */
@@ -83,7 +103,7 @@ export interface SegmentStats {
 
 const MACHINE_OPTION_KEYS = [
   'name', 'nodes', 'ramPerNode', 'physBase', 'cmaSize', 'numaCmaSize', 'pernumaCmaSize', 'hugepages',
-  'ramHugepages', 'vmallocSize', 'cmaAlignment', 'emitWarnings', 'dmaDebug',
+  'ramHugepages', 'vmallocSize', 'cmaAlignment', 'emitWarnings', 'dmaDebug', 'swiotlb', 'swiotlbSize',
 ] as const;
 const VMA_OPTION_KEYS = ['pgoff', 'prot', 'flags', 'shared'] as const;
 
@@ -105,6 +125,9 @@ function checkMachineOptions(options: MachineOptions | undefined): Partial<Machi
   }
   if (o.nodes !== undefined && typeof o.nodes !== 'number') checkInt('Machine', 'nodes', o.nodes, 1, 64);
   if (o.cmaAlignment !== undefined && typeof o.cmaAlignment !== 'number') checkInt('Machine', 'cmaAlignment', o.cmaAlignment, 2, 12);
+  if (o.swiotlb !== undefined && o.swiotlb !== 'auto' && o.swiotlb !== 'force' && o.swiotlb !== 'off') {
+    throw new TypeError(`Machine: Expected one of 'auto', 'force', 'off' for swiotlb but received ${describeValue(o.swiotlb)}`);
+  }
   return o;
 }
 
@@ -171,6 +194,7 @@ export class Machine {
   /** Counts of real mapping syscalls made on behalf of the model (for tests and benchmarks). */
   readonly counters = Object.seal({ mmapCalls: 0, segmentsCreated: 0 });
   #dmaContiguousDefaultArea: Cma | null = null;
+  #swiotlb: SwiotlbReservation | null = null;
   #emitWarnings: boolean;
   readonly #dmaDebug: boolean | 'strict';
   #currentNode = 0;
@@ -217,6 +241,7 @@ export class Machine {
     const numaCma = checkSize('numaCmaSize', options.numaCmaSize ?? 0, HUGE, true);
     const pernumaCma = checkSize('pernumaCmaSize', options.pernumaCmaSize ?? 0, HUGE, true);
     const vmallocSize = checkSize('vmallocSize', options.vmallocSize ?? GiB, HUGE, false);
+    const swiotlbSize = checkSize('swiotlbSize', options.swiotlbSize ?? 64 * MiB, SWIOTLB_GRANULE, false);
     this.cmaAlignment = options.cmaAlignment ?? 8;
     if (!Number.isInteger(this.cmaAlignment) || this.cmaAlignment < 2 || this.cmaAlignment > 12) {
       throw new RangeError(`Expected an integer from 2 to 12 for cmaAlignment but received ${String(options.cmaAlignment)}`);
@@ -245,7 +270,14 @@ export class Machine {
 
     // One reservation from physical 0 up, so that virt = PAGE_OFFSET + phys exactly as in the
     // kernel's direct map. PROT_NONE and unreserved: it costs address space only.
-    this.#linearLength = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize + LINEAR_HEADROOM;
+    const top = this.physBase + nodes * (ram + numaCma + pernumaCma) + cmaSize;
+    // pci_swiotlb_detect: bounce buffers when RAM reaches above 4 GiB. The pool lies just below RAM
+    // (and below 4 GiB); with too little room there it comes first and RAM starts after it.
+    const swiotlbMode = options.swiotlb ?? 'auto';
+    const swiotlbOn = swiotlbMode === 'force' || (swiotlbMode === 'auto' && top > 4 * GiB);
+    const swiotlbSpan = Math.ceil(swiotlbSize / HUGE) * HUGE;
+    const swiotlbBelow = Math.min(this.physBase, 4 * GiB) - swiotlbSpan;
+    this.#linearLength = top + (swiotlbOn && swiotlbBelow < 0 ? swiotlbSpan : 0) + LINEAR_HEADROOM;
     this.#pageOffset = native.reserve(this.#linearLength, GiB);
     try {
       this.#vmallocSpace = new VmallocSpace(native.reserve(vmallocSize, HUGE), vmallocSize);
@@ -255,6 +287,14 @@ export class Machine {
     }
     registerMachine(this);
     try {
+      if (swiotlbOn) {
+        const seg = this.#addSegment(`${this.name}:swiotlb`, 'ram', 0, swiotlbSize / PAGE_SIZE, 'off',
+          'swiotlb bounce buffers are copied into slot by slot', undefined, swiotlbBelow >= 0 ? swiotlbBelow / PAGE_SIZE : undefined);
+        this.#swiotlb = Object.freeze({
+          segment: seg, force: swiotlbMode === 'force',
+          counters: Object.seal({ used: 0, maxUsed: 0, mapped: 0, bounces: 0, bytesBounced: 0, full: 0 }),
+        });
+      }
       for (let nid = 0; nid < nodes; nid++) {
         const seg = this.#addSegment(`${this.name}:ram${nid}`, 'ram', nid, ram / PAGE_SIZE, ramPolicy, ramReason);
         this.buddy.addRange(nid, seg.startPfn, seg.pages);
@@ -276,6 +316,11 @@ export class Machine {
   /** dma_contiguous_default_area, or null. */
   get dma_contiguous_default_area(): Cma | null {
     return this.#dmaContiguousDefaultArea;
+  }
+
+  /** The swiotlb pool reserved at boot, or null (see MachineOptions.swiotlb). */
+  get swiotlb(): SwiotlbReservation | null {
+    return this.#swiotlb;
   }
 
   /** numa_cma= areas by node. */
@@ -346,9 +391,9 @@ export class Machine {
   }
 
   /** Adds a memfd segment at the next free PFN (2 MiB aligned) and maps it into the linear map. */
-  #addSegment(name: string, kind: 'ram' | 'cma' | 'user', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string, from?: SegmentSpec['from']): Segment {
+  #addSegment(name: string, kind: 'ram' | 'cma' | 'user', nid: number, pages: number, policy: HugepagePolicy, policyReason?: string, from?: SegmentSpec['from'], atPfn?: number): Segment {
     this.assertAlive();
-    const startPfn = this.#nextPfn;
+    const startPfn = atPfn ?? this.#nextPfn;
     const bytes = pages * PAGE_SIZE;
     if ((startPfn + pages) * PAGE_SIZE > this.#linearLength) {
       if (from !== undefined) native.close(from.fd);
@@ -362,8 +407,9 @@ export class Machine {
     // User memory is the Region's, already counted by it.
     if (kind !== 'user') trackExternalMemory(bytes);
     // Keep segments 2 MiB aligned so that hugetlb segments can be mapped anywhere after.
-    this.#nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
+    if (atPfn === undefined) this.#nextPfn = startPfn + Math.ceil(bytes / HUGE) * (HUGE / PAGE_SIZE);
     this.#segments.push(seg);
+    if (atPfn !== undefined) this.#segments.sort((a, b) => a.startPfn - b.startPfn);
     this.#segmentsView = Object.freeze(this.#segments.slice());
     return seg;
   }
@@ -886,7 +932,10 @@ export class Machine {
     cma: { name: string; nid: number; available: number; count: number; backing: string }[];
     vmallocAreas: number;
     vmas: number;
+    /** The swiotlb pool: slots (2 KiB) in all and in use, live mappings, bounce copies, failures. */
+    swiotlb: { physStart: bigint; nslabs: number; force: boolean; used: number; maxUsed: number; mapped: number; bounces: number; bytesBounced: number; full: number } | null;
   } {
+    const tlb = this.#swiotlb;
     return {
       segments: this.#segments.map((s) => ({
         name: s.name, kind: s.kind, nid: s.nid, startPfn: s.startPfn, pages: s.pages,
@@ -899,6 +948,10 @@ export class Machine {
       cma: this.#cmaAreas.items.map((c) => ({ name: c.name, nid: c.nid, available: c.available, count: c.count, backing: this.cmaSegment(c).backing })),
       vmallocAreas: this.#vmallocSpace.count,
       vmas: this.#vmas.size,
+      swiotlb: tlb === null ? null : {
+        physStart: BigInt(tlb.segment.startPfn) << BigInt(PAGE_SHIFT), nslabs: tlb.segment.pages * (PAGE_SIZE / 2048),
+        force: tlb.force, ...tlb.counters,
+      },
     };
   }
 
