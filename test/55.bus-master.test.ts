@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
-import type { Page } from '../lib/mm/page';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE } from '../lib/dma/constants';
 import { dma_map_page, dma_map_sgtable, dma_unmap_page, dma_unmap_sgtable } from '../lib/dma/mapping';
 import { SgTable, sg_dma_address, sg_free_table } from '../lib/dma/scatterlist';
@@ -15,6 +14,7 @@ import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { BusEngine, MEMTX_DECODE_ERROR, MEMTX_OK, type BusDescription } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
 import { expectNoLeaks, memfdMappingCount } from './helpers/leaks';
+import { usePagesOf } from './helpers/pages-of';
 
 const MiB = 1024 * 1024;
 
@@ -30,18 +30,9 @@ function deviceSide(desc: BusDescription, addr: bigint, payload: Uint8Array): { 
 describe('55 bus-master access', () => {
   expectNoLeaks();
   let m: Machine;
-  const held: { page: Page; order: number }[] = [];
-  const take = (order: number): Page => {
-    const p = m.alloc_pages(GFP_KERNEL, order)!;
-    held.push({ page: p, order });
-    return p;
-  };
+  const take = usePagesOf(() => m);
   beforeEach(() => {
     m = new Machine({ name: 'bm55', ramPerNode: 16 * MiB, cmaSize: 4 * MiB, hugepages: 'off', emitWarnings: false });
-  });
-  afterEach(() => {
-    for (const { page, order } of held.splice(0)) m.__free_pages(page, order);
-    m.destroy();
   });
 
   describe('direct devices', () => {

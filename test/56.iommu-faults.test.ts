@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
-import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
-import type { Page } from '../lib/mm/page';
+import { PAGE_SIZE } from '../lib/mm/gfp';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, ENOSYS } from '../lib/dma/constants';
 import { dma_map_page, dma_unmap_page } from '../lib/dma/mapping';
 import { IOMMU_FAULT_READ, IOMMU_FAULT_WRITE, iommu_set_fault_handler, type IommuDomain } from '../lib/dma/iommu';
@@ -15,6 +14,7 @@ import { FAULT_SLOTS } from '../lib/dma/iommu_regs';
 import { BusEngine, MEMTX_ACCESS_ERROR, MEMTX_OK } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
 import { expectNoLeaks } from './helpers/leaks';
+import { usePagesOf } from './helpers/pages-of';
 
 const MiB = 1024 * 1024;
 
@@ -26,19 +26,10 @@ function domain(dev: Device): IommuDomain {
 describe('56 IOMMU faults', () => {
   expectNoLeaks();
   let m: Machine;
-  const held: Page[] = [];
-  const take = (): Page => {
-    const p = m.alloc_pages(GFP_KERNEL, 0)!;
-    held.push(p);
-    return p;
-  };
+  const take = usePagesOf(() => m);
   const dmar = (): string[] => m.warnings.map((w) => w.message).filter((s) => s.startsWith('DMAR:'));
   beforeEach(() => {
     m = new Machine({ name: 'f56', ramPerNode: 8 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
-  });
-  afterEach(() => {
-    for (const p of held.splice(0)) m.__free_pages(p, 0);
-    m.destroy();
   });
 
   it('DMA to an IOVA that was never mapped: a fault record, the DMAR line, and no byte changed anywhere', () => {

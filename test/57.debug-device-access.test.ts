@@ -6,31 +6,22 @@ import assert from 'node:assert/strict';
 import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
-import type { Page } from '../lib/mm/page';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE } from '../lib/dma/constants';
 import { dma_alloc_coherent, dma_free_coherent, dma_map_page, dma_mapping_error, dma_unmap_page } from '../lib/dma/mapping';
 import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { busMaster } from '../lib/devices/bus_master';
 import { expectNoLeaks } from './helpers/leaks';
+import { usePagesOf } from './helpers/pages-of';
 
 const MiB = 1024 * 1024;
 
 describe('57 DMA-API debug of device accesses', () => {
   expectNoLeaks();
   let m: Machine;
-  const held: Page[] = [];
-  const take = (): Page => {
-    const p = m.alloc_pages(GFP_KERNEL, 0)!;
-    held.push(p);
-    return p;
-  };
+  const take = usePagesOf(() => m);
   const reports = (): string[] => m.warnings.map((w) => w.message).filter((s) => s.startsWith('DMA-API:') && s.includes('device '));
   beforeEach(() => {
     m = new Machine({ name: 'dbg57', ramPerNode: 8 * MiB, cmaSize: 4 * MiB, hugepages: 'off', emitWarnings: false, dmaDebug: true });
-  });
-  afterEach(() => {
-    for (const p of held.splice(0)) m.__free_pages(p, 0);
-    m.destroy();
   });
 
   it('direct device: an access inside a live mapping is quiet; after dma_unmap_page the bus succeeds but debug reports it', () => {

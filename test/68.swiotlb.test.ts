@@ -23,6 +23,7 @@ import { is_swiotlb_buffer, swiotlb_max_mapping_size } from '../lib/dma/swiotlb'
 import { busMaster } from '../lib/devices/bus_master';
 import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { expectNoLeaks } from './helpers/leaks';
+import { usePagesOf } from './helpers/pages-of';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -45,17 +46,8 @@ function deviceRead(dev: Device, addr: bigint, len: number): number[] {
 describe('68 swiotlb bounce buffers', () => {
   expectNoLeaks();
   let m: Machine;
-  const held: { page: Page; order: number }[] = [];
-  const take = (order: number): Page => {
-    const p = m.alloc_pages(GFP_KERNEL, order)!;
-    held.push({ page: p, order });
-    return p;
-  };
+  const take = usePagesOf(() => m);
   const cpu = (page: Page, len = PAGE_SIZE): Buffer => m.view(m.page_address(page), len);
-  afterEach(() => {
-    for (const { page, order } of held.splice(0)) m.__free_pages(page, order);
-    m.destroy();
-  });
 
   describe('the pool (pci_swiotlb_detect, swiotlb=force/noforce)', () => {
     it("'auto' reserves the pool below 4 GiB only when RAM extends above 4 GiB", () => {

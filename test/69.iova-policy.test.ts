@@ -8,7 +8,6 @@ import { Machine } from '../lib/mm/machine';
 import '../lib/dma/device';
 import type { Device } from '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
-import type { Page } from '../lib/mm/page';
 import { DMA_BIDIRECTIONAL, DMA_BIT_MASK, DMA_FROM_DEVICE, DMA_MAPPING_ERROR, DMA_TO_DEVICE, EIO } from '../lib/dma/constants';
 import { dma_map_page, dma_unmap_page } from '../lib/dma/mapping';
 import { IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOVA_FQ_SIZE, iommu_get_resv_regions, type IommuDomain } from '../lib/dma/iommu';
@@ -20,6 +19,7 @@ import {
 import { MEMTX_ACCESS_ERROR, MEMTX_OK } from '../lib/devices/bus_engine';
 import { busMaster } from '../lib/devices/bus_master';
 import { expectNoLeaks } from './helpers/leaks';
+import { usePagesOf } from './helpers/pages-of';
 
 const MiB = 1024 * 1024;
 const EEXIST = 17;
@@ -53,18 +53,9 @@ function overlaps(ranges: [number, number][], lo: number, hi: number): boolean {
 describe('69 x86 IOVA policy (dma-iommu.c)', () => {
   expectNoLeaks();
   let m: Machine;
-  const held: Page[] = [];
-  const take = (): Page => {
-    const p = m.alloc_pages(GFP_KERNEL, 0)!;
-    held.push(p);
-    return p;
-  };
+  const take = usePagesOf(() => m);
   beforeEach(() => {
     m = new Machine({ name: 'iova69', ramPerNode: 8 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
-  });
-  afterEach(() => {
-    for (const p of held.splice(0)) m.__free_pages(p, 0);
-    m.destroy();
   });
 
   describe('iommu_dma_alloc_iova: 32-bit first for PCI devices', () => {
