@@ -300,6 +300,33 @@ describe('DMA-API debug', () => {
     assert.equal(checks(d).filter((c) => c === 20).length, 9, 'every mapping after the first is reported');
   });
 
+  it('checks 18 and 19 (CONFIG_DMA_API_DEBUG_SG check_sg_segment): a segment longer than max_seg_size, or across the boundary', () => {
+    const limits = { maxSegSize: 65536, segBoundary: 0xffffn };
+    const table = (): SgTable => {
+      const t = new SgTable();
+      assert.equal(sg_alloc_table(t, 3, 0), 0);
+      const set = [[0x500, 65536, 0x10000n], [0x520, 65540, 0x20000n], [0x540, 8192, 0x3f000n]] as const;
+      for_each_sg(t.sgl, 3, (sg, i) => {
+        const [pfn, len, dma] = set[i]!;
+        sg_set_page(sg, page(pfn), len, 0);
+        sg.dma_address = dma;
+        sg.dma_length = len;
+      });
+      return t;
+    };
+    const off = tracker();
+    off.debug_dma_map_sg(dev, table().sgl, 3, 3, DMA_TO_DEVICE, 0, limits);
+    assert.deepEqual(checks(off), [], 'off unless enabled, as the config option');
+    const d = tracker();
+    d.sg = true;
+    d.debug_dma_map_sg(dev, table().sgl, 3, 3, DMA_TO_DEVICE, 0, limits);
+    // Entry 1 is 4 bytes too long and its DMA range runs 4 bytes into the next 64 KiB; entry 2 straddles 0x40000.
+    assert.deepEqual(checks(d), [18, 19, 19]);
+    assert.equal(d.reports[0]!.message, 'DMA-API: nic0: mapping sg segment longer than device claims to support [len=65540] [max=65536]');
+    assert.equal(d.reports[1]!.message, 'DMA-API: nic0: mapping sg segment across boundary [start=0x0000000000020000] [end=0x0000000000030003] [boundary=0x000000000000ffff]');
+    assert.equal(d.reports[2]!.message, 'DMA-API: nic0: mapping sg segment across boundary [start=0x000000000003f000] [end=0x0000000000040fff] [boundary=0x000000000000ffff]');
+  });
+
   it('check 21: a device released with mappings still held', () => {
     const d = tracker();
     mapChecked(d, dev, 0xa000n, 4096, DMA_TO_DEVICE, true);

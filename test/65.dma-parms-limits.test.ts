@@ -133,6 +133,23 @@ describe('65 dma_parms, limits and managed memory', () => {
       unmap(iommu, sgt, pages);
     });
 
+    it('DMA-API debug with sg checks on (CONFIG_DMA_API_DEBUG_SG) reports a dma-direct entry past max_seg_size and across the boundary', () => {
+      const dev = m.createDevice({ name: 'sgdbg', dmaMask: 64, debug: true });
+      dev.debug.sg = true;
+      dev.debug.maxPrinted = 0;
+      const block = m.alloc_pages_node(NUMA_NO_NODE, GFP_KERNEL, 5)!; // 128 KiB, 128 KiB aligned
+      const pages = Array.from({ length: 32 }, (_, i) => m.pfn_to_page(block.pfn + i));
+      dma_set_seg_boundary(dev, 0xffffn);
+      const { sgt, segs } = mapSegments(dev, pages);
+      // dma-direct maps the one 128 KiB entry as it is: longer than the default 64 KiB, across a 64 KiB line.
+      assert.deepEqual(segs.map(([, l]) => l), [131072]);
+      assert.deepEqual(dev.debug.reports.map((r) => r.check), [18, 19]);
+      dma_unmap_sgtable(dev, sgt, DMA_TO_DEVICE, 0);
+      sg_free_table(sgt);
+      m.__free_pages(block, 5);
+      dev.destroy();
+    });
+
     it('an entry that would cross the boundary is moved onto it by padding the entry before', () => {
       dma_set_max_seg_size(iommu, 2 ** 32 - 1);
       dma_set_seg_boundary(iommu, 0x3fffn);

@@ -44,6 +44,16 @@ export interface DmaDebugOptions {
   strict: boolean;
   /** How many reports are emitted as process warnings (all are recorded). Default 10. */
   maxPrinted?: number;
+  /** CONFIG_DMA_API_DEBUG_SG: check each mapped sg segment against the device's limits. Default false. */
+  sg?: boolean;
+}
+
+/** A device's segment limits, for CONFIG_DMA_API_DEBUG_SG's check_sg_segment. */
+export interface SgSegmentLimits {
+  /** dma_get_max_seg_size. */
+  readonly maxSegSize: number;
+  /** dma_get_seg_boundary. */
+  readonly segBoundary: bigint;
 }
 
 /** One line for an entry: what it is, never the device and machine objects it refers to. */
@@ -124,6 +134,7 @@ export class DmaDebug {
   #enabled: boolean;
   #strict: boolean;
   #maxPrinted: number;
+  #sg: boolean;
   /** Every report, in order (callers get a frozen snapshot). */
   #reports = new FrozenList<DmaDebugReport>();
   /** The kernel's error_count: reports since creation or the last clear(). */
@@ -138,6 +149,17 @@ export class DmaDebug {
     this.#enabled = options.enabled;
     this.#strict = options.strict;
     this.#maxPrinted = options.maxPrinted ?? 10;
+    this.#sg = options.sg ?? false;
+  }
+
+  /** CONFIG_DMA_API_DEBUG_SG: whether mapped sg segments are checked against the device's limits. */
+  get sg(): boolean {
+    return this.#sg;
+  }
+
+  set sg(on: boolean) {
+    checkBool('DmaDebug', 'sg', on);
+    this.#sg = on;
   }
 
   /** Whether the hooks track and check (the kernel's dma_debug `disabled` switch, inverted). */
@@ -250,9 +272,13 @@ export class DmaDebug {
   }
 
   /** After dma_map_sg returned `mapped_ents` > 0: one entry per mapped segment. */
-  debug_dma_map_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number, attrs = 0): void {
+  debug_dma_map_sg(
+    dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number, attrs = 0,
+    limits?: SgSegmentLimits,
+  ): void {
     if (!this.#enabled) return;
     for_each_sg(sgl, mapped_ents, (s) => {
+      if (this.#sg && limits !== undefined) this.checkSgSegment(dev, s, limits);
       const page = sg_page(s);
       const paddr = page === null ? null : pagePhys(page) + BigInt(s.offset);
       this.add(this.debug_dma_map_sg, {
@@ -435,6 +461,22 @@ export class DmaDebug {
     };
   }
 
+  /**
+   * check_sg_segment (checks 18 and 19): a segment longer than the device's max_seg_size (its CPU
+   * length), or whose DMA range crosses the segment boundary: the list was built without the
+   * device's dma_parms, or the mapping layer merged too far.
+   */
+  private checkSgSegment(dev: DmaDebugDevice, s: Scatterlist, limits: SgSegmentLimits): void {
+    if (s.length > limits.maxSegSize) {
+      this.err(18, dev, undefined, `mapping sg segment longer than device claims to support [len=${s.length}] [max=${limits.maxSegSize}]`);
+    }
+    const start = sg_dma_address(s);
+    const end = start + BigInt(sg_dma_len(s)) - 1n;
+    if (((start ^ end) & ~limits.segBoundary & 0xffff_ffff_ffff_ffffn) !== 0n) {
+      this.err(19, dev, undefined, `mapping sg segment across boundary [start=${hex16(start)}] [end=${hex16(end)}] [boundary=${hex16(limits.segBoundary)}]`);
+    }
+  }
+
   /** check_unmap: checks 1-8, then the entry is dropped. */
   private checkUnmap(ref: DmaDebugRef): void {
     const entry = this.#entries.findExact(ref);
@@ -597,6 +639,15 @@ export class DmaDebugView {
   /** How many reports are printed as warnings (the kernel's show_num_errors). */
   get maxPrinted(): number {
     return this.#tracker.maxPrinted;
+  }
+
+  /** CONFIG_DMA_API_DEBUG_SG: check mapped sg segments against max_seg_size and the boundary. */
+  get sg(): boolean {
+    return this.#tracker.sg;
+  }
+
+  set sg(on: boolean) {
+    this.#tracker.sg = on;
   }
 
   set maxPrinted(count: number) {

@@ -9,6 +9,7 @@ import type { Page } from '../mm/page';
 import { pgprot_dmacoherent, pgprot_writecombine } from '../mm/pgprot';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { WARN_ONCE } from './bug';
+import { dma_get_max_seg_size, dma_get_seg_boundary } from './dma_parms';
 import { dma_alloc_from_dev_coherent, dma_mmap_range_ok, dma_release_from_dev_coherent } from './coherent';
 import {
   DMA_ATTR_NO_WARN, DMA_ATTR_WRITE_COMBINE, DMA_MAPPING_ERROR, EINVAL, EIO, ENOMEM,
@@ -204,7 +205,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
   // A table without map_sg would oops; fail cleanly instead, as dma_dummy_ops does.
   else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
   if (ents > 0) {
-    debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir, attrs);
+    debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir, attrs, { maxSegSize: dma_get_max_seg_size(dev), segBoundary: dma_get_seg_boundary(dev) });
   } else if (WARN_ON_ONCE(dev, ents !== -EINVAL && ents !== -ENOMEM && ents !== -EIO && ents !== -EREMOTEIO,
     `dma_map_sg_attrs: unexpected map_sg result ${ents}`)) {
     return -EIO;
