@@ -15,7 +15,9 @@ import {
   typeMatches, type DmaDebugDevice, type DmaDebugEntry, type DmaDebugRef,
 } from './debug_entries';
 import { type Scatterlist, for_each_sg, sg_dma_address, sg_dma_len, sg_page } from './scatterlist';
-import { ACTIVE_CACHELINE_MAX_OVERLAP, active_cacheline_insert, active_cacheline_remove } from './debug_cacheline';
+import {
+  ACTIVE_CACHELINE_MAX_OVERLAP, active_cacheline_first_overflow, active_cacheline_insert, active_cacheline_remove, to_cacheline_number,
+} from './debug_cacheline';
 import { DMA_ATTR_SKIP_CPU_SYNC } from './constants';
 import { FrozenList } from '../os/lock';
 import { checkBool, checkInt } from '../mm/validate';
@@ -141,7 +143,6 @@ export class DmaDebug {
   #errorCount = 0;
   #printed = 0;
   readonly #entries = new DmaDebugEntries();
-  #overflowWarned = false;
   /** First report of the hook call in progress (strict mode throws it when the hook ends). */
   #pending: DmaDebugReport | null = null;
 
@@ -433,11 +434,11 @@ export class DmaDebug {
     } as DmaDebugEntry;
     this.#entries.add(entry);
     if (entry.paddr === null) return;
-    const found = active_cacheline_insert(this.cachelineOwner(entry.dev), entry.paddr, entry.direction);
-    if (found === 'overflow' && !this.#overflowWarned) {
+    const owner = this.cachelineOwner(entry.dev);
+    const found = active_cacheline_insert(owner, entry.paddr, entry.direction);
+    if (found === 'overflow' && active_cacheline_first_overflow(owner)) {
       // WARN_ONCE: a line mapped this often means mappings are leaking.
-      this.#overflowWarned = true;
-      process.emitWarning(`DMA-API: exceeded ${ACTIVE_CACHELINE_MAX_OVERLAP} overlapping mappings of cacheline ${hex16(entry.paddr >> 6n)}`, { code: 'KERNEL_WARN' });
+      process.emitWarning(`DMA-API: exceeded ${ACTIVE_CACHELINE_MAX_OVERLAP} overlapping mappings of cacheline ${hex16(to_cacheline_number(entry.paddr))}`, { code: 'KERNEL_WARN' });
     }
     if (found !== 'inserted' && (attrs & DMA_ATTR_SKIP_CPU_SYNC) === 0) {
       this.err(20, entry.dev, entry, "cacheline tracking EEXIST, overlapping mappings aren't supported");

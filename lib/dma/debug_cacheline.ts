@@ -18,6 +18,19 @@ function treeOf(owner: object): Map<bigint, number> {
   return tree;
 }
 
+/** Owners whose overflow was already WARNed (WARN_ONCE: once per tree, like the tree itself). */
+const overflowWarned = new WeakSet<object>();
+
+/** True the first time an owner's tree overflows: the caller WARNs then, and only then. */
+export function active_cacheline_first_overflow(owner: object): boolean {
+  if (overflowWarned.has(owner)) return false;
+  overflowWarned.add(owner);
+  return true;
+}
+
+/** The cacheline number of a physical address (to_cacheline_number). */
+export const to_cacheline_number = (paddr: bigint): bigint => paddr >> BigInt(L1_CACHE_SHIFT);
+
 /** What inserting a mapping found: a free line, a line already mapped, or one mapped too often. */
 export type CachelineInsert = 'inserted' | 'overlap' | 'overflow';
 
@@ -29,7 +42,7 @@ export type CachelineInsert = 'inserted' | 'overlap' | 'overflow';
 export function active_cacheline_insert(owner: object, paddr: bigint, direction: number): CachelineInsert {
   if (direction === DMA_TO_DEVICE) return 'inserted';
   const tree = treeOf(owner);
-  const cln = paddr >> BigInt(L1_CACHE_SHIFT);
+  const cln = to_cacheline_number(paddr);
   const overlap = tree.get(cln);
   if (overlap === undefined) {
     tree.set(cln, 0);
@@ -44,7 +57,7 @@ export function active_cacheline_insert(owner: object, paddr: bigint, direction:
 export function active_cacheline_remove(owner: object, paddr: bigint, direction: number): void {
   if (direction === DMA_TO_DEVICE) return;
   const tree = treeOf(owner);
-  const cln = paddr >> BigInt(L1_CACHE_SHIFT);
+  const cln = to_cacheline_number(paddr);
   const overlap = tree.get(cln);
   if (overlap === undefined) return;
   if (overlap === 0) tree.delete(cln);
