@@ -53,7 +53,7 @@ if (parentPort !== null) {
 } else {
   const buf = Buffer.alloc(4096);
   for (;;) {
-    const [n, fd] = native.recvFd(3, buf);
+    const [n, fd] = native.recvFd(3, buf, -1);
     if (n === 0 && fd < 0) break;
     // With a descriptor: sendShare's handle fields; without: { shm, size }.
     const msg = JSON.parse(buf.subarray(0, n).toString()) as Omit<ShareHandle, 'fd' | 'pid'> & { shm?: string; size?: number };

@@ -245,7 +245,7 @@ export const arena: BenchGroup = {
       const askChild = (msg: ShareMsg): void => {
         if (msg.share) sendShare(sock, msg.share);
         else fs.writeSync(sock, Buffer.from(JSON.stringify(msg)));
-        const [n] = native.recvFd(sock, reply);
+        const [n] = native.recvFd(sock, reply, -1);
         if (n !== 1) throw new Error(`the child peer answered ${n} bytes`);
       };
       const [mine, theirs] = shareSides(big, askChild);

@@ -15,7 +15,7 @@ export type { ShareHandle, ShareOptions } from './os/region-share';
 export { Arena } from './os/arena';
 export type { ArenaOptions, ArenaStats, ArenaClassStats } from './os/arena';
 export type { ArenaPeer, ArenaShareHandle } from './os/arena-share';
-export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
+export { shareSocketPair, sendShare, receiveShare, type ReceiveShareOptions } from './os/share-socket';
 export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
 export type { Backing, HugepagePolicy } from './os/backing';

@@ -161,7 +161,7 @@ export interface Native {
   /** sendmsg(sock) of `payload` with `fd` as SCM_RIGHTS -> bytes sent (EPIPE, never SIGPIPE). */
   sendFd(sock: number, fd: number, payload: Uint8Array): number;
   /** recvmsg(sock) into `buffer` (blocking) -> [bytes, fd or -1]; the fd is close-on-exec and the caller's. */
-  recvFd(sock: number, buffer: Uint8Array): [number, number];
+  recvFd(sock: number, buffer: Uint8Array, timeoutMs: number): [number, number];
 
   // --- system (native/sysinfo.cc) ---
   /** getrlimit(RLIMIT_MEMLOCK) -> [soft, hard], -1 for RLIM_INFINITY. */

@@ -39,6 +39,13 @@ const char* ErrnoName(int err) {
     case EOVERFLOW: return "EOVERFLOW";
     case ETXTBSY: return "ETXTBSY";
     case EFBIG: return "EFBIG";
+    case EPIPE: return "EPIPE";
+    case ENOTSOCK: return "ENOTSOCK";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ENOTCONN: return "ENOTCONN";
+    case ECONNRESET: return "ECONNRESET";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case ETIMEDOUT: return "ETIMEDOUT";
     default: return nullptr;
   }
 }

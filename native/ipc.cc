@@ -2,10 +2,13 @@
 // one fd as SCM_RIGHTS ancillary data beside a small payload (what a share handle needs).
 #include "errors.h"
 
+#include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace dmamem {
@@ -60,12 +63,41 @@ Napi::Value SendFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
-// recvFd(sock, buffer) -> [bytes, fd]: one recvmsg (blocking); fd is -1 when none came. Received
-// descriptors are close-on-exec; any beyond the first are closed (nobody asked for them).
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Waits until sock is readable for at most timeoutMs (negative: for ever). Returns 0 when it is,
+// else an errno (ETIMEDOUT when the time ran out, poll's own errno otherwise).
+int WaitReadable(int sock, double timeoutMs) {
+  if (timeoutMs < 0) return 0;
+  const int64_t deadline = NowMs() + static_cast<int64_t>(timeoutMs);
+  for (;;) {
+    int64_t left = deadline - NowMs();
+    if (left < 0) left = 0;
+    pollfd p{sock, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left > INT32_MAX ? INT32_MAX : left));
+    if (r > 0) return 0;  // readable, hung up or in error: recvmsg tells which
+    if (r == 0 && left <= INT32_MAX) return ETIMEDOUT;
+    if (r < 0 && errno != EINTR) return errno;
+  }
+}
+
+// recvFd(sock, buffer, timeoutMs) -> [bytes, fd]: one recvmsg, after waiting at most timeoutMs for
+// a message (negative: blocking); fd is -1 when none came. Received descriptors are close-on-exec;
+// any beyond the first are closed (nobody asked for them).
 Napi::Value RecvFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int sock = I32(info[0]);
   Napi::Uint8Array buffer = info[1].As<Napi::Uint8Array>();
+  double timeoutMs = info[2].As<Napi::Number>().DoubleValue();
+  if (int err = WaitReadable(sock, timeoutMs)) {
+    ThrowErrno(env, err, err == ETIMEDOUT ? "recvmsg" : "poll",
+               "waiting " + std::to_string(static_cast<int64_t>(timeoutMs)) + " ms for a share on socket " + std::to_string(sock));
+    return env.Undefined();
+  }
   iovec iov{buffer.Data(), buffer.ByteLength()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
   msghdr msg{};
@@ -74,7 +106,9 @@ Napi::Value RecvFd(const Napi::CallbackInfo& info) {
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;
-  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  // After a wait, never block: another reader of the socket may have taken the message.
+  const int flags = MSG_CMSG_CLOEXEC | (timeoutMs < 0 ? 0 : MSG_DONTWAIT);
+  do n = recvmsg(sock, &msg, flags);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     ThrowErrno(env, errno, "recvmsg", "recvmsg(sock=" + std::to_string(sock) + ")");
@@ -104,7 +138,7 @@ Napi::Value RecvFd(const Napi::CallbackInfo& info) {
 }  // namespace
 
 bool InitIpc(Napi::Env env, Napi::Object exports) {
-  return Export(env, exports, "socketPair", SocketPair, "") && Export(env, exports, "sendFd", SendFd, "nnu") && Export(env, exports, "recvFd", RecvFd, "nu");
+  return Export(env, exports, "socketPair", SocketPair, "") && Export(env, exports, "sendFd", SendFd, "nnu") && Export(env, exports, "recvFd", RecvFd, "nun");
 }
 
 }  // namespace dmamem

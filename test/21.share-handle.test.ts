@@ -148,6 +148,34 @@ describe('21 shares as one object (share / fromShare)', function () {
     assert.throws(() => receiveShare(undefined as unknown as number), TypeError);
   });
 
+  it('receiveShare waits at most timeoutMs (ETIMEDOUT, nothing lost) and checks its options first', () => {
+    const [a, b] = shareSocketPair();
+    try {
+      const t0 = process.hrtime.bigint();
+      assert.throws(() => receiveShare(b, { timeoutMs: 50 }), (e: NodeJS.ErrnoException) => e.code === 'ETIMEDOUT' && e.syscall === 'recvmsg');
+      const waited = Number(process.hrtime.bigint() - t0) / 1e6;
+      assert.ok(waited >= 45, `it waited ${waited} ms, not the 50 asked for`);
+      assert.throws(() => receiveShare(b, { timeoutMs: 0 }), { code: 'ETIMEDOUT' }, 'a zero timeout only polls');
+      using r = Region.allocate(PAGE, { hugepages: 'off' });
+      sendShare(a, r.share());
+      const h = receiveShare(b, { timeoutMs: 0 });
+      assert.strictEqual(h.length, PAGE, 'a share already waiting is received with a zero timeout');
+      fs.closeSync(h.fd);
+      sendShare(a, r.share());
+      assert.throws(() => receiveShare(b, { timeoutMs: -1 }), RangeError);
+      assert.throws(() => receiveShare(b, { timeoutMs: NaN }), TypeError);
+      assert.throws(() => receiveShare(b, { timeoutMs: '5' as unknown as number }), TypeError);
+      assert.throws(() => receiveShare(b, { timeout: 5 } as never), /unknown option "timeout".*timeoutMs/);
+      assert.throws(() => receiveShare(b, 5 as never), TypeError);
+      const h2 = receiveShare(b, { timeoutMs: Infinity });
+      assert.strictEqual(h2.length, PAGE, 'the refused calls consumed nothing');
+      fs.closeSync(h2.fd);
+    } finally {
+      fs.closeSync(a);
+      fs.closeSync(b);
+    }
+  });
+
   it('receiveShare refuses a message without a descriptor or with bad JSON, keeping no fd', () => {
     const [a, b] = shareSocketPair();
     try {

@@ -30,16 +30,30 @@ export function sendShare(socketFd: number, handle: ShareHandle): void {
   native.sendFd(socketFd, h.fd, payload);
 }
 
+export interface ReceiveShareOptions {
+  /** How long to wait for a share (default Infinity): past it, an ETIMEDOUT error. */
+  timeoutMs?: number;
+}
+
 /**
- * Receives one share sent by sendShare (blocking until it arrives). The handle's fd is a new
- * descriptor of this process, owned by the caller: map it with Region.fromShare(handle) (which
- * dups it) and close it with fs.closeSync(handle.fd).
- * @example const h = receiveShare(3); const r = Region.fromShare(h); fs.closeSync(h.fd);
+ * Receives one share sent by sendShare, waiting until it arrives or `timeoutMs` has passed (then
+ * an Error with code 'ETIMEDOUT'; nothing is lost, a later call can still receive it). The
+ * handle's fd is a new descriptor of this process, owned by the caller: map it with
+ * Region.fromShare(handle) (which dups it) and close it with fs.closeSync(handle.fd).
+ * @example const h = receiveShare(3, { timeoutMs: 5000 }); const r = Region.fromShare(h); fs.closeSync(h.fd);
  */
-export function receiveShare(socketFd: number): ShareHandle {
-  v.assertInteger('socketFd', socketFd);
+export function receiveShare(socketFd: number, options?: ReceiveShareOptions): ShareHandle {
+  v.assertInteger('socketFd', socketFd, 0, 0x7fffffff);
+  const o = v.assertOptions('options', options);
+  for (const key of Object.keys(o)) {
+    if (key !== 'timeoutMs') throw new TypeError(`receiveShare: unknown option ${JSON.stringify(key)} (the one option is "timeoutMs")`);
+  }
+  const timeoutMs = o.timeoutMs ?? Infinity;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) throw new TypeError(`Expected a number of milliseconds or Infinity for timeoutMs but received ${v.describeValue(timeoutMs)}`);
+  if (timeoutMs < 0) throw new RangeError(`Expected a non-negative number of milliseconds or Infinity for timeoutMs but received ${v.describeValue(timeoutMs)}`);
   const buf = Buffer.alloc(MAX_PAYLOAD);
-  const [n, fd] = native.recvFd(socketFd, buf);
+  // Beyond ~24 days a wait is as good as for ever (poll takes an int of milliseconds).
+  const [n, fd] = native.recvFd(socketFd, buf, timeoutMs >= 0x7fffffff ? -1 : Math.ceil(timeoutMs));
   try {
     if (fd < 0) throw new TypeError(`Expected a share (a descriptor with a handle) on socket ${socketFd} but received ${n === 0 ? 'end of file' : `${n} bytes without a descriptor`}`);
     let fields: unknown;
