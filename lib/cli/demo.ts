@@ -1,7 +1,8 @@
 // `dmamem demo`: a small driver played end to end on the default machine: an IOMMU device with a
 // 32-bit mask, a 1 MiB buffer from dma_alloc_pages, an sg table, dma_common_mmap into a user VMA,
 // bytes checked both ways, then everything freed and checked for leaks; then QEMU's edu device in a
-// worker behind the IOMMU (lib/cli/demo-edu.ts): a DMA round trip and a provoked IOMMU fault.
+// worker behind the IOMMU (lib/cli/demo-edu.ts): a DMA round trip and a provoked IOMMU fault; then
+// bounce buffers on a machine with RAM above 4 GiB (lib/cli/demo-swiotlb.ts).
 
 import * as fs from 'node:fs';
 import { defaultMachine, destroyDefaultMachine } from '../mm/default';
@@ -17,6 +18,7 @@ import { dma_common_get_sgtable, dma_common_mmap } from '../dma/ops_helpers';
 import { SgTable, sgIterate, sg_free_table, sg_page } from '../dma/scatterlist';
 
 import { eduDemoLines, playEduDemo, type EduDemoReport } from './demo-edu';
+import { playSwiotlbDemo, swiotlbDemoLines, type SwiotlbDemoReport } from './demo-swiotlb';
 
 const SIZE = 1024 * 1024;
 
@@ -162,7 +164,7 @@ export function playDemo(machine: Machine): DemoReport {
   return report;
 }
 
-function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | null): void {
+function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | null, tlb: SwiotlbDemoReport | null): void {
   const out: string[] = [];
   out.push('dmamem demo: a driver on the default machine\n');
   out.push('Machine memory');
@@ -179,13 +181,14 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
   out.push('\nSteps');
   for (const s of r.steps) out.push(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(30)} ${s.call}\n       -> ${s.result}`);
   if (edu !== null) out.push(...eduDemoLines(edu));
+  if (tlb !== null) out.push(...swiotlbDemoLines(tlb));
   out.push('\nFallbacks taken');
   if (r.fallbacks.length === 0) out.push('  none');
   for (const f of r.fallbacks) out.push(`  ${f}`);
   out.push('\nLeak check');
   for (const l of r.leaks) out.push(`  ${l.what.padEnd(22)} before ${String(l.before).padStart(6)}  after ${String(l.after).padStart(6)}`);
   out.push(`  dmamem mappings after machine teardown: ${mappingsLeft}`);
-  out.push(`\n${r.ok && (edu?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
+  out.push(`\n${r.ok && (edu?.ok ?? false) && (tlb?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
   process.stdout.write(out.join('\n') + '\n');
 }
 
@@ -204,9 +207,10 @@ export async function runDemo(args: string[]): Promise<number> {
   } finally {
     destroyDefaultMachine(); // also when a step throws: the error is reported with nothing left mapped
   }
+  const swiotlb = playSwiotlbDemo();
   const mappingsLeft = dmamemMappings();
-  const ok = report.ok && edu.ok && mappingsLeft === 0;
-  if (json) process.stdout.write(JSON.stringify({ ...report, ok, edu, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
-  else printTable(report, mappingsLeft, edu);
+  const ok = report.ok && edu.ok && swiotlb.ok && mappingsLeft === 0;
+  if (json) process.stdout.write(JSON.stringify({ ...report, ok, edu, swiotlb, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
+  else printTable(report, mappingsLeft, edu, swiotlb);
   return ok ? 0 : 1;
 }
