@@ -15,7 +15,8 @@ export type { ShareHandle, ShareOptions } from './os/region-share';
 export { Arena } from './os/arena';
 export type { ArenaOptions, ArenaStats, ArenaClassStats } from './os/arena';
 export type { ArenaPeer, ArenaShareHandle } from './os/arena-share';
-export { shareSocketPair, sendShare, receiveShare, type ReceiveShareOptions } from './os/share-socket';
+export { shareSocketPair, sendShare, receiveShare } from './os/share-socket';
+export type { ReceiveShareOptions } from './os/share-socket';
 export type { WaitResult, WaitAsyncOptions } from './os/region-wait';
 export { hugepagePoolFree, HUGE_2M, HUGEPAGE_POLICIES } from './os/backing';
 export type { Backing, HugepagePolicy } from './os/backing';
@@ -181,6 +182,7 @@ export { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table }
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';
 export type { DmaDebug, DmaDebugView, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
+export type { DmaDebugPoolStats } from './dma/debug_pool';
 
 // ---- IOMMU (drivers/iommu) ----
 export {

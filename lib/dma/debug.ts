@@ -19,6 +19,7 @@ import {
   ACTIVE_CACHELINE_MAX_OVERLAP, active_cacheline_first_overflow, active_cacheline_insert, active_cacheline_remove, to_cacheline_number,
 } from './debug_cacheline';
 import { DMA_ATTR_SKIP_CPU_SYNC } from './constants';
+import { DmaDebugPool, PREALLOC_DMA_DEBUG_ENTRIES, type DmaDebugPoolStats } from './debug_pool';
 import { FrozenList } from '../os/lock';
 import { checkBool, checkInt } from '../mm/validate';
 
@@ -48,6 +49,11 @@ export interface DmaDebugOptions {
   maxPrinted?: number;
   /** CONFIG_DMA_API_DEBUG_SG: check each mapped sg segment against the device's limits. Default false. */
   sg?: boolean;
+  /**
+   * The machine's pool of entries (one per machine, shared by its devices). Default: a pool of
+   * this tracker's own, PREALLOC_DMA_DEBUG_ENTRIES, growing from host memory.
+   */
+  pool?: DmaDebugPool;
 }
 
 /** A device's segment limits, for CONFIG_DMA_API_DEBUG_SG's check_sg_segment. */
@@ -143,6 +149,7 @@ export class DmaDebug {
   #errorCount = 0;
   #printed = 0;
   readonly #entries = new DmaDebugEntries();
+  readonly #pool: DmaDebugPool;
   /** First report of the hook call in progress (strict mode throws it when the hook ends). */
   #pending: DmaDebugReport | null = null;
 
@@ -151,6 +158,7 @@ export class DmaDebug {
     this.#strict = options.strict;
     this.#maxPrinted = options.maxPrinted ?? 10;
     this.#sg = options.sg ?? false;
+    this.#pool = options.pool ?? new DmaDebugPool(PREALLOC_DMA_DEBUG_ENTRIES, null);
   }
 
   /** CONFIG_DMA_API_DEBUG_SG: whether mapped sg segments are checked against the device's limits. */
@@ -163,9 +171,17 @@ export class DmaDebug {
     this.#sg = on;
   }
 
-  /** Whether the hooks track and check (the kernel's dma_debug `disabled` switch, inverted). */
+  /**
+   * Whether the hooks track and check (the kernel's dma_debug `disabled` switch, inverted): false
+   * for good once the machine's entry pool could not grow ("debugging out of memory - disabling").
+   */
   get enabled(): boolean {
-    return this.#enabled;
+    return this.#enabled && !this.#pool.disabled;
+  }
+
+  /** The entry pool's debugfs counters (nr_total_entries, num_free_entries, min_free_entries, disabled). */
+  get pool(): DmaDebugPoolStats {
+    return this.#pool.stats();
   }
 
   set enabled(on: boolean) {
@@ -217,6 +233,16 @@ export class DmaDebug {
 
   // --- hooks: map / unmap --------------------------------------------------------------------
 
+  /**
+   * debug_dma_map_single, for a CPU address that is no memory of the machine (virt_addr_valid
+   * fails): check 17. (Its vmalloc report cannot fire: dma_map_single_attrs refuses vmalloc first.)
+   */
+  debug_dma_map_single(dev: DmaDebugDevice, addr: number, len: number): void {
+    if (!this.enabled) return;
+    this.err(17, dev, undefined, `device driver maps memory from invalid area [addr=0x${addr.toString(16)}] [len=${len}]`);
+    this.raiseIfStrict();
+  }
+
   /** After dma_map_page / dma_map_single. A failed mapping (DMA_MAPPING_ERROR) is not tracked. */
   debug_dma_map_page(
     dev: DmaDebugDevice,
@@ -228,7 +254,7 @@ export class DmaDebug {
     isSingle: boolean,
     attrs = 0,
   ): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
     this.add(this.debug_dma_map_page, {
       dev, type: isSingle ? 'single' : 'page', dev_addr: dma_addr, size, direction,
@@ -243,7 +269,7 @@ export class DmaDebug {
    * reported (older kernels); leave it out and either kind matches (newer kernels merged them).
    */
   debug_dma_unmap_page(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number, isSingle?: boolean): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkUnmap({
       dev, type: isSingle === true ? 'single' : 'page', looseType: isSingle === undefined,
       dev_addr: dma_addr, size, direction, paddr: null, cpu_addr: null, sg_call_ents: 0,
@@ -253,7 +279,7 @@ export class DmaDebug {
 
   /** After dma_map_resource (and newer kernels' map_phys). */
   debug_dma_map_phys(dev: DmaDebugDevice, phys: bigint, size: number, direction: number, dma_addr: bigint, attrs = 0): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     if (dma_addr === DMA_MAPPING_ERROR) return;
     this.add(this.debug_dma_map_phys, {
       dev, type: 'phys', dev_addr: dma_addr, size, direction, paddr: phys,
@@ -264,7 +290,7 @@ export class DmaDebug {
 
   /** Before dma_unmap_resource. */
   debug_dma_unmap_phys(dev: DmaDebugDevice, dma_addr: bigint, size: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkUnmap({
       dev, type: 'phys', looseType: false, dev_addr: dma_addr, size, direction,
       paddr: null, cpu_addr: null, sg_call_ents: 0,
@@ -277,7 +303,7 @@ export class DmaDebug {
     dev: DmaDebugDevice, sgl: Scatterlist | null, nents: number, mapped_ents: number, direction: number, attrs = 0,
     limits?: SgSegmentLimits,
   ): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     for_each_sg(sgl, mapped_ents, (s) => {
       if (this.#sg && limits !== undefined) this.checkSgSegment(dev, s, limits);
       const page = sg_page(s);
@@ -293,7 +319,7 @@ export class DmaDebug {
 
   /** Before dma_unmap_sg; `nelems` must be the nents passed to dma_map_sg. */
   debug_dma_unmap_sg(dev: DmaDebugDevice, sgl: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     let mapped = 0;
     let stop = false;
     for_each_sg(sgl, nelems, (s, i) => {
@@ -316,7 +342,7 @@ export class DmaDebug {
    * physical address of `virt` (the kernel's entry pfn and offset), for the cacheline check.
    */
   debug_dma_alloc_coherent(dev: DmaDebugDevice, size: number, dma_addr: bigint, virt: number | null, paddr: bigint | null = null, attrs = 0): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     if (virt === null) return;
     this.add(this.debug_dma_alloc_coherent, {
       dev, type: 'coherent', dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL, cpu_addr: virt, paddr,
@@ -327,7 +353,7 @@ export class DmaDebug {
 
   /** Before dma_free_coherent. */
   debug_dma_free_coherent(dev: DmaDebugDevice, size: number, virt: number, dma_addr: bigint): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkUnmap({
       dev, type: 'coherent', looseType: false, dev_addr: dma_addr, size, direction: DMA_BIDIRECTIONAL,
       paddr: null, cpu_addr: virt, sg_call_ents: 0,
@@ -337,7 +363,7 @@ export class DmaDebug {
 
   /** After dma_alloc_pages / dma_alloc_noncoherent succeeded. */
   debug_dma_alloc_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint, attrs = 0): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.add(this.debug_dma_alloc_pages, {
       dev, type: 'pages', dev_addr: dma_addr, size, direction, paddr: pagePhys(page),
       map_err_type: MAP_ERR_CHECK_NOT_APPLICABLE,
@@ -347,7 +373,7 @@ export class DmaDebug {
 
   /** Before dma_free_pages / dma_free_noncoherent. */
   debug_dma_free_pages(dev: DmaDebugDevice, page: Page, size: number, direction: number, dma_addr: bigint): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkUnmap({
       dev, type: 'pages', looseType: false, dev_addr: dma_addr, size, direction,
       paddr: pagePhys(page), cpu_addr: null, sg_call_ents: 0,
@@ -358,32 +384,32 @@ export class DmaDebug {
   // --- hooks: sync and error check -----------------------------------------------------------
 
   debug_dma_sync_single_for_cpu(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkSync(this.singleRef(dev, dma_handle, size, direction), true);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_single_for_device(dev: DmaDebugDevice, dma_handle: bigint, size: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.checkSync(this.singleRef(dev, dma_handle, size, direction), false);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_sg_for_cpu(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.syncSg(dev, sg, nelems, direction, true);
     this.raiseIfStrict();
   }
 
   debug_dma_sync_sg_for_device(dev: DmaDebugDevice, sg: Scatterlist | null, nelems: number, direction: number): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     this.syncSg(dev, sg, nelems, direction, false);
     this.raiseIfStrict();
   }
 
   /** dma_mapping_error() was called on `dma_addr`: mark the first unchecked entry as checked. */
   debug_dma_mapping_error(dev: DmaDebugDevice, dma_addr: bigint): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     for (const entry of this.#entries.at(dev, dma_addr) ?? []) {
       if (entry.map_err_type === MAP_ERR_NOT_CHECKED) {
         entry.map_err_type = MAP_ERR_CHECKED;
@@ -400,11 +426,12 @@ export class DmaDebug {
    * away and keeping them would only pin it in memory.
    */
   dma_debug_device_teardown(dev: DmaDebugDevice): void {
-    if (!this.#enabled) return;
+    if (!this.enabled) return;
     let example: DmaDebugEntry | undefined;
     for (const e of this.#entries.entries(dev)) example = e;
     if (example === undefined) return;
     const count = this.#entries.forget(dev);
+    this.#pool.free(count);
     this.err(21, dev, example,
       `device driver has pending DMA allocations while released from device [count=${count}]\n` +
       `One of leaked entries details: [device address=${hex16(example.dev_addr)}] [size=${example.size} bytes] ` +
@@ -432,6 +459,8 @@ export class DmaDebug {
       paddr: null, cpu_addr: null, sg_call_ents: 0, sg_mapped_ents: 0, ...fields, stack: shortStack(hook),
       [inspect.custom]: inspectEntry,
     } as DmaDebugEntry;
+    // dma_entry_alloc: with no entry to be had, debugging has just turned itself off.
+    if (!this.#pool.alloc((text) => this.note(22, entry.dev, text))) return;
     this.#entries.add(entry);
     if (entry.paddr === null) return;
     const owner = this.cachelineOwner(entry.dev);
@@ -524,6 +553,7 @@ export class DmaDebug {
     }
     if (entry.paddr !== null) active_cacheline_remove(this.cachelineOwner(entry.dev), entry.paddr, entry.direction);
     this.#entries.remove(entry);
+    this.#pool.free();
   }
 
   /** check_sync: checks 9 and 11-14. */
@@ -584,6 +614,19 @@ export class DmaDebug {
       this.#printed++;
       const detail = entry === undefined ? undefined : `Mapped at:\n${entry.stack}`;
       process.emitWarning(message, detail === undefined ? { code: 'DMA_API_DEBUG' } : { code: 'DMA_API_DEBUG', detail });
+    }
+  }
+
+  /**
+   * A pr_info worth a report (check 22, the pool growing: a leak hint): recorded and printed like
+   * the others, but not an error: not counted in errorCount and never thrown.
+   */
+  private note(check: number, dev: DmaDebugDevice, text: string): void {
+    const message = `DMA-API: ${text}`;
+    this.#reports.push(makeReport(check, dev.name, message, undefined));
+    if (this.#printed < this.#maxPrinted) {
+      this.#printed++;
+      process.emitWarning(message, { code: 'DMA_API_DEBUG' });
     }
   }
 
@@ -668,6 +711,11 @@ export class DmaDebugView {
   /** Forget the reports and the error count (tracked entries stay). */
   clear(): void {
     this.#tracker.clear();
+  }
+
+  /** The machine's pool of debug entries, as debugfs shows it (dma-api/nr_total_entries...). */
+  get pool(): DmaDebugPoolStats {
+    return this.#tracker.pool;
   }
 
   /** Number of live tracked entries of this device. */

@@ -11,6 +11,7 @@ import type { CoherentPool } from './coherent';
 import { DMA_BIT_MASK } from './constants';
 import { lockFields } from '../os/lock';
 import { DmaDebug, DmaDebugView } from './debug';
+import { dmaDebugPoolOf } from './debug_pool';
 import { DeviceDmaParameters } from './device_dma_parameters';
 import type { IommuDomain, IommuOptions } from './iommu';
 import type { DmaMapOps } from './ops';
@@ -220,7 +221,7 @@ export class Device {
     this.#dmaOps = options.ops ?? null;
     this.#busOffset = checkU64('busOffset', options.busOffset ?? 0n);
     const dbg = options.debug ?? machine.dmaDebug;
-    this.#tracker = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict' });
+    this.#tracker = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict', pool: dmaDebugPoolOf(machine) });
     this.debug = new DmaDebugView(this.#tracker, this);
     this.dma_parms = options.dmaParms === false ? null : new DeviceDmaParameters();
     if (options.cma !== undefined) {

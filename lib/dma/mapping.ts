@@ -23,7 +23,7 @@ import type { Box } from './ops';
 import { WARN_ON_ONCE, dma_alloc_direct, dma_map_direct } from './route';
 import type { Scatterlist, SgTable } from './scatterlist';
 import { isBox, isDevice, isGfp, isLiveDevice, isPageOf, isSize } from './validate';
-import { checkAttrs, checkCpuAddr, checkDevice, checkDirection, checkLiveDevice, checkPage, checkSg, checkSgTable, checkVma } from './validate';
+import { checkAttrs, checkCpuAddr, checkDevice, failCpuAddr, isCpuAddrOf, checkDirection, checkLiveDevice, checkPage, checkSg, checkSgTable, checkVma } from './validate';
 import { checkBigint, checkBox, checkGfp, checkInt, checkSize } from '../mm/validate';
 
 /** The checks of a streaming map call, before anything is mapped or tracked. */
@@ -126,10 +126,19 @@ export function dma_map_single_attrs(dev: Device, ptr: number, size: number, dir
   const fn = 'dma_map_single_attrs';
   checkLiveDevice(fn, dev);
   const m = dev.machine;
-  checkCpuAddr(fn, 'ptr', ptr, m);
+  const valid = isCpuAddrOf(fn, 'ptr', ptr, m);
   checkSize(fn, 'size', size);
   checkAttrs(fn, attrs);
   checkDirection(dir, fn);
+  if (!valid) {
+    // Memory of no machine: the kernel's debug_dma_map_single reports it and the kernel then maps
+    // whatever virt_to_page made of it; the model cannot, so the mapping fails (DMA_MAPPING_ERROR).
+    // Without DMA-API debug nobody would report it: a RangeError says what is wrong.
+    const dbg = debugOf(dev);
+    if (!dbg.enabled) failCpuAddr(fn, 'ptr', ptr, m);
+    dbg.debug_dma_map_single(dev, ptr, size);
+    return DMA_MAPPING_ERROR;
+  }
   // DMA must never operate on areas that might be remapped (dev_WARN_ONCE).
   if (m.is_vmalloc_addr(ptr)) {
     WARN_ONCE(m, 'dma_map_single_attrs: vmalloc',

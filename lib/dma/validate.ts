@@ -141,7 +141,21 @@ export function checkCpuAddr(fn: string, name: string, addr: unknown, machine: {
   failCpuAddr(fn, name, addr, machine);
 }
 
-function failCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): never {
+/**
+ * A CPU address given to dma_map_single: true when it is memory of `machine` (linear map or
+ * vmalloc), false when it is memory of no machine (virt_addr_valid fails: DMA-API debug's "invalid
+ * area"). Not an address at all, or an address of another machine, throws.
+ */
+export function isCpuAddrOf(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): addr is number {
+  if (typeof addr === 'number' && Number.isSafeInteger(addr) && addr >= 0) {
+    if (machine.isLinearAddress(addr) || machine.is_vmalloc_addr(addr)) return true;
+    const other = machineOfAddress(addr);
+    if (other === null) return false;
+  }
+  return failCpuAddr(fn, name, addr, machine);
+}
+
+export function failCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): never {
   if (typeof addr !== 'number' || !Number.isSafeInteger(addr) || addr < 0) {
     throw new (typeof addr === 'number' ? RangeError : TypeError)(`${fn}: Expected a non-negative integer address for ${name} but received ${describeValue(addr)}`);
   }

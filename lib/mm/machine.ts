@@ -71,6 +71,12 @@ export interface MachineOptions {
   /** DMA-API debug (kernel/dma/debug.c) for devices created on this machine: off, on, or strict (throw). Default false. */
   dmaDebug?: boolean | 'strict';
   /**
+   * dma_debug_entries=: DMA-API debug entries preallocated for the machine's devices (one pool, as
+   * in the kernel); past them the pool grows a page at a time from the machine's RAM, and turns
+   * debugging off when it cannot. Default 65536 (PREALLOC_DMA_DEBUG_ENTRIES).
+   */
+  dmaDebugEntries?: number;
+  /**
    * swiotlb bounce buffering (kernel/dma/swiotlb.c): 'auto' reserves the pool when RAM extends above
    * 4 GiB (pci_swiotlb_detect), 'force' bounces every streaming mapping (swiotlb=force), 'off' has
    * none (swiotlb=noforce). Default 'auto'.
@@ -103,7 +109,7 @@ export interface SegmentStats {
 
 const MACHINE_OPTION_KEYS = [
   'name', 'nodes', 'ramPerNode', 'physBase', 'cmaSize', 'numaCmaSize', 'pernumaCmaSize', 'hugepages',
-  'ramHugepages', 'vmallocSize', 'cmaAlignment', 'emitWarnings', 'dmaDebug', 'swiotlb', 'swiotlbSize',
+  'ramHugepages', 'vmallocSize', 'cmaAlignment', 'emitWarnings', 'dmaDebug', 'dmaDebugEntries', 'swiotlb', 'swiotlbSize',
 ] as const;
 const VMA_OPTION_KEYS = ['pgoff', 'prot', 'flags', 'shared'] as const;
 
@@ -123,6 +129,7 @@ function checkMachineOptions(options: MachineOptions | undefined): Partial<Machi
   if (o.dmaDebug !== undefined && typeof o.dmaDebug !== 'boolean' && o.dmaDebug !== 'strict') {
     throw new TypeError(`Machine: Expected true, false or 'strict' for dmaDebug but received ${describeValue(o.dmaDebug)}`);
   }
+  if (o.dmaDebugEntries !== undefined) checkInt('Machine', 'dmaDebugEntries', o.dmaDebugEntries, 0, 0xffffffff);
   if (o.nodes !== undefined && typeof o.nodes !== 'number') checkInt('Machine', 'nodes', o.nodes, 1, 64);
   if (o.cmaAlignment !== undefined && typeof o.cmaAlignment !== 'number') checkInt('Machine', 'cmaAlignment', o.cmaAlignment, 2, 12);
   if (o.swiotlb !== undefined && o.swiotlb !== 'auto' && o.swiotlb !== 'force' && o.swiotlb !== 'off') {
@@ -197,6 +204,7 @@ export class Machine {
   #swiotlb: SwiotlbReservation | null = null;
   #emitWarnings: boolean;
   readonly #dmaDebug: boolean | 'strict';
+  readonly #dmaDebugEntries: number;
   #currentNode = 0;
 
   // What addresses, views and teardown are computed from is private (not writable from outside).
@@ -248,6 +256,7 @@ export class Machine {
     }
     this.#emitWarnings = options.emitWarnings ?? true;
     this.#dmaDebug = options.dmaDebug ?? false;
+    this.#dmaDebugEntries = options.dmaDebugEntries ?? 1 << 16;
     const cmaPolicy = options.hugepages ?? 'auto';
     const ramPolicy = options.ramHugepages ?? 'off';
     const ramReason = options.ramHugepages === undefined
@@ -356,6 +365,11 @@ export class Machine {
   /** The default DMA-API debug setting of devices created on this machine (fixed at boot). */
   get dmaDebug(): boolean | 'strict' {
     return this.#dmaDebug;
+  }
+
+  /** dma_debug_entries=: the DMA-API debug entries preallocated for this machine's devices. */
+  get dmaDebugEntries(): number {
+    return this.#dmaDebugEntries;
   }
 
   /** The node the "current CPU" is on (numa_mem_id()). */
