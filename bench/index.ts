@@ -12,41 +12,49 @@ import { mapbench } from './mapbench';
 import { devices } from './devices';
 import { channel } from './channel';
 import { arena } from './arena';
+import { misuse, parseCommand, usage, wrap, type CommandSpec } from '../lib/cli/args';
 
 /** Every group, in the order of the issue. */
 export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena];
 
-const USAGE = `Usage: dmamem bench [--quick] [--json] [--only <group>[,<group>...]]
-  --quick   smaller sizes and fewer rounds (under a minute)
-  --json    print the results as JSON instead of a table
-  --markdown  print the table as GitHub markdown (what bench/README.md shows)
-  --only    run only these groups: ${GROUPS.map((g) => g.name).join(', ')}`;
+const BENCH: CommandSpec = {
+  command: 'bench',
+  summary: 'Runs the benchmarks (medians of interleaved rounds, each against a baseline in the same run):\nprogress on stderr, the results on stdout.',
+  options: {
+    quick: { type: 'boolean', help: 'smaller sizes and fewer rounds (under a minute)' },
+    only: { type: 'string', value: 'group,...', help: `run only these groups: ${GROUPS.map((g) => g.name).join(', ')}` },
+    json: { type: 'boolean', help: 'print the results as JSON' },
+    markdown: { type: 'boolean', help: 'print the table as GitHub markdown (what bench/README.md shows)' },
+    check: { type: 'boolean', help: 'exit 1 when a target is missed (by default a miss is a result, exit 0)' },
+  },
+};
 
 interface Options {
   quick: boolean;
   json: boolean;
   markdown: boolean;
+  check: boolean;
   only: string[] | null;
 }
 
-function parse(args: string[]): Options | string {
-  const o: Options = { quick: false, json: false, markdown: false, only: null };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--quick') o.quick = true;
-    else if (a === '--json') o.json = true;
-    else if (a === '--markdown') o.markdown = true;
-    else if (a === '--only' || a.startsWith('--only=')) {
-      const v = a === '--only' ? args[++i] : a.slice('--only='.length);
-      if (v === undefined || v === '') return 'Expected a group name after --only';
-      const names = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
-      const bad = names.filter((n) => !GROUPS.some((g) => g.name === n));
-      if (bad.length > 0) return `Unknown group ${bad.map((b) => `'${b}'`).join(', ')}`;
-      o.only = [...(o.only ?? []), ...names];
-    } else return `Unknown argument '${a}'`;
+/** The parsed options, or the exit code when parsing answered (help, misuse). */
+function parse(args: string[]): Options | number {
+  const p = parseCommand(BENCH, args);
+  if ('exit' in p) return p.exit;
+  const v = p.values;
+  let only: string[] | null = null;
+  if (typeof v.only === 'string') {
+    only = v.only.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const bad = only.filter((n) => !GROUPS.some((g) => g.name === n));
+    if (only.length === 0 || bad.length > 0) {
+      return misuse('bench', only.length === 0 ? 'option --only needs a group name' : `unknown group ${bad.map((b) => `'${b}'`).join(', ')}`, usage(BENCH)).exit;
+    }
   }
-  return o;
+  return { quick: v.quick === true, json: v.json === true, markdown: v.markdown === true, check: v.check === true, only };
 }
+
+/** The width the table keeps to. */
+const COLUMNS = 100;
 
 /** 1234.5 -> '1.23 k', 0.0123 -> '0.0123'; three significant digits. */
 function num(x: number): string {
@@ -54,7 +62,8 @@ function num(x: number): string {
   const ax = Math.abs(x);
   if (ax >= 1e6) return `${(x / 1e6).toPrecision(3)} M`;
   if (ax >= 1e4) return `${(x / 1e3).toPrecision(3)} k`;
-  return x.toPrecision(3).replace(/\.?0+$/, (m) => (m.includes('.') ? '' : m));
+  if (ax >= 1e3) return x.toFixed(0);
+  return String(Number(x.toPrecision(3)));
 }
 
 function cell(s: BenchResult['a'] | undefined, unit: string): string {
@@ -62,17 +71,32 @@ function cell(s: BenchResult['a'] | undefined, unit: string): string {
   return `${s.label}: ${num(s.median)} ${unit} [${num(s.spread.q1)}–${num(s.spread.q3)}]`;
 }
 
-/** A plain-text table: group, benchmark, dmamem, baseline, ratio, target, met. */
+/**
+ * The results as text of at most 100 columns: per group, each benchmark with its ratio and target
+ * ("met" or "MISSED"), then the dmamem and baseline medians [IQR] on their own lines; a last line
+ * lists the missed targets.
+ */
 export function formatTable(results: readonly BenchResult[]): string {
-  const head = ['group', 'benchmark', 'dmamem (median [IQR])', 'baseline (median [IQR])', 'ratio', 'target', 'met'];
-  const rows = results.map((r) => [
-    r.group, r.name, cell(r.a, r.unit), cell(r.b, r.unit),
-    r.ratio === undefined ? '' : `${num(r.ratio)}x`,
-    r.target?.text ?? '', r.target === undefined ? '' : r.target.met ? 'yes' : 'NO',
-  ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cols: string[]): string => cols.map((c, i) => c.padEnd(widths[i]!)).join(' | ').trimEnd();
-  return [line(head), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.map(line)].join('\n');
+  const out: string[] = [];
+  let group = '';
+  for (const r of results) {
+    if (r.group !== group) {
+      if (group !== '') out.push('');
+      out.push(r.group);
+      group = r.group;
+    }
+    const verdict = r.target === undefined ? '' : `${r.target.met ? 'met' : 'MISSED'} (target ${r.target.text})`;
+    const right = [r.ratio === undefined ? '' : `ratio ${num(r.ratio)}x`, verdict].filter((x) => x !== '').join(', ');
+    out.push(...wrap(`  ${r.name}${right === '' ? '' : `: ${right}`}`, COLUMNS, '      '));
+    out.push(...wrap(`      ${cell(r.a, r.unit)}`, COLUMNS, '        '));
+    if (r.b !== undefined) out.push(...wrap(`      ${cell(r.b, r.unit)}`, COLUMNS, '        '));
+  }
+  const missed = results.filter((r) => r.target !== undefined && !r.target.met);
+  out.push('');
+  if (results.some((r) => r.target !== undefined)) {
+    out.push(...wrap(missed.length === 0 ? 'Every target met.' : `${missed.length} target${missed.length === 1 ? '' : 's'} MISSED: ${missed.map((r) => `${r.group} / ${r.name}`).join('; ')}`, COLUMNS, '  '));
+  }
+  return out.join('\n');
 }
 
 /** The same table as GitHub markdown (for bench/README.md). */
@@ -86,21 +110,21 @@ export function formatMarkdown(results: readonly BenchResult[]): string {
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
+/** 1 when a group failed, or with `check` when a target was missed; else 0. */
+export function benchExitCode(results: readonly BenchResult[], failedGroups: number, check: boolean): number {
+  if (failedGroups > 0) return 1;
+  return check && results.some((r) => r.target !== undefined && !r.target.met) ? 1 : 0;
+}
+
 /**
  * Runs `dmamem bench` with the arguments after `bench`; returns the exit code: 0 when every group
- * ran (missed targets are results, not failures), 1 when a group threw, 2 for bad arguments.
+ * ran (missed targets are results, not failures, unless --check), 1 when a group threw or, with
+ * --check, a target was missed, 2 for bad arguments.
  * @example process.exitCode = await runBench(['--quick', '--json']);
  */
 export async function runBench(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
   const o = parse(args);
-  if (typeof o === 'string') {
-    process.stderr.write(`dmamem bench: ${o}\n${USAGE}\n`);
-    return 2;
-  }
+  if (typeof o === 'number') return o;
   const groups = o.only === null ? GROUPS : GROUPS.filter((g) => o.only!.includes(g.name));
   const progress = new Progress(groups.reduce((n, g) => n + g.steps(o.quick), 0));
   const ctx: BenchContext = { quick: o.quick, progress, results: [], notes: [], rounds: o.quick ? 5 : 11 };
@@ -131,11 +155,11 @@ export async function runBench(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } else {
     process.stdout.write(`${o.markdown ? formatMarkdown(ctx.results) : formatTable(ctx.results)}\n`);
-    if (ctx.notes.length > 0) process.stdout.write(`\nNotes:\n${ctx.notes.map((n) => `  - ${n}`).join('\n')}\n`);
-    process.stdout.write(`\n${o.quick ? 'quick' : 'full'} run, ${(durationMs / 1000).toFixed(1)} s; ratio = how many times better dmamem is than the baseline (median against median)\n`);
+    if (ctx.notes.length > 0) process.stdout.write(`\nNotes:\n${ctx.notes.flatMap((n) => wrap(`  - ${n}`, COLUMNS, '    ')).join('\n')}\n`);
+    process.stdout.write(`\n${wrap(`${o.quick ? 'quick' : 'full'} run, ${(durationMs / 1000).toFixed(1)} s; ratio = how many times better dmamem is than the baseline (median against median)`, COLUMNS, '').join('\n')}\n`);
     if (failed.length > 0) process.stdout.write(`Failed groups: ${failed.map((f) => f.group).join(', ')}\n`);
   }
-  return failed.length > 0 ? 1 : 0;
+  return benchExitCode(ctx.results, failed.length, o.check);
 }
 
 if (require.main === module) {

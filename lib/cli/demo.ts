@@ -19,6 +19,7 @@ import { SgTable, sgIterate, sg_free_table, sg_page } from '../dma/scatterlist';
 
 import { eduDemoLines, playEduDemo, type EduDemoReport } from './demo-edu';
 import { playSwiotlbDemo, swiotlbDemoLines, type SwiotlbDemoReport } from './demo-swiotlb';
+import { parseCommand, type CommandSpec } from './args';
 
 const SIZE = 1024 * 1024;
 
@@ -192,13 +193,16 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
   process.stdout.write(out.join('\n') + '\n');
 }
 
+const DEMO: CommandSpec = {
+  command: 'demo',
+  summary: 'Plays a small driver end to end on the default machine (IOMMU device, dma_alloc_pages, sg table,\nuser mapping), then QEMU\'s edu device in a worker and swiotlb bouncing; checks every step and leaks.',
+  options: { json: { type: 'boolean', help: 'print the report as JSON' } },
+};
+
 export async function runDemo(args: string[]): Promise<number> {
-  const json = args.includes('--json');
-  const unknown = args.filter((a) => a !== '--json');
-  if (unknown.length > 0) {
-    process.stderr.write(`dmamem demo: unknown option ${unknown[0]}\n`);
-    return 2;
-  }
+  const p = parseCommand(DEMO, args);
+  if ('exit' in p) return p.exit;
+  const json = p.values.json === true;
   let report: DemoReport;
   let edu: EduDemoReport | null = null;
   try {

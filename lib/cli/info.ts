@@ -2,8 +2,13 @@
 // missing piece. Human-readable by default, `--json` for scripts.
 
 import { explainMissing, systemInfo, type SystemInfo } from '../os/sysinfo';
+import { parseCommand, type CommandSpec } from './args';
 
-const USAGE = 'Usage: dmamem info [--json]\n  Explains page sizes, hugepage pools, THP, physical-address visibility, RLIMIT_MEMLOCK, NUMA and IOMMU.';
+const INFO: CommandSpec = {
+  command: 'info',
+  summary: 'Explains page sizes, hugepage pools, THP, physical-address visibility, RLIMIT_MEMLOCK, NUMA and\nIOMMU, and prints the command that enables each missing piece.',
+  options: { json: { type: 'boolean', help: 'print the facts as JSON' } },
+};
 
 function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -51,16 +56,9 @@ function human(info: SystemInfo): string {
  * @example process.exitCode = runInfo(process.argv.slice(3));
  */
 export function runInfo(args: string[]): number {
-  const json = args.includes('--json');
-  if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const unknown = args.filter((a) => a !== '--json');
-  if (unknown.length > 0) {
-    process.stderr.write(`dmamem info: unknown argument ${unknown.map((a) => `'${a}'`).join(', ')}\n${USAGE}\n`);
-    return 2;
-  }
+  const p = parseCommand(INFO, args);
+  if ('exit' in p) return p.exit;
+  const json = p.values.json === true;
   try {
     const info = systemInfo();
     if (json) process.stdout.write(`${JSON.stringify({ ...info, missing: explainMissing(info) }, null, 2)}\n`);
