@@ -116,8 +116,14 @@ describe('22 pagemap and system info', () => {
       }
       const empty = { ...info, hugepagePools: [{ sizeKiB: 2048, total: 0, free: 0, reserved: 0, surplus: 0 }], pfnVisible: false };
       const advice = explainMissing(empty);
-      assert.ok(advice.some((m) => m.command === 'echo 64 | sudo tee /proc/sys/vm/nr_hugepages'));
-      assert.ok(advice.some((m) => /physical/.test(m.what)));
+      assert.ok(advice.some((m) => m.command === 'echo 32 | sudo tee /proc/sys/vm/nr_hugepages'), 'what the default machine needs: 32 pages');
+      const some = { ...info, hugepagePools: [{ sizeKiB: 2048, total: 40, free: 10, reserved: 2, surplus: 0 }] };
+      assert.ok(explainMissing(some, 20).some((m) => m.command === 'echo 52 | sudo tee /proc/sys/vm/nr_hugepages'), '12 more for 20 with 8 reservable');
+      assert.ok(!explainMissing(some, 8).some((m) => /hugetlb/.test(m.what)), 'enough room: nothing missing');
+      const pfn = advice.find((m) => /physical/.test(m.what))!;
+      assert.doesNotMatch(pfn.command, /command -v node"\)?\s*(#|$)/, 'never setcap on the system node binary');
+      assert.match(pfn.why, /every script/);
+      assert.ok(!explainMissing({ ...info, iommuGroups: 0 }).some((m) => /IOMMU/.test(m.what)), "the host IOMMU is information: dmamem's is a model");
     });
   });
 });

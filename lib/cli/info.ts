@@ -39,7 +39,7 @@ function human(info: SystemInfo): string {
   lines.push(`RLIMIT_MEMLOCK:        soft ${lim(info.memlock.soft)}, hard ${lim(info.memlock.hard)}; CAP_IPC_LOCK: ${yes(info.capabilities.CAP_IPC_LOCK)}`);
   lines.push('NUMA nodes:');
   for (const n of info.numaNodes) lines.push(`  node ${n.id}: ${bytes(n.memTotal)} total, ${bytes(n.memFree)} free`);
-  lines.push(`IOMMU groups:          ${info.iommuGroups}`);
+  lines.push(`IOMMU groups (host):   ${info.iommuGroups}${info.iommuGroups === 0 ? ' (information only: dmamem\'s IOMMU is a model and needs no host IOMMU)' : ''}`);
   const missing = explainMissing(info);
   lines.push('');
   if (missing.length === 0) {

@@ -6,7 +6,7 @@
 
 import { C, native } from '../native';
 import { errnoError, isErrno, type ErrnoError } from './errors';
-import { HUGE_2M, hugepagePoolFree, readPoolFile } from './hugetlb-pool';
+import { HUGE_2M, hugepageAdvice, hugepagePoolFree } from './hugetlb-pool';
 import { assertBackable } from './memory-limits';
 import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
 import { isReservedRange } from './procmaps';
@@ -45,13 +45,6 @@ export interface BackedMemfd {
   reason: string;
   /** The unit the memory can be mapped, advised and resized in: 2 MiB for hugetlb, else 4096. */
   granule: number;
-}
-
-/** How to make room for `pages` more 2 MiB pages: the nr_hugepages value to write. */
-function reserveAdvice(pages: number): string {
-  const total = readPoolFile(2048, 'nr_hugepages');
-  const short = Math.max(pages - hugepagePoolFree(2048), 1);
-  return `echo ${total + short} | sudo tee /proc/sys/vm/nr_hugepages`;
 }
 
 const mib = (n: number): string => `${n / (1024 * 1024)} MiB`;
@@ -162,7 +155,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
         hugeCode = 'ENOMEM';
         hugeSkip =
           `hugetlb: the 2 MiB pool cannot supply ${pages} page${pages === 1 ? '' : 's'} (${mib(length)}) ` +
-          `(mmap ENOMEM; ${hugepagePoolFree()} free); reserve more with: ${reserveAdvice(pages)}`;
+          `(mmap ENOMEM; ${hugepagePoolFree()} free); reserve more with: ${hugepageAdvice(pages)}`;
       } else if (err instanceof Error && (err as Partial<ErrnoError>).syscall === 'memfd_create') {
         // A kernel without CONFIG_HUGETLBFS (or without 2 MiB pages) refuses MFD_HUGETLB: fall back.
         hugeCode = (err as ErrnoError).code;

@@ -26,3 +26,14 @@ export function readPoolFile(sizeKiB: number, file: string): number {
 export function hugepagePoolFree(sizeKiB = 2048): number {
   return Math.max(0, readPoolFile(sizeKiB, 'free_hugepages') - readPoolFile(sizeKiB, 'resv_hugepages'));
 }
+
+/**
+ * The command that lets `pages` more 2 MiB pages be reserved now: nr_hugepages raised by what the
+ * pool lacks for them (at least 1). The one place dmamem gives hugepage advice. `pool` (default:
+ * the live one) is nr_hugepages and the pages a mapping could still reserve.
+ * @example hugepageAdvice(32) // 'echo 632 | sudo tee /proc/sys/vm/nr_hugepages' with 600 reserved, 0 free
+ */
+export function hugepageAdvice(pages: number, pool = { total: readPoolFile(2048, 'nr_hugepages'), free: hugepagePoolFree(2048) }): string {
+  const short = Math.max(pages - pool.free, 1);
+  return `echo ${pool.total + short} | sudo tee /proc/sys/vm/nr_hugepages`;
+}

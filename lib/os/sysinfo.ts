@@ -4,6 +4,10 @@
 import * as fs from 'node:fs';
 import { native } from '../native';
 import { effectiveCapabilities, pfnVisible } from './pagemap';
+import { hugepageAdvice } from './hugetlb-pool';
+
+/** What `dmamem demo` needs of the pool: the default machine's 64 MiB CMA area in 2 MiB pages. */
+export const DEFAULT_HUGEPAGES_WANTED = 32;
 
 /** One hugetlb pool (/sys/kernel/mm/hugepages/hugepages-<size>kB). */
 export interface HugepagePool {
@@ -156,16 +160,18 @@ export function systemInfo(): SystemInfo {
  * exact command that enables it.
  * @example for (const m of explainMissing(systemInfo())) console.log(m.command)
  */
-export function explainMissing(info: SystemInfo): MissingCapability[] {
+export function explainMissing(info: SystemInfo, hugepagesWanted = DEFAULT_HUGEPAGES_WANTED): MissingCapability[] {
   const out: MissingCapability[] = [];
   const pool2M = info.hugepagePools.find((p) => p.sizeKiB === 2048);
+  const room = pool2M === undefined ? 0 : pool2M.free - pool2M.reserved;
   if (pool2M === undefined) {
     out.push({ what: '2 MiB hugetlb pages', why: 'the kernel has no 2 MiB hugetlb pool (CONFIG_HUGETLBFS off?)', command: 'boot a kernel with CONFIG_HUGETLBFS=y' });
-  } else if (pool2M.free - pool2M.reserved <= 0) {
+  } else if (room < hugepagesWanted) {
     out.push({
       what: '2 MiB hugetlb pages',
-      why: `the pool has no free pages (${pool2M.free} free, ${pool2M.reserved} reserved of ${pool2M.total}); hugepages 'auto' falls back, 'require' fails`,
-      command: `echo ${pool2M.total + 64} | sudo tee /proc/sys/vm/nr_hugepages`,
+      why: `the pool can reserve ${Math.max(room, 0)} pages (${pool2M.free} free, ${pool2M.reserved} reserved of ${pool2M.total}), ` +
+        `${hugepagesWanted} wanted; hugepages 'auto' falls back to 4 KiB pages, 'require' fails`,
+      command: hugepageAdvice(hugepagesWanted, { total: pool2M.total, free: Math.max(room, 0) }),
     });
   }
   if (info.thp.shmem !== null && ['never', 'deny'].includes(info.thp.shmem)) {
@@ -179,7 +185,12 @@ export function explainMissing(info: SystemInfo): MissingCapability[] {
     out.push({ what: 'THP for anonymous memory', why: "enabled is 'never'", command: 'echo madvise | sudo tee /sys/kernel/mm/transparent_hugepage/enabled' });
   }
   if (!info.pfnVisible) {
-    out.push({ what: 'physical addresses (PFNs)', why: 'pagemap hides PFNs without CAP_SYS_ADMIN', command: 'sudo setcap cap_sys_admin+ep "$(command -v node)"   # or run as root' });
+    out.push({
+      what: 'physical addresses (PFNs)',
+      why: 'pagemap hides PFNs without CAP_SYS_ADMIN. Run the one program as root, or give the capability to a ' +
+        'copy of node kept for it: never to the system node binary, which would give CAP_SYS_ADMIN to every script it runs',
+      command: 'cp "$(command -v node)" ./node-pfn && sudo setcap cap_sys_admin+ep ./node-pfn   # then: ./node-pfn app.js',
+    });
   }
   const lockable = info.memlock.soft === null || info.capabilities.CAP_IPC_LOCK;
   if (!lockable && (info.memlock.soft ?? 0) < 64 * 1024 * 1024) {
@@ -189,8 +200,7 @@ export function explainMissing(info: SystemInfo): MissingCapability[] {
       command: 'ulimit -l unlimited   # as root, or set memlock in /etc/security/limits.conf',
     });
   }
-  if (info.iommuGroups === 0) {
-    out.push({ what: 'IOMMU groups', why: 'no IOMMU is enabled, so devices see physical addresses directly (dma-direct)', command: 'add intel_iommu=on iommu=pt (or amd_iommu=on) to the kernel command line and reboot' });
-  }
+  // The host's IOMMU is information, not something missing: dmamem's IOMMU is a model in the
+  // machine's own memory and needs none (dmamem info shows the group count).
   return out;
 }

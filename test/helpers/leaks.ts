@@ -8,6 +8,7 @@ import * as vm from 'node:vm';
 import * as v8 from 'node:v8';
 import { native } from '../../lib/native';
 import { hugepagePoolFree } from '../../lib/os/backing';
+import { hugepageAdvice } from '../../lib/os/hugetlb-pool';
 import { pfnVisible, readPfns } from '../../lib/os/pagemap';
 
 /**
@@ -165,7 +166,7 @@ export function requirePfnsOrSkip(ctx: Mocha.Context): void {
 export function requireHugepagesOrSkip(ctx: Mocha.Context, n: number): void {
   const free = hugepagesFree();
   if (free >= n) return;
-  const msg = `the 2 MiB hugepage pool has ${free} free pages, ${n} needed; fill it with: echo ${n + 64} | sudo tee /proc/sys/vm/nr_hugepages`;
+  const msg = `the 2 MiB hugepage pool has ${free} free pages, ${n} needed; fill it with: ${hugepageAdvice(n)}`;
   if (process.env.CI === 'true') throw new Error(`CI must run the hugetlb path: ${msg}`);
   const test = ctx.currentTest ?? ctx.test;
   if (test) test.title += ` [skipped: ${msg}]`;
