@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "napi_only%": 0
+  },
   "targets": [
     {
       "target_name": "dmamem",
@@ -26,10 +29,13 @@
         "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
         "_GNU_SOURCE"
       ],
+      "conditions": [
+        ["napi_only==1", { "defines": ["DMAMEM_NAPI_ONLY"] }]
+      ],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc": ["-std=c++17", "-O2"],
+      "cflags_cc": ["-std=c++20", "-O2"],
       "cflags!": ["-O3"],
-      "cflags_cc!": ["-std=gnu++17", "-O3"]
+      "cflags_cc!": ["-std=gnu++17", "-std=gnu++20", "-O3"]
     }
   ]
 }

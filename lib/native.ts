@@ -168,6 +168,8 @@ export interface Native {
   memlockLimit(): [number, number];
   /** The kernel thread id of the caller (gettid), to show which worker runs. */
   gettid(): number;
+  /** Whether this binary makes external buffers with V8 directly (built from source) or through Node-API (the prebuilt). */
+  readonly v8FastPath: boolean;
 }
 
 const supported = process.platform === 'linux' && process.arch === 'x64';
@@ -180,21 +182,30 @@ function load(): Native {
     );
   }
   const root = path.resolve(__dirname, '..', '..');
-  const candidates = [
-    path.join(root, 'build', 'Release', 'dmamem.node'),
-    path.join(root, 'build', 'Debug', 'dmamem.node'),
-  ];
-  let lastError: unknown;
-  for (const file of candidates) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      return require(file) as Native;
-    } catch (err) {
-      lastError = err;
-      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
-    }
+  // node-gyp-build: this checkout's or install's own build (build/Release, with the V8 fast path)
+  // first, else the prebuilt Node-API binary in prebuilds/linux-x64/ (any Node from 20 on). A build
+  // of its own that does not load (made for another Node, say) falls back to the prebuilt.
+  const prebuilt = path.join(root, 'prebuilds', 'linux-x64', 'dmamem.napi.node');
+  let cause: unknown;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const loadBinding = require('node-gyp-build') as (dir: string) => unknown;
+    return loadBinding(root) as Native;
+  } catch (err) {
+    cause = err;
   }
-  throw new Error(`dmamem: the native addon is not built (run npm install or npm run build): ${String(lastError)}`);
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(prebuilt) as Native;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') cause = err;
+  }
+  throw new Error(
+    'dmamem: no native addon could be loaded: neither a build of its own (build/Release) nor the prebuilt ' +
+      'binary (prebuilds/linux-x64/dmamem.napi.node). Rebuild it with: npm rebuild dmamem ' +
+      '(in a checkout: npm run build); a build needs python3, make and a C++ compiler (g++). ' +
+      `Cause: ${cause instanceof Error ? cause.message : String(cause)}`,
+  );
 }
 
 /** The loaded addon. */

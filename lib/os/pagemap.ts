@@ -3,7 +3,6 @@
 // frame the kernel hides (no CAP_SYS_ADMIN: it reads as 0) are told apart (PFN_NOT_PRESENT,
 // PFN_HIDDEN), and neither is ever mistaken for a page frame.
 
-import * as fs from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { native } from '../native';
 import { errnoError } from './errors';
@@ -48,27 +47,9 @@ export const PFN_NOT_PRESENT = -1;
 /** readPfns value of a present page whose frame the kernel hides (no CAP_SYS_ADMIN). */
 export const PFN_HIDDEN = -2;
 
-const CAP_SYS_ADMIN = 21;
-let visible: boolean | null = null;
+import { pfnVisible } from './capabilities';
 
-/** The effective capability mask of this process (CapEff in /proc/self/status), 0n if unreadable. */
-export function effectiveCapabilities(): bigint {
-  try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-    return m?.[1] ? BigInt(`0x${m[1]}`) : 0n;
-  } catch {
-    return 0n;
-  }
-}
-
-/**
- * Whether pagemap shows real PFNs to this process (CAP_SYS_ADMIN since Linux 4.0). Decided once.
- * @example if (!pfnVisible()) console.log('run as root to see physical addresses')
- */
-export function pfnVisible(): boolean {
-  if (visible === null) visible = (effectiveCapabilities() & (1n << BigInt(CAP_SYS_ADMIN))) !== 0n;
-  return visible;
-}
+export { effectiveCapabilities, pfnVisible } from './capabilities';
 
 // One scratch buffer, grown on demand, so the fast path allocates nothing per call.
 let scratch = new BigUint64Array(512);

@@ -2,8 +2,8 @@
 // RLIMIT_MEMLOCK from the addon), and the exact command that enables each missing capability.
 
 import * as fs from 'node:fs';
-import { native } from '../native';
-import { effectiveCapabilities, pfnVisible } from './pagemap';
+import type { Native } from '../native';
+import { effectiveCapabilities, pfnVisible } from './capabilities';
 import { hugepageAdvice } from './hugetlb-pool';
 
 /** What `dmamem demo` needs of the pool: the default machine's 64 MiB CMA area in 2 MiB pages. */
@@ -135,15 +135,40 @@ function hugetlbfsMounts(): string[] {
     .map((f) => f[1]!);
 }
 
+/** The base page size on x86-64 (dmamem's one architecture), when the addon cannot say. */
+const X86_64_PAGE_SIZE = 4096;
+
+/** The addon if it loads; null if not, so that `dmamem info` works without it (it reads /proc and /sys). */
+function loadedAddon(): Native | null {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (require('../native') as typeof import('../native')).native;
+  } catch {
+    return null;
+  }
+}
+
+/** RLIMIT_MEMLOCK [soft, hard] from /proc/self/limits, -1 for unlimited (as the addon reports it). */
+function memlockFromProc(): [number, number] {
+  try {
+    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    const value = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? -1 : Number(v));
+    return [value(m?.[1]), value(m?.[2])];
+  } catch {
+    return [-1, -1];
+  }
+}
+
 /**
  * A snapshot of the memory facilities of this machine and process.
  * @example const info = systemInfo(); info.hugepagePools[0]?.free
  */
 export function systemInfo(): SystemInfo {
   const caps = effectiveCapabilities();
-  const [soft, hard] = native.memlockLimit();
+  const addon = loadedAddon();
+  const [soft, hard] = addon?.memlockLimit() ?? memlockFromProc();
   return {
-    pageSize: native.pageSize,
+    pageSize: addon?.pageSize ?? X86_64_PAGE_SIZE,
     hugepagePools: hugepagePools(),
     thp: { anonymous: thpMode('anonymous'), shmem: thpMode('shmem') },
     memlock: { soft: soft < 0 ? null : soft, hard: hard < 0 ? null : hard },
