@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { EXAMPLE_OUTPUT } from './helpers/examples';
 
 const root = path.join(__dirname, '..', '..');
 
@@ -79,6 +80,22 @@ describe('92 the packed tarball in a fresh project, without a compiler', functio
     const env = { ...process.env, PATH: bin, npm_config_nodedir: '' };
     const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', tarball], { cwd: project, env, encoding: 'utf8', timeout: 300000 });
     assert.equal(install.status, 0, `${install.stdout}\n${install.stderr}`);
+    // The examples as a user's own code: `import ... from 'dmamem'`, TypeScript at this checkout's
+    // pinned versions, strict, target ES2022.
+    const dev = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+    const tools = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', `typescript@${dev.devDependencies.typescript}`, `@types/node@${dev.devDependencies['@types/node']}`],
+      { cwd: project, env, encoding: 'utf8', timeout: 300000 });
+    assert.equal(tools.status, 0, tools.stderr);
+    fs.mkdirSync(path.join(project, 'src'));
+    for (const js of Object.keys(EXAMPLE_OUTPUT)) {
+      const ts = fs.readFileSync(path.join(root, 'examples', js.replace(/\.js$/, '.ts')), 'utf8');
+      assert.match(ts, /from '\.\.\/lib\/index'/, js);
+      fs.writeFileSync(path.join(project, 'src', js.replace(/\.js$/, '.ts')), ts.replace(/from '\.\.\/lib\/index'/g, "from 'dmamem'"));
+    }
+    fs.writeFileSync(path.join(project, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { strict: true, target: 'ES2022', module: 'commonjs', lib: ['ES2022', 'ESNext.Disposable'], types: ['node'], outDir: 'out', rootDir: 'src' },
+      include: ['src'],
+    }));
   });
   after(() => {
     if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
@@ -101,6 +118,27 @@ describe('92 the packed tarball in a fresh project, without a compiler', functio
       const r = spawnSync(node, ['-e', usage], { cwd: path.join(dir, 'app'), encoding: 'utf8', timeout: 60000 });
       assert.equal(r.stdout.trim(), 'works', `${node}: ${r.stderr}`);
     });
+  }
+
+  it("the examples compile as a user's code against the installed types (tsc --strict, target ES2022)", () => {
+    const r = spawnSync(process.execPath, [path.join(dir, 'app', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], { cwd: path.join(dir, 'app'), encoding: 'utf8', timeout: 120000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+
+  for (const [which, node] of nodes) {
+    for (const [js, expected] of Object.entries(EXAMPLE_OUTPUT)) {
+      it(`example ${js} runs on ${which} from the installed package`, function () {
+        if (node === undefined) {
+          if (process.env.CI === 'true') assert.fail('CI must set DMAMEM_LTS_NODE to the current LTS node binary');
+          this.skip();
+        }
+        const out = path.join(dir, 'app', 'out', js);
+        assert.ok(fs.existsSync(out), `${js} was compiled`);
+        const r = spawnSync(node, [out], { cwd: path.join(dir, 'app'), encoding: 'utf8', timeout: 60000 });
+        assert.equal(r.status, 0, `${node}: exit ${r.status} ${r.signal ?? ''}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+        assert.match(r.stdout, expected, `stderr: ${r.stderr}`);
+      });
+    }
   }
 
   it('without any binary, require names npm rebuild dmamem and what a build needs', () => {
