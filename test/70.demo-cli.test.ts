@@ -113,7 +113,12 @@ describe('70 dmamem demo', function () {
     assert.match(r.stdout, /Fallbacks taken/);
     assert.match(r.stdout, /Device edu 1234:11e8 at \S+: in a worker thread, behind the IOMMU/);
     assert.match(r.stdout, /DMA round trip: 4096 bytes at IOVA 0x[0-9a-f]+, 2 interrupts, bytes equal/);
-    assert.match(r.stdout, /\n  DMAR: \[DMA Write NO_PASID\] Request device .* \[fault reason 0x05\] PTE Write access is not set\n/);
+    assert.ok(r.stdout.split('\n').every((l) => l.length <= 100), 'every line within 100 columns');
+    const unwrapped = r.stdout.replace(/\n +(?=\S)/g, (m) => (/\n {6,}(?!->|ok|FAIL)/.test(m) ? ' ' : m));
+    assert.match(unwrapped, /\n  DMAR: \[DMA Write NO_PASID\] Request device .* \[fault reason 0x05\] PTE Write access is not set\n/);
+    assert.equal(r.stderr, '', 'the provoked fault\'s WARNs are shown in the report, not printed on stderr');
+    const reasons = r.stdout.match(/buddy RAM defaults to 4 KiB pages/g) ?? [];
+    assert.ok(reasons.length <= 1, 'a fallback\'s reason is printed once');
     assert.match(r.stdout, /Bounce buffers \(swiotlb\): RAM at 0x100000000, above 4 GiB/);
     assert.match(r.stdout, /ok   device writes .*\n\s+-> CPU reads 0x5a before the unmap, 0xc3 after/);
     assert.match(r.stdout, /All steps passed/);

@@ -19,7 +19,7 @@ import { SgTable, sgIterate, sg_free_table, sg_page } from '../dma/scatterlist';
 
 import { eduDemoLines, playEduDemo, type EduDemoReport } from './demo-edu';
 import { playSwiotlbDemo, swiotlbDemoLines, type SwiotlbDemoReport } from './demo-swiotlb';
-import { parseCommand, type CommandSpec } from './args';
+import { parseCommand, wrap, type CommandSpec } from './args';
 
 const SIZE = 1024 * 1024;
 
@@ -169,7 +169,8 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
   const out: string[] = [];
   out.push('dmamem demo: a driver on the default machine\n');
   out.push('Machine memory');
-  for (const s of r.machine.segments) out.push(`  ${s.name.padEnd(24)} ${s.backing.padEnd(11)} ${s.reason}`);
+  // A fallback's reason is printed once, under "Fallbacks taken".
+  for (const s of r.machine.segments) out.push(`  ${s.name.padEnd(24)} ${s.backing.padEnd(11)} ${s.backing === 'hugetlb-2M' ? s.reason : '(a fallback: see below)'}`);
   out.push(`\nDevice ${r.device.name}: dma_mask ${r.device.dmaMask}, coherent_dma_mask ${r.device.coherentDmaMask}, behind an IOMMU: ${r.device.iommu ? 'yes' : 'no'}`);
   if (r.buffer !== null) {
     const b = r.buffer;
@@ -190,7 +191,9 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
   for (const l of r.leaks) out.push(`  ${l.what.padEnd(22)} before ${String(l.before).padStart(6)}  after ${String(l.after).padStart(6)}`);
   out.push(`  dmamem mappings after machine teardown: ${mappingsLeft}`);
   out.push(`\n${r.ok && (edu?.ok ?? false) && (tlb?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
-  process.stdout.write(out.join('\n') + '\n');
+  // At most 100 columns: a longer line continues, indented, on the next.
+  const lines = out.join('\n').split('\n').flatMap((l) => wrap(l, 100, `${/^ */.exec(l)![0]}    `));
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 const DEMO: CommandSpec = {
