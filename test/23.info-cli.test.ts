@@ -38,7 +38,7 @@ describe('23 dmamem info', () => {
   it('exits non-zero only on errors (an unknown argument)', () => {
     const r = run(['--bogus']);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /unknown argument '--bogus'/);
+    assert.match(r.stderr, /unknown option '--bogus'/);
     assert.equal(run(['--help']).status, 0);
   });
 

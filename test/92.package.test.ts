@@ -33,6 +33,12 @@ function pathWithoutCompiler(dir: string, node: string): string {
   return bin;
 }
 
+/** The README's ts code blocks that start with an import: whole programs a user can paste. */
+function readmePrograms(): string[] {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  return [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!).filter((code) => code.startsWith('import '));
+}
+
 describe('92 the package: a files allowlist', function () {
   this.timeout(60000);
   let files: string[] = [];
@@ -92,6 +98,8 @@ describe('92 the packed tarball in a fresh project, without a compiler', functio
       assert.match(ts, /from '\.\.\/lib\/index'/, js);
       fs.writeFileSync(path.join(project, 'src', js.replace(/\.js$/, '.ts')), ts.replace(/from '\.\.\/lib\/index'/g, "from 'dmamem'"));
     }
+    // The README's whole programs: its ts code blocks that start with an import.
+    readmePrograms().forEach((code, i) => fs.writeFileSync(path.join(project, 'src', `readme-${i + 1}.ts`), code));
     fs.writeFileSync(path.join(project, 'tsconfig.json'), JSON.stringify({
       compilerOptions: { strict: true, target: 'ES2022', module: 'commonjs', lib: ['ES2022', 'ESNext.Disposable'], types: ['node'], outDir: 'out', rootDir: 'src' },
       include: ['src'],
@@ -139,6 +147,23 @@ describe('92 the packed tarball in a fresh project, without a compiler', functio
         assert.match(r.stdout, expected, `stderr: ${r.stderr}`);
       });
     }
+  }
+
+  it('the README has whole programs to run (its quick starts)', () => {
+    assert.ok(readmePrograms().length >= 2, 'the Region and the DMA quick starts');
+  });
+
+  for (const [which, node] of nodes) {
+    it(`the README's whole programs run on ${which} from the installed package`, function () {
+      if (node === undefined) {
+        if (process.env.CI === 'true') assert.fail('CI must set DMAMEM_LTS_NODE to the current LTS node binary');
+        this.skip();
+      }
+      readmePrograms().forEach((_, i) => {
+        const r = spawnSync(node, [path.join(dir, 'app', 'out', `readme-${i + 1}.js`)], { cwd: path.join(dir, 'app'), encoding: 'utf8', timeout: 60000 });
+        assert.equal(r.status, 0, `README program ${i + 1} on ${node}: exit ${r.status} ${r.signal ?? ''}\n${r.stderr}`);
+      });
+    });
   }
 
   it('without any binary, require names npm rebuild dmamem and what a build needs', () => {
