@@ -33,11 +33,13 @@ async function owner(): Promise<void> {
     stdio: ['ignore', 'inherit', 'inherit', r.fd],
     env: { ...process.env, SHARE: JSON.stringify(handle) },
   });
+  // Listen at once: the child may be gone before the owner's waits are over.
+  const childClosed = new Promise((resolve) => child.on('close', resolve));
   const done32 = words(r);
   for (let done = Atomics.load(done32, 0); done < 2; done = Atomics.load(done32, 0)) {
     await r.waitAsync(DONE, done, 10_000); // a shared futex: the child is another process
   }
-  await new Promise((resolve) => child.on('close', resolve));
+  await childClosed;
   await worker.terminate();
   const [w, c] = [r.view()[MARKS], r.view()[MARKS + 1]];
   const ok = w === 0xa0 && c === 0xa1;
