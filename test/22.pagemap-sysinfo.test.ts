@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from '../lib/os/region';
 import { PFN_HIDDEN, PFN_NOT_PRESENT, readPagemap, readPfns, readKpageflags, pfnVisible, hasKpageflag, KPF_HUGE, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL } from '../lib/os/pagemap';
-import { systemInfo, explainMissing, thpMode } from '../lib/os/sysinfo';
+import { systemInfo, explainMissing, thpMode, DEFAULT_HUGEPAGES_WANTED } from '../lib/os/sysinfo';
+import { DEFAULT_MACHINE_OPTIONS } from '../lib/mm/default';
+import { HUGE_2M } from '../lib/os/hugetlb-pool';
 import { native } from '../lib/native';
 import { expectNoLeaks, requireHugepagesOrSkip, requirePfnsOrSkip } from './helpers/leaks';
 
@@ -117,6 +119,7 @@ describe('22 pagemap and system info', () => {
       const empty = { ...info, hugepagePools: [{ sizeKiB: 2048, total: 0, free: 0, reserved: 0, surplus: 0 }], pfnVisible: false };
       const advice = explainMissing(empty);
       assert.ok(advice.some((m) => m.command === 'echo 32 | sudo tee /proc/sys/vm/nr_hugepages'), 'what the default machine needs: 32 pages');
+      assert.equal(DEFAULT_HUGEPAGES_WANTED, DEFAULT_MACHINE_OPTIONS.cmaSize! / HUGE_2M, "the constant follows the default machine's CMA area (info must not load lib/mm)");
       const some = { ...info, hugepagePools: [{ sizeKiB: 2048, total: 40, free: 10, reserved: 2, surplus: 0 }] };
       assert.ok(explainMissing(some, 20).some((m) => m.command === 'echo 52 | sudo tee /proc/sys/vm/nr_hugepages'), '12 more for 20 with 8 reservable');
       assert.ok(!explainMissing(some, 8).some((m) => /hugetlb/.test(m.what)), 'enough room: nothing missing');

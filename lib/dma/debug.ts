@@ -610,11 +610,15 @@ export class DmaDebug {
       this.#pending ??= report;
       return;
     }
-    if (this.#printed < this.#maxPrinted) {
-      this.#printed++;
-      const detail = entry === undefined ? undefined : `Mapped at:\n${entry.stack}`;
-      process.emitWarning(message, detail === undefined ? { code: 'DMA_API_DEBUG' } : { code: 'DMA_API_DEBUG', detail });
-    }
+    this.print(message, entry);
+  }
+
+  /** Emit a report as a process warning, the first maxPrinted of them (show_num_errors). */
+  private print(message: string, entry: DmaDebugEntry | undefined): void {
+    if (this.#printed >= this.#maxPrinted) return;
+    this.#printed++;
+    const detail = entry === undefined ? undefined : `Mapped at:\n${entry.stack}`;
+    process.emitWarning(message, detail === undefined ? { code: 'DMA_API_DEBUG' } : { code: 'DMA_API_DEBUG', detail });
   }
 
   /**
@@ -624,10 +628,7 @@ export class DmaDebug {
   private note(check: number, dev: DmaDebugDevice, text: string): void {
     const message = `DMA-API: ${text}`;
     this.#reports.push(makeReport(check, dev.name, message, undefined));
-    if (this.#printed < this.#maxPrinted) {
-      this.#printed++;
-      process.emitWarning(message, { code: 'DMA_API_DEBUG' });
-    }
+    this.print(message, undefined);
   }
 
   private raiseIfStrict(): void {

@@ -92,7 +92,7 @@ export class DmaDebugPool {
     }
     this.#free--;
     if (this.#free < this.#minFree) this.#minFree = this.#free;
-    if (grown && this.#prealloc > 0 && this.#total % this.#prealloc < DMA_DEBUG_DYNAMIC_ENTRIES) {
+    if (grown && this.#total % this.#prealloc < DMA_DEBUG_DYNAMIC_ENTRIES) {
       onTick(`dma_debug_entry pool grown to ${this.#total} (${Math.floor(this.#total / this.#prealloc)}00%)`);
     }
     return true;

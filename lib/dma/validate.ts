@@ -137,8 +137,7 @@ export function checkSg(fn: string, sg: unknown, machine: unknown, allowNull: bo
  * TypeError naming both machines; an address of no machine is left to the callee (a RangeError).
  */
 export function checkCpuAddr(fn: string, name: string, addr: unknown, machine: { isLinearAddress(a: number): boolean; is_vmalloc_addr(a: number): boolean }): asserts addr is number {
-  if (typeof addr === 'number' && Number.isSafeInteger(addr) && addr >= 0 && (machine.isLinearAddress(addr) || machine.is_vmalloc_addr(addr))) return;
-  failCpuAddr(fn, name, addr, machine);
+  if (!isCpuAddrOf(fn, name, addr, machine)) failCpuAddr(fn, name, addr, machine);
 }
 
 /**
