@@ -85,6 +85,27 @@ describe('45 DMA-API debug: the entry pool and invalid areas', () => {
       assert.deepEqual(m.warnings.slice(before).map((w) => w.message), [], 'the pages the pool grew by are given back, not reported as leaks');
     });
 
+    it('says nothing when a growth stays between two multiples of the preallocation', () => {
+      using m = small(100); // three pages: 108 entries
+      const dev = m.createDevice({ name: 'nvme' });
+      assert.equal(dev.debug.pool.nr_total_entries, 108);
+      const page = m.alloc_pages(GFP_KERNEL, 0)!;
+      const handles: bigint[] = [];
+      const grownTo = (total: number): string[] => {
+        while (dev.debug.pool.nr_total_entries < total) {
+          const h = dma_map_page(dev, page, 0, 64, DMA_TO_DEVICE);
+          dma_mapping_error(dev, h);
+          handles.push(h);
+        }
+        return dev.debug.reports.map((r) => r.message);
+      };
+      assert.deepEqual(grownTo(144), [], '144 % 108 = 36: not past a multiple');
+      assert.deepEqual(grownTo(180), [], '180 % 108 = 72');
+      assert.deepEqual(grownTo(216), ['DMA-API: dma_debug_entry pool grown to 216 (200%)']);
+      for (const h of handles) dma_unmap_page(dev, h, 64, DMA_TO_DEVICE);
+      m.__free_pages(page, 0);
+    });
+
     it('dma_debug_entries=0 leaves debugging off from the start; the option is checked', () => {
       using m = small(0);
       const dev = m.createDevice();
