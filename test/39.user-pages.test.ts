@@ -20,16 +20,79 @@ import { SgTable, for_each_sgtable_dma_sg, sg_dma_address, sg_dma_len, sg_free_t
 import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
-import { BusEngine } from '../lib/devices/bus_engine';
+import { BusEngine, MEMTX_ACCESS_ERROR, MEMTX_DECODE_ERROR } from '../lib/devices/bus_engine';
+import type { Segment } from '../lib/mm/segment';
+import { MM_SLOTS } from '../lib/mm/memory_map_layout';
+import { createPciDevice, type PciDev } from '../lib/devices/pci_dev';
+import { pci_get_drvdata, pci_register_driver, pci_unregister_driver } from '../lib/drivers/pci';
+import { edu_dma, edu_driver, type EduDev } from '../examples/edu/edu_driver';
 import { expectNoLeaks } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
 const EFAULT = 14;
 const EINVAL = 22;
+const ENOMEM = 12;
 
 function busy(fn: () => void): void {
   assert.throws(fn, (e: NodeJS.ErrnoException) => e.code === 'ERR_DMAMEM_BUSY');
 }
+
+describe('39 user pages: PCI device models made before the pin', () => {
+  expectNoLeaks();
+  let m: Machine;
+  let pdev: PciDev | null = null;
+  afterEach(async () => {
+    pci_unregister_driver(edu_driver);
+    await pdev?.destroy();
+    pdev = null;
+    m.destroy();
+  });
+
+  for (const iommu of [false, true]) {
+    for (const worker of [false, true]) {
+      it(`edu, ${iommu ? 'IOMMU' : 'direct'}, ${worker ? 'in a worker' : 'inline'}: DMA to a Region mapped at a file offset and pinned after probe; after the unpin the old addresses are no memory`, async () => {
+        m = new Machine({ name: 'gup39e', ramPerNode: 8 * MiB, physBase: 64 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+        pdev = createPciDevice(m, { worker, device: { iommu: iommu ? { strict: true } : false } });
+        assert.equal(pci_register_driver(edu_driver), 0);
+        const edu = pci_get_drvdata<EduDev>(pdev)!;
+        const owner = Region.allocate(16 * PAGE_SIZE, { hugepages: 'off' });
+        const r = Region.fromFd(owner.fd, 8 * PAGE_SIZE, { offset: 8 * PAGE_SIZE }); // the owner's pages 8..15
+        const pages: Page[] = [];
+        try {
+          const pattern = Uint8Array.from({ length: PAGE_SIZE }, (_, i) => (i * 7 + 3) & 0xff);
+          r.view().set(pattern, 2 * PAGE_SIZE);
+          assert.equal(m.pin_user_pages_fast(r, r.address + 2 * PAGE_SIZE, 2, FOLL_WRITE, pages), 2);
+          const sgt = new SgTable();
+          assert.equal(sg_alloc_table_from_pages(sgt, pages, 2, 0, 2 * PAGE_SIZE, GFP_KERNEL), 0);
+          assert.equal(dma_map_sgtable(pdev.dev, sgt, DMA_BIDIRECTIONAL, 0), 0);
+          const dma = sg_dma_address(sgt.sgl!);
+          assert.equal(sg_dma_len(sgt.sgl!), 2 * PAGE_SIZE);
+          assert.equal(await edu_dma(edu, dma, 0, PAGE_SIZE, true), 0, 'the device read the first pinned page');
+          assert.equal(await edu_dma(edu, dma + BigInt(PAGE_SIZE), 0, PAGE_SIZE, false), 0, 'and wrote it to the second');
+          assert.deepEqual(owner.view().subarray(11 * PAGE_SIZE, 12 * PAGE_SIZE), Buffer.from(pattern), "the bytes are the owner's pages 10 and 11");
+          dma_unmap_sgtable(pdev.dev, sgt, DMA_BIDIRECTIONAL, 0);
+          sg_free_table(sgt);
+          unpin_user_pages(pages.splice(0), 2);
+          if (!iommu) {
+            owner.view().fill(0, 11 * PAGE_SIZE, 12 * PAGE_SIZE);
+            const before = m.warnings.length;
+            assert.equal(await edu_dma(edu, dma + BigInt(PAGE_SIZE), 0, PAGE_SIZE, false), 0);
+            const t0 = Date.now();
+            while (!m.warnings.slice(before).some((w) => /DMA write to .* failed \(MemTxResult 2\)/.test(w.message))) {
+              if (Date.now() - t0 > 20000) assert.fail(`no failed-DMA log: ${JSON.stringify(m.warnings.slice(before))}`);
+              await new Promise((res) => setTimeout(res, 1));
+            }
+            assert.ok(owner.view().subarray(11 * PAGE_SIZE, 12 * PAGE_SIZE).every((b) => b === 0), 'no byte reached the unpinned memory');
+          }
+        } finally {
+          if (pages.length > 0) unpin_user_pages(pages, pages.length);
+          r.close();
+          owner.close();
+        }
+      });
+    }
+  }
+});
 
 describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
   expectNoLeaks();
@@ -134,17 +197,22 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     assert.equal(r.view()[0], 1); // still mapped read-write
     r.protect('readwrite'); // adds nothing, takes nothing away: allowed
     r.resize(32 * PAGE_SIZE); // growing is allowed
-    // The pages it grew by are not in the segment made at the first pin: a pin stops before them.
+    // The pages it grew by become a second user segment (the memfd from 16 pages on) at the next pin.
     const grown: Page[] = [];
-    assert.equal(m.pin_user_pages_fast(r, r.address + 15 * PAGE_SIZE, 4, 0, grown), 1);
-    assert.equal(m.pin_user_pages_fast(r, r.address + 16 * PAGE_SIZE, 1, 0, []), -EFAULT);
-    unpin_user_page(grown[0]!);
+    assert.equal(m.pin_user_pages_fast(r, r.address + 15 * PAGE_SIZE, 4, 0, grown), 4);
+    assert.equal(m.segments.length, segments + 1);
+    const second = grown[1]!.segment as Segment;
+    assert.equal(second.fileOffset, 16 * PAGE_SIZE);
+    r.view()[16 * PAGE_SIZE] = 0x77;
+    assert.equal(m.view(m.page_address(grown[1]!), 1)[0], 0x77, "the second segment maps the memfd's later pages");
+    unpin_user_pages(grown, 4);
+    assert.equal(m.segments.length, segments + 1, "the Region's memory stays while any of its pages is referenced");
     assert.equal(pages[0]!.refcount, 1 + 2 * GUP_PIN_COUNTING_BIAS);
     unpin_user_page(pages[0]!);
     busy(() => r.close()); // one pin left
-    assert.equal(m.segments.length, segments);
+    assert.equal(m.segments.length, segments + 1);
     unpin_user_page(again[0]!);
-    // The last reference hot-removes the user segment: its PFNs are no memory any more.
+    // The last reference hot-removes the user segments: their PFNs are no memory any more.
     assert.equal(m.segments.length, segments - 1);
     assert.equal(m.pfn_valid(pages[0]!.pfn), false);
     assert.throws(() => unpin_user_page(pages[0]!), /kernel BUG at mm\/gup.c/);
@@ -196,13 +264,39 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     assert.equal(m.pin_user_pages_fast(c, 0, 1, 0, []), -EFAULT);
   });
 
-  it('a read-only Region cannot be pinned (-EFAULT): the device side maps machine memory writable', () => {
-    const src = Region.allocate(PAGE_SIZE, { hugepages: 'off' });
-    const ro = Region.fromFd(src.fd, PAGE_SIZE, { writable: false });
+  it('a read-only Region pins without FOLL_WRITE: devices read it, a device write is refused (MEMTX_ACCESS_ERROR), and the kernel side never writes the file', () => {
+    const src = Region.allocate(4 * PAGE_SIZE, { hugepages: 'off' });
+    const ro = Region.fromFd(src.fd, 2 * PAGE_SIZE, { writable: false, offset: 2 * PAGE_SIZE });
+    const dev = m.createDevice({ name: 'ro', dmaMask: 64 });
+    const early = new BusEngine(structuredClone(busDescription(dev, { fdOnly: true })));
+    const pages: Page[] = [];
     try {
-      assert.equal(m.pin_user_pages_fast(ro, ro.address, 1, 0, []), -EFAULT);
-      assert.equal(m.segments.some((s) => s.kind === 'user'), false);
+      src.view().fill(0x3c, 2 * PAGE_SIZE, 4 * PAGE_SIZE);
+      assert.equal(m.pin_user_pages_fast(ro, ro.address, 2, FOLL_WRITE, pages), -EFAULT, 'no write access');
+      assert.equal(m.segments.some((x) => x.kind === 'user'), false, 'nothing attached');
+      assert.equal(m.pin_user_pages_fast(ro, ro.address, 2, FOLL_LONGTERM, pages), 2);
+      const seg = pages[0]!.segment as Segment;
+      assert.equal(seg.writable, false);
+      assert.equal(seg.fileOffset, 2 * PAGE_SIZE);
+      const bus = BigInt(pages[1]!.pfn * PAGE_SIZE) + dev.busOffset;
+      for (const engine of [busMaster(dev), early]) {
+        assert.equal(engine.read32(bus + 8n), 0x3c3c3c3c, 'the device reads the Region');
+        assert.equal(engine.write32(bus + 8n, 0x01020304), MEMTX_ACCESS_ERROR);
+        assert.equal(engine.status, MEMTX_ACCESS_ERROR);
+        assert.equal(engine.fill(bus, 0, 64), MEMTX_ACCESS_ERROR);
+        assert.equal(engine.write(bus - BigInt(PAGE_SIZE), new Uint8Array(PAGE_SIZE + 4)), MEMTX_ACCESS_ERROR, 'a transfer that touches it changes nothing');
+      }
+      assert.ok(src.view().subarray(2 * PAGE_SIZE).every((b) => b === 0x3c), 'no byte of the file changed');
+      // The kernel side's own writes (through the linear map) stay in its copy.
+      m.view(m.page_address(pages[0]!), 4).fill(0x99);
+      assert.equal(src.view()[2 * PAGE_SIZE], 0x3c);
+      // Later writes by the owner are what the device reads (pages the kernel side did not write).
+      src.view()[3 * PAGE_SIZE + 8] = 0x5a;
+      assert.equal(early.read8(bus + 8n), 0x5a);
     } finally {
+      if (pages.length > 0) unpin_user_pages(pages, pages.length);
+      early.close();
+      dev.destroy();
       ro.close();
       src.close();
     }
@@ -277,6 +371,63 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
     m.destroy();
     assert.deepEqual(seen, [{ ring: 3 }, 'a']);
     assert.ok(m.warnings.some((w) => /vm_ops->close threw: driver bug/.test(w.message)));
+  });
+
+  it('an engine made before the pin (from memfds, as a worker gets them) follows the memory map: pinned memory, a grown part at its file offset, and the unpin', () => {
+    const dev = m.createDevice({ name: 'early', dmaMask: 64 });
+    const engine = new BusEngine(structuredClone(busDescription(dev, { fdOnly: true })));
+    try {
+      const first: Page[] = [];
+      const later: Page[] = [];
+      assert.equal(m.pin_user_pages_fast(r, r.address + 15 * PAGE_SIZE, 1, FOLL_WRITE, first), 1);
+      r.resize(24 * PAGE_SIZE);
+      assert.equal(m.pin_user_pages_fast(r, r.address + 16 * PAGE_SIZE, 8, FOLL_WRITE, later), 8);
+      const pages = [...first, ...later];
+      const busOf = (p: Page): bigint => BigInt(p.pfn * PAGE_SIZE) + dev.busOffset;
+      assert.equal(engine.write32(busOf(pages[0]!) + 4n, 0x11223344), MEMTX_OK);
+      assert.equal(engine.write32(busOf(pages[8]!) + 8n, 0x55667788), MEMTX_OK);
+      const v = r.view();
+      assert.equal(v.readUInt32LE(15 * PAGE_SIZE + 4), 0x11223344);
+      assert.equal(v.readUInt32LE(23 * PAGE_SIZE + 8), 0x55667788, 'the second segment is the memfd from 16 pages on');
+      unpin_user_pages(pages, 9);
+      v.writeUInt32LE(0, 15 * PAGE_SIZE + 4);
+      assert.equal(engine.write32(busOf(pages[0]!) + 4n, 0xdead), MEMTX_DECODE_ERROR, 'unpinned: the PFNs are no memory');
+      assert.equal(engine.read32(busOf(pages[8]!)), 0xffffffff);
+      assert.equal(engine.status, MEMTX_DECODE_ERROR);
+      assert.equal(v.readUInt32LE(15 * PAGE_SIZE + 4), 0, 'no byte changed');
+    } finally {
+      engine.close();
+    }
+    dev.destroy();
+  });
+
+  it(`a full memory map (${MM_SLOTS} segments) makes a pin return -ENOMEM and change nothing`, function () {
+    this.timeout(120000);
+    const regions: Region[] = [];
+    const pinned: Page[] = [];
+    try {
+      let rc = 1;
+      while (rc === 1) {
+        const x = Region.allocate(PAGE_SIZE, { hugepages: 'off' });
+        regions.push(x);
+        const got: Page[] = [];
+        rc = m.pin_user_pages_fast(x, x.address, 1, FOLL_WRITE, got);
+        pinned.push(...got);
+      }
+      assert.equal(rc, -ENOMEM);
+      assert.equal(m.segments.length, MM_SLOTS, 'every slot is a segment');
+      assert.equal(pinned.length, MM_SLOTS - m.segments.filter((s) => s.kind !== 'user').length);
+      regions.pop()!.close(); // not busy: nothing was held on it
+      unpin_user_page(pinned.pop()!);
+      const y = Region.allocate(PAGE_SIZE, { hugepages: 'off' });
+      regions.push(y);
+      const got: Page[] = [];
+      assert.equal(m.pin_user_pages_fast(y, y.address, 1, FOLL_WRITE, got), 1, 'a freed slot is used again');
+      pinned.push(...got);
+    } finally {
+      unpin_user_pages(pinned, pinned.length);
+      for (const x of regions) x.close();
+    }
   });
 
   it('no signal: pinning, DMA and every release path in any order (child process)', () => {

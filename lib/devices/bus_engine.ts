@@ -4,6 +4,11 @@
 // same code runs inline or in a worker. Through an IOMMU it walks the I/O page tables in memory.
 
 import { Region } from '../os/region';
+import { mapPrivate } from '../os/private-map';
+import {
+  MM_BYTES, MM_COUNT, MM_GEN, MM_SLOTS, MS_FD, MS_OFFSET_PAGES, MS_PAGES, MS_START_PFN, MS_STATE, MS_USERS, MS_WRITABLE,
+  SLOT_PRESENT, slotBase,
+} from '../mm/memory_map_layout';
 import {
   F_FLAGS, F_IOVA_HI, F_IOVA_LO, F_REASON, F_SOURCE, F_VALID, FAULT_SLOT_WORDS, FAULT_SLOTS,
   DMAR_REASON_BEYOND_MGAW, DMAR_REASON_NEXT_PTR_INVALID, DMAR_REASON_PTE_READ, DMAR_REASON_PTE_WRITE,
@@ -15,7 +20,10 @@ import {
 export const MEMTX_OK = 0;
 /** Nothing answers at that address: beyond the device's mask or bus limit, or not memory (a bus error). */
 export const MEMTX_DECODE_ERROR = 2;
-/** The IOMMU blocked the access (an IOMMU fault, recorded in the domain's fault log). */
+/**
+ * The access was refused: the IOMMU blocked it (an IOMMU fault, recorded in the domain's fault
+ * log), or it was a write into user memory pinned read-only (nothing recorded).
+ */
 export const MEMTX_ACCESS_ERROR = 4;
 
 /** One segment of machine memory as the engine sees it: by PFN range, and its bytes or its memfd. */
@@ -24,6 +32,10 @@ export interface BusSegment {
   readonly pages: number;
   /** The segment's memfd: a worker maps it itself (the engine owns that mapping until close()). */
   readonly fd?: number;
+  /** Where the segment starts in its memfd, in bytes (default 0). */
+  readonly fileOffset?: number;
+  /** False: user memory pinned read-only; a device write to it is refused (default true). */
+  readonly writable?: boolean;
   /** The segment's bytes when already mapped in this thread (inline mode). */
   readonly bytes?: Uint8Array;
 }
@@ -39,6 +51,11 @@ export interface BusDescription {
   readonly iommu: { readonly regs: SharedArrayBuffer } | null;
   /** Which requester this engine is, in fault records. */
   readonly sourceId: number;
+  /**
+   * The machine's published memory map (lib/mm/memory_map_layout.ts): when given, the engine
+   * follows it, so memory added or removed after the description was made is seen at the next access.
+   */
+  readonly memoryMap?: SharedArrayBuffer;
 }
 
 export interface BusEngineOptions {
@@ -49,6 +66,11 @@ export interface BusEngineOptions {
    * inline mode's DMA-API debug check. Not called when null (the default), which costs one test.
    */
   onAccess?: ((addr: number, length: number, write: boolean) => void) | null;
+  /**
+   * Inline mode: the bytes of the machine's segment starting at a PFN when it is mapped in this
+   * thread (null: the engine maps its memfd itself). Used for memory the memory map adds.
+   */
+  segmentBytes?: ((startPfn: number) => Uint8Array | null) | null;
 }
 
 const PAGE = 4096;
@@ -78,14 +100,47 @@ function checkDescription(d: unknown): asserts d is BusDescription {
     if (seg.bytes !== undefined && !(seg.bytes instanceof Uint8Array)) fail('a Uint8Array for segments[].bytes', seg.bytes);
     if (seg.bytes instanceof Uint8Array && seg.bytes.byteOffset % 8 !== 0) fail('segments[].bytes starting 8-byte aligned (page tables are read as 64-bit entries)', `byteOffset ${seg.bytes.byteOffset}`);
     if (seg.fd !== undefined && !Number.isInteger(seg.fd)) fail('an integer for segments[].fd', seg.fd);
+    if (seg.writable !== undefined && typeof seg.writable !== 'boolean') fail('a boolean for segments[].writable', seg.writable);
+    if (seg.fileOffset !== undefined && (!Number.isSafeInteger(seg.fileOffset) || (seg.fileOffset as number) < 0 || (seg.fileOffset as number) % PAGE !== 0)) {
+      fail('a non-negative multiple of 4096 for segments[].fileOffset', seg.fileOffset);
+    }
   }
   if (typeof o.busOffset !== 'number' || !Number.isSafeInteger(o.busOffset)) fail('a safe integer for busOffset', o.busOffset);
   if (typeof o.busLimit !== 'number' || Number.isNaN(o.busLimit)) fail('a number for busLimit', o.busLimit);
   if (!Number.isSafeInteger(o.sourceId)) fail('an integer for sourceId', o.sourceId);
+  if (o.memoryMap !== undefined && !(o.memoryMap instanceof SharedArrayBuffer && o.memoryMap.byteLength === MM_BYTES)) {
+    fail(`a SharedArrayBuffer of ${MM_BYTES} bytes (a machine's memory map) for memoryMap`, o.memoryMap);
+  }
   if (o.iommu !== null) {
     const io = o.iommu as Record<string, unknown> | undefined;
     if (typeof io !== 'object' || io === null || !(io.regs instanceof SharedArrayBuffer)) fail('null or { regs: SharedArrayBuffer } for iommu', o.iommu);
   }
+}
+
+interface Closable {
+  close(): void;
+}
+
+/** A segment as the engine holds it. */
+interface SegmentEntry {
+  readonly startPfn: number;
+  readonly pages: number;
+  readonly bytes: Uint8Array;
+  readonly own: Closable | null;
+  readonly writable: boolean;
+}
+
+/**
+ * Maps a segment's memfd in this thread: shared, or for read-only user memory private (it is
+ * never written through; copy-on-write keeps the file safe whatever happens).
+ */
+function mapSegment(fd: number, startPfn: number, pages: number, fileOffset: number, writable: boolean): SegmentEntry {
+  if (writable) {
+    const r = Region.fromFd(fd, pages * PAGE, { offset: fileOffset });
+    return { startPfn, pages, bytes: r.view(), own: r, writable };
+  }
+  const p = mapPrivate(fd, pages * PAGE, fileOffset);
+  return { startPfn, pages, bytes: p.bytes, own: p, writable };
 }
 
 /**
@@ -98,12 +153,19 @@ function checkDescription(d: unknown): asserts d is BusDescription {
 export class BusEngine {
   /** The result of the last access (MEMTX_*). */
   status = MEMTX_OK;
-  readonly #segStart: Float64Array;
-  readonly #segEnd: Float64Array;
-  readonly #bytes: Uint8Array[] = [];
-  readonly #words: Uint32Array[] = [];
-  readonly #dv: DataView[] = [];
-  readonly #regions: Region[] = [];
+  // The segments, sorted by PFN: replaced whole when the memory map changes.
+  #segStart = new Float64Array(0);
+  #segEnd = new Float64Array(0);
+  #bytes: Uint8Array[] = [];
+  #words: Uint32Array[] = [];
+  #dv: DataView[] = [];
+  /** 1 where devices may not write (user memory pinned read-only). */
+  #readOnly = new Uint8Array(0);
+  /** The mapping the engine made for each segment given by fd (null: bytes given). */
+  #own: (Closable | null)[] = [];
+  readonly #map: Int32Array | null;
+  #mapGen = -1;
+  readonly #segmentBytes: ((startPfn: number) => Uint8Array | null) | null;
   readonly #busOffset: number;
   readonly #busLimit: number;
   readonly #regs: Int32Array | null;
@@ -129,27 +191,20 @@ export class BusEngine {
 
   constructor(description: BusDescription, options: BusEngineOptions = {}) {
     checkDescription(description);
-    const segs = [...description.segments].sort((a, b) => a.startPfn - b.startPfn);
-    this.#segStart = new Float64Array(segs.length);
-    this.#segEnd = new Float64Array(segs.length);
+    const segs: SegmentEntry[] = [];
     try {
-      segs.forEach((s, i) => {
-        let bytes = s.bytes;
-        if (bytes === undefined) {
-          const r = Region.fromFd(s.fd!, s.pages * PAGE);
-          this.#regions.push(r);
-          bytes = r.view();
-        }
-        this.#segStart[i] = s.startPfn;
-        this.#segEnd[i] = s.startPfn + Math.min(s.pages, Math.floor(bytes.byteLength / PAGE));
-        this.#bytes.push(bytes);
-        this.#words.push(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2));
-        this.#dv.push(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-      });
+      for (const s of description.segments) {
+        const writable = s.writable !== false;
+        if (s.bytes !== undefined) segs.push({ startPfn: s.startPfn, pages: s.pages, bytes: s.bytes, own: null, writable });
+        else segs.push(mapSegment(s.fd!, s.startPfn, s.pages, s.fileOffset ?? 0, writable));
+      }
     } catch (err) {
-      for (const r of this.#regions) r.close();
+      for (const e of segs) e.own?.close();
       throw err;
     }
+    this.#setSegments(segs);
+    this.#map = description.memoryMap === undefined ? null : new Int32Array(description.memoryMap);
+    this.#segmentBytes = options.segmentBytes ?? null;
     this.#busOffset = description.busOffset;
     this.#busLimit = description.busLimit;
     this.#sourceId = description.sourceId;
@@ -165,10 +220,85 @@ export class BusEngine {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#segEnd.fill(0);
+    for (const r of this.#own) r?.close();
+    this.#setSegments([]);
+  }
+
+  /** Installs a sorted copy of `segs` (the IOTLB, which names segments by index, is flushed). */
+  #setSegments(list: SegmentEntry[]): void {
+    const segs = [...list].sort((a, b) => a.startPfn - b.startPfn);
+    this.#segStart = new Float64Array(segs.length);
+    this.#segEnd = new Float64Array(segs.length);
+    this.#bytes = [];
+    this.#words = [];
+    this.#dv = [];
+    this.#own = [];
+    this.#readOnly = new Uint8Array(segs.length);
+    segs.forEach((s, i) => {
+      this.#readOnly[i] = s.writable ? 0 : 1;
+      const bytes = s.bytes;
+      this.#segStart[i] = s.startPfn;
+      this.#segEnd[i] = s.startPfn + Math.min(s.pages, Math.floor(bytes.byteLength / PAGE));
+      this.#bytes.push(bytes);
+      this.#words.push(new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2));
+      this.#dv.push(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      this.#own.push(s.own);
+    });
     this.#tlbTag.fill(-1);
-    for (const r of this.#regions) r.close();
-    this.#regions.length = 0;
+    this.#lastSeg = 0;
+  }
+
+  /** Follows the memory map when it changed since the last look (one load when it did not). */
+  #syncMap(): void {
+    const t = this.#map;
+    if (t === null || this.#closed) return;
+    const g = Atomics.load(t, MM_GEN);
+    if (g === this.#mapGen) return;
+    this.#mapGen = g;
+    const present = new Map<number, number>();
+    const count = Math.min(Atomics.load(t, MM_COUNT), MM_SLOTS);
+    for (let i = 0; i < count; i++) {
+      if (Atomics.load(t, slotBase(i) + MS_STATE) === SLOT_PRESENT) present.set(t[slotBase(i) + MS_START_PFN]!, i);
+    }
+    const keep: SegmentEntry[] = [];
+    const known = new Set<number>();
+    for (let k = 0; k < this.#segStart.length; k++) {
+      const startPfn = this.#segStart[k]!;
+      if (present.has(startPfn)) {
+        keep.push({ startPfn, pages: this.#segEnd[k]! - startPfn, bytes: this.#bytes[k]!, own: this.#own[k]!, writable: this.#readOnly[k] === 0 });
+        known.add(startPfn);
+      } else {
+        this.#own[k]?.close(); // withdrawn: its PFNs are no memory from now on
+      }
+    }
+    for (const [startPfn, i] of present) {
+      if (known.has(startPfn)) continue;
+      const e = this.#takeSlot(t, i, startPfn);
+      if (e !== null) keep.push(e);
+    }
+    this.#setSegments(keep);
+  }
+
+  /**
+   * A segment the memory map added: its bytes in this thread, else a mapping of its memfd, taken
+   * with the slot's user count raised so the owner cannot close the fd meanwhile. Null when the
+   * slot went away or cannot be mapped (the PFNs then stay no memory, as a bus error says).
+   */
+  #takeSlot(t: Int32Array, i: number, startPfn: number): SegmentEntry | null {
+    const b = slotBase(i);
+    const pages = t[b + MS_PAGES]!;
+    const writable = t[b + MS_WRITABLE] !== 0;
+    const bytes = this.#segmentBytes?.(startPfn) ?? null;
+    if (bytes !== null) return { startPfn, pages, bytes, own: null, writable };
+    Atomics.add(t, b + MS_USERS, 1);
+    try {
+      if (Atomics.load(t, b + MS_STATE) !== SLOT_PRESENT || t[b + MS_START_PFN] !== startPfn) return null;
+      return mapSegment(Atomics.load(t, b + MS_FD), startPfn, pages, t[b + MS_OFFSET_PAGES]! * PAGE, writable);
+    } catch {
+      return null;
+    } finally {
+      Atomics.sub(t, b + MS_USERS, 1);
+    }
   }
 
   /** Whether the device sits behind an IOMMU. */
@@ -284,6 +414,7 @@ export class BusEngine {
    * every page first. Returns the number of runs, or -1 (status set) when any page fails.
    */
   #resolve(addr: number, len: number, write: boolean): number {
+    if (this.#map !== null && Atomics.load(this.#map, MM_GEN) !== this.#mapGen) this.#syncMap();
     if (this.#regs !== null) this.#syncIotlb();
     if (len === 0) return 0;
     if (!(addr + len - 1 <= this.#busLimit)) {
@@ -313,6 +444,10 @@ export class BusEngine {
       const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
       if (s < 0) {
         this.status = MEMTX_DECODE_ERROR;
+        return -1;
+      }
+      if (write && this.#readOnly[s] === 1) {
+        this.status = MEMTX_ACCESS_ERROR;
         return -1;
       }
       const off = (physPfn - this.#segStart[s]!) * PAGE + inPage;
@@ -352,8 +487,9 @@ export class BusEngine {
       this.status = MEMTX_DECODE_ERROR;
       return -1;
     }
+    if (this.#map !== null && Atomics.load(this.#map, MM_GEN) !== this.#mapGen) this.#syncMap();
     const regs = this.#regs;
-    if (regs === null) return this.#xlateDirect(addr, size);
+    if (regs === null) return this.#xlateDirect(addr, size, write);
     const g = Atomics.load(regs, REG_GEN);
     if (g !== this.#gen) {
       this.#gen = g;
@@ -367,8 +503,13 @@ export class BusEngine {
         return -1;
       }
     }
+    const s = this.#tlbSeg[e]!;
+    if (write && this.#readOnly[s] === 1) {
+      this.status = MEMTX_ACCESS_ERROR;
+      return -1;
+    }
     this.status = MEMTX_OK;
-    this.#seg = this.#tlbSeg[e]!;
+    this.#seg = s;
     return this.#tlbOff[e]! + inPage;
   }
 
@@ -380,13 +521,17 @@ export class BusEngine {
   }
 
   /** #xlate for a direct device: bus offset, then the segment (a word may continue into the next page of it). */
-  #xlateDirect(addr: number, size: number): number {
+  #xlateDirect(addr: number, size: number, write: boolean): number {
     const phys = addr - this.#busOffset;
     const physPfn = phys < 0 ? -2 : Math.floor(phys / PAGE);
     const s = physPfn < 0 ? -1 : this.#segOf(physPfn);
     const inPage = phys - physPfn * PAGE;
     if (s < 0 || (inPage > PAGE - size && physPfn + 1 >= this.#segEnd[s]!)) {
       this.status = MEMTX_DECODE_ERROR;
+      return -1;
+    }
+    if (write && this.#readOnly[s] === 1) {
+      this.status = MEMTX_ACCESS_ERROR;
       return -1;
     }
     this.status = MEMTX_OK;

@@ -3,6 +3,7 @@
 // The engine is the same code a worker runs; only the fault "interrupt" is delivered by a call here.
 
 import { segmentBytes } from '../mm/segment';
+import { publishedMemoryMap, type Machine } from '../mm/machine';
 import { min_not_zero } from '../dma/direct';
 import type { Device } from '../dma/device';
 import { checkLiveDevice } from '../dma/validate';
@@ -37,8 +38,8 @@ export function busDescription(dev: Device, options: BusDescriptionOptions = {})
   m.assertAlive();
   const fdOnly = options.fdOnly === true;
   const segments = m.segments.map((s) => (fdOnly
-    ? { startPfn: s.startPfn, pages: s.pages, fd: s.fd }
-    : { startPfn: s.startPfn, pages: s.pages, fd: s.fd, bytes: segmentBytes(s) }));
+    ? { startPfn: s.startPfn, pages: s.pages, fd: s.fd, fileOffset: s.fileOffset, writable: s.writable }
+    : { startPfn: s.startPfn, pages: s.pages, fd: s.fd, fileOffset: s.fileOffset, writable: s.writable, bytes: segmentBytes(s) }));
   const limit = dev.dma_mask === null ? -1 : Number(min_not_zero(dev.dma_mask, dev.bus_dma_limit));
   return {
     segments,
@@ -46,15 +47,29 @@ export function busDescription(dev: Device, options: BusDescriptionOptions = {})
     busLimit: limit,
     iommu: dev.iommu === null ? null : { regs: dev.iommu.regs },
     sourceId: nextSourceId++,
+    memoryMap: publishedMemoryMap(m),
   };
 }
 
-/** The inline engine of each device, with the segment count it was made for. */
-const engines = new WeakMap<Device, { engine: BusEngine; segments: readonly unknown[]; mask: bigint | null; debug: boolean }>();
+/**
+ * Inline engines take the machine's own bytes for memory added after they were made (rather than
+ * mapping its memfd a second time): the segment starting at a PFN, looked up when the map changes.
+ */
+export function inlineSegmentBytes(m: Machine): (startPfn: number) => Uint8Array | null {
+  return (startPfn) => {
+    if (m.isDestroyed) return null;
+    const seg = m.segments.find((s) => s.startPfn === startPfn);
+    return seg === undefined ? null : segmentBytes(seg);
+  };
+}
+
+/** The inline engine of each device, with the mask and debug setting it was made for. */
+const engines = new WeakMap<Device, { engine: BusEngine; mask: bigint | null; debug: boolean }>();
 
 /**
- * The device's bus-master engine in this thread (the same one each time, remade when the machine's
- * segments changed (a CMA area or pinned user memory added or removed) or the device's mask or debug setting changed). A fault it takes is reported at
+ * The device's bus-master engine in this thread (the same one each time, remade when the device's
+ * mask or debug setting changed; it follows the machine's memory map, so memory pinned or added
+ * later is reachable and memory removed is not). A fault it takes is reported at
  * once: logged in the domain, given to the fault handler, printed when unhandled. With the device's
  * DMA-API debug on, every access it lets through is checked against the driver's live mappings.
  * @example const bus = busMaster(dev); bus.write32(desc + 8n, 0x1) === MEMTX_OK
@@ -64,12 +79,13 @@ export function busMaster(dev: Device): BusEngine {
   dev.machine.assertAlive();
   const have = engines.get(dev);
   const debug = dev.debug.enabled;
-  if (have !== undefined && have.segments === dev.machine.segments && have.mask === dev.dma_mask && have.debug === debug) return have.engine;
+  if (have !== undefined && have.mask === dev.dma_mask && have.debug === debug) return have.engine;
   const domain = dev.iommu;
   const engine = new BusEngine(busDescription(dev), {
     onFault: domain === null ? null : () => { domain.processFaults(); },
     onAccess: dmaDebugAccessCheck(dev),
+    segmentBytes: inlineSegmentBytes(dev.machine),
   });
-  engines.set(dev, { engine, segments: dev.machine.segments, mask: dev.dma_mask, debug });
+  engines.set(dev, { engine, mask: dev.dma_mask, debug });
   return engine;
 }

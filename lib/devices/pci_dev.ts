@@ -9,7 +9,7 @@ import { Region } from '../os/region';
 import type { Machine } from '../mm/machine';
 import { onMachineDestroy } from '../mm/machine-teardown';
 import { Device, type DeviceOptions } from '../dma/device';
-import { busDescription } from './bus_master';
+import { busDescription, inlineSegmentBytes } from './bus_master';
 import { dmaDebugAccessCheck } from './access_check';
 import { BusEngine, type BusDescription } from './bus_engine';
 import { DeviceHost, allOnes } from './device_host';
@@ -173,6 +173,7 @@ export class PciDev {
         this.#engine = new BusEngine(mkDesc(false), {
           onFault: domain === null ? null : () => { domain.processFaults(); },
           onAccess: dmaDebugAccessCheck(this.dev),
+          segmentBytes: inlineSegmentBytes(machine),
         });
         this.#host = new DeviceHost(type, this.#w, bars, this.#engine, modelOptions, {
           schedule: (delayMs, fn) => {

@@ -3,11 +3,11 @@
 // its pages is referenced: a 'user' segment hot-added at fresh PFNs, removed at the last release.
 
 import { native } from '../native';
-import type { Backing } from '../os/backing';
-import { regionPinAdjust, regionPinInfo, type Region } from '../os/region';
+import { regionPinAdjust, regionPinInfo, type Region, type RegionPinInfo } from '../os/region';
 import { onMachineDestroy } from './machine-teardown';
 import { type Machine, userMemoryHotplug } from './machine';
 import { PAGE_SIZE } from './gfp';
+import { MemoryMapFullError } from './memory_map';
 import { Page, pageState } from './page';
 import type { Segment } from './segment';
 import { checkInt, checkSameMachine, describeValue } from './validate';
@@ -39,6 +39,7 @@ export const GUP_PIN_COUNTING_BIAS = 1024;
 
 const EFAULT = 14;
 const EINVAL = 22;
+const ENOMEM = 12;
 const ps = pageState();
 
 /** One Region's memory on one machine: its segments (by first page of the Region) and the references held. */
@@ -108,18 +109,18 @@ function gup(m: Machine, fn: string, region: Region, start: number, nrPages: num
   // help: it would need a COW mapping), read where readable or, with FOLL_FORCE, may be read.
   const write = (flags & FOLL_WRITE) !== 0;
   if (write ? info.prot !== 'readwrite' : info.prot === 'none' && !(flags & FOLL_FORCE)) return -EFAULT;
-  // The device side maps machine memory read-write, and by file offset 0 (see segment.ts).
-  if (!info.fileWritable || info.fileOffset !== 0) return -EFAULT;
   const first = (addr - info.address) / PAGE_SIZE;
-  // One segment per Region and machine, made at its first reference: pages it grew by since (resize
-  // while referenced) are not in it, and end the pin there (the device side maps a segment's memfd
-  // from offset 0, so a second segment at a file offset would not reach the right bytes in a worker).
-  const attached = byMachine.get(m)?.get(region);
-  const end = attached === undefined ? info.mappedLength / PAGE_SIZE : Math.min(info.mappedLength / PAGE_SIZE, attached.segs[0]!.seg.pages);
-  if (first >= end) return -EFAULT;
+  const end = info.mappedLength / PAGE_SIZE;
   const count = Math.min(nrPages, end - first);
 
-  const um = attach(m, region, info.fd, info.granule, info.backing, first + count, info.mappedLength / PAGE_SIZE);
+  let um: UserMemory;
+  try {
+    um = attach(m, region, info, first + count);
+  } catch (err) {
+    // No slot in the memory map, or no huge pages to reserve for a read-only hugetlb Region's copy-on-write mapping.
+    if (err instanceof MemoryMapFullError || (err as NodeJS.ErrnoException | null)?.code === 'ENOMEM') return -ENOMEM;
+    throw err;
+  }
   const bias = pin ? GUP_PIN_COUNTING_BIAS : 1;
   for (let k = 0; k < count; k++) {
     const i = first + k;
@@ -137,7 +138,7 @@ function gup(m: Machine, fn: string, region: Region, start: number, nrPages: num
  * The UserMemory of `region` on `m`, with segments covering its pages [0, upto): the first
  * reference hot-adds the Region's whole mapping; a Region grown since gets one more segment.
  */
-function attach(m: Machine, region: Region, fd: number, granule: number, backing: Backing, upto: number, total: number): UserMemory {
+function attach(m: Machine, region: Region, info: RegionPinInfo, upto: number): UserMemory {
   let map = byMachine.get(m);
   if (map === undefined) {
     byMachine.set(m, (map = new Map()));
@@ -147,8 +148,9 @@ function attach(m: Machine, region: Region, fd: number, granule: number, backing
   if (um === undefined) um = { machine: m, region, segs: [], refs: 0 };
   const covered = um.segs.reduce((n, e) => Math.max(n, e.first + e.seg.pages), 0);
   if (covered < upto) {
-    const own = native.dup(fd); // the segment's own: the Region may close its fd once unpinned
-    const seg = userMemoryHotplug().add(m, `${m.name}:user${nextUser++}`, { fd: own, offset: covered * PAGE_SIZE, backing, granule }, total - covered);
+    const own = native.dup(info.fd); // the segment's own: the Region may close its fd once unpinned
+    const from = { fd: own, offset: info.fileOffset + covered * PAGE_SIZE, backing: info.backing, granule: info.granule, writable: info.fileWritable };
+    const seg = userMemoryHotplug().add(m, `${m.name}:user${nextUser++}`, from, info.mappedLength / PAGE_SIZE - covered);
     um.segs.push({ seg, first: covered });
     bySegment.set(seg, um);
     map.set(region, um);

@@ -17,6 +17,8 @@ import {
   __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO,
 } from './gfp';
 import type { Page } from './page';
+import { MemoryMapFullError, MemoryMapTable } from './memory_map';
+import { MM_SLOTS } from './memory_map_layout';
 import { createSegment, releaseSegment, segmentBytes, type Segment, type SegmentSpec } from './segment';
 import { registerMachine, unregisterMachine } from './registry';
 import { gupGet, gupGetFast, gupPin, gupPinFast } from './gup';
@@ -160,12 +162,22 @@ export interface UserMemoryHotplug {
 }
 // eslint-disable-next-line prefer-const -- assigned once, in Machine's static block
 let hotplug: UserMemoryHotplug | undefined;
+let memoryMapOf: ((m: Machine) => SharedArrayBuffer) | undefined;
 export function userMemoryHotplug(): UserMemoryHotplug {
   return hotplug!;
 }
 
+/**
+ * The machine's published memory map (lib/mm/memory_map_layout.ts), for the devices' bus engines:
+ * every segment by PFN range and memfd, kept current as memory is hot-added and removed.
+ */
+export function publishedMemoryMap(m: Machine): SharedArrayBuffer {
+  return memoryMapOf!(m);
+}
+
 export class Machine {
   static {
+    memoryMapOf = (m) => m.#memoryMap.buffer;
     hotplug = {
       add: (m, name, from, pages) => {
         try {
@@ -183,6 +195,7 @@ export class Machine {
         m.#segmentViews.delete(seg);
         m.#segments.splice(i, 1);
         m.#segmentsView = Object.freeze(m.#segments.slice());
+        m.#memoryMap.remove(seg.startPfn);
         if (m.#lastSegment === seg) m.#lastSegment = null;
         releaseSegment(seg);
         native.reserveFixed(seg.address, seg.byteLength);
@@ -213,6 +226,8 @@ export class Machine {
   readonly #vmallocSpace: VmallocSpace;
   readonly #buddy: BuddyAllocator;
   readonly #segments: Segment[] = [];
+  /** Every segment, published in shared memory for the devices' bus engines. */
+  readonly #memoryMap = new MemoryMapTable();
   #segmentsView: readonly Segment[] = Object.freeze([]);
   #lastSegment: Segment | null = null;
   /** The CMA area of each CMA segment (by segment). */
@@ -416,6 +431,11 @@ export class Machine {
     const base = policyReason === undefined ? { name, kind, nid, startPfn, pages, hugepages: policy } : { name, kind, nid, startPfn, pages, hugepages: policy, policyReason };
     const spec = from === undefined ? base : { ...base, from };
     const seg = createSegment(spec, this.#pageOffset + startPfn * PAGE_SIZE, this);
+    if (!this.#memoryMap.add({ startPfn, pages, fd: seg.fd, fileOffset: seg.fileOffset, writable: seg.writable })) {
+      releaseSegment(seg);
+      native.reserveFixed(seg.address, seg.byteLength);
+      throw new MemoryMapFullError(`${this.name}: the published memory map has no free slot for segment ${name} (${MM_SLOTS} segments at most)`);
+    }
     this.counters.segmentsCreated++;
     this.counters.mmapCalls++;
     // User memory is the Region's, already counted by it.
@@ -1006,6 +1026,7 @@ export class Machine {
       releaseSegment(seg);
       if (seg.kind !== 'user') bytes += seg.byteLength;
     }
+    this.#memoryMap.close();
     native.munmap(this.#vmallocSpace.base, this.#vmallocSpace.length);
     native.munmap(this.#pageOffset, this.#linearLength);
     trackExternalMemory(-bytes);

@@ -22,9 +22,11 @@ export interface SegmentSpec {
   readonly policyReason?: string;
   /**
    * User memory (kind 'user'): map this memfd (an fd the segment owns from now on, closed at
-   * release) from `offset` instead of creating one; `backing` and `granule` are the Region's.
+   * release) from `offset` instead of creating one; `backing` and `granule` are the Region's. Not
+   * `writable` (a Region over a read-only fd): mapped copy-on-write, so the kernel side's writes
+   * stay in its own copy and never reach the file, and devices may not write it (memory map).
    */
-  readonly from?: { readonly fd: number; readonly offset: number; readonly backing: Backing; readonly granule: number };
+  readonly from?: { readonly fd: number; readonly offset: number; readonly backing: Backing; readonly granule: number; readonly writable: boolean };
 }
 
 /** Only this module (through createSegment) may construct a Segment: its constructor maps memory. */
@@ -71,6 +73,10 @@ export class Segment implements PageSegment {
   /** Why this backing was chosen (e.g. "hugetlb pool has 0 free 2 MiB pages"). */
   readonly backingReason: string;
   readonly mapGranule: number;
+  /** Where the segment's first byte is in its memfd (non-zero for user memory mapped from an offset). */
+  readonly fileOffset: number;
+  /** False for user memory pinned from a read-only file: device writes to it are refused. */
+  readonly writable: boolean;
   readonly #memMap: (Page | undefined)[];
   readonly #machine: unknown;
   #buffer: ArrayBuffer | null = null;
@@ -114,6 +120,8 @@ export class Segment implements PageSegment {
     this.backing = mem.backing;
     this.backingReason = spec.policyReason === undefined ? mem.reason : `${spec.policyReason}: ${mem.reason}`;
     this.mapGranule = mem.granule;
+    this.fileOffset = spec.from?.offset ?? 0;
+    this.writable = spec.from?.writable ?? true;
     this.#memMap = new Array<Page | undefined>(spec.pages);
     // Every field the machine computes addresses from is fixed from now on.
     Object.freeze(this);
@@ -165,12 +173,14 @@ export class Segment implements PageSegment {
 /** Maps a Region's memfd at `address` of the linear map (MAP_FIXED over the reservation); closes the fd on failure. */
 function mapUserMemory(from: NonNullable<SegmentSpec['from']>, address: number, bytes: number): { fd: number; address: number; backing: Backing; reason: string; granule: number } {
   try {
-    native.mmap(address, bytes, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | C.MAP_FIXED, from.fd, from.offset);
+    const sharing = from.writable ? C.MAP_SHARED : C.MAP_PRIVATE; // private: copy-on-write (hugetlb reserves for it)
+    native.mmap(address, bytes, C.PROT_READ | C.PROT_WRITE, sharing | C.MAP_FIXED, from.fd, from.offset);
   } catch (err) {
     native.close(from.fd);
     throw err;
   }
-  return { fd: from.fd, address, backing: from.backing, reason: 'user memory: a Region\'s memfd, pinned for DMA', granule: from.granule };
+  const reason = from.writable ? 'user memory: a Region\'s memfd, pinned for DMA' : 'user memory: a read-only Region\'s memfd, pinned for DMA (mapped copy-on-write)';
+  return { fd: from.fd, address, backing: from.backing, reason, granule: from.granule };
 }
 
 export { PAGE_SHIFT };

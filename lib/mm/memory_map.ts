@@ -1,0 +1,95 @@
+// The owner's side of a machine's published memory map (see memory_map_layout.ts): one slot per
+// segment, written before it is marked present, and a generation bumped after every change. The
+// table holds its own dup of each memfd. A reader (a bus engine in a worker) takes an fd by raising
+// the slot's user count, checking the slot is still present, and dup'ing it; the owner closes a
+// removed slot's fd only when no reader is inside, so a reader never dups a number that was
+// closed and reused for another file.
+
+import { native } from '../native';
+import {
+  MM_BYTES, MM_COUNT, MM_GEN, MM_SLOTS, MS_FD, MS_OFFSET_PAGES, MS_PAGES, MS_START_PFN, MS_STATE,
+  MS_USERS, MS_WRITABLE, SLOT_FREE, SLOT_PRESENT, SLOT_REMOVED, slotBase,
+} from './memory_map_layout';
+
+/** A hot-add found every slot of the memory map taken (gup turns it into -ENOMEM). */
+export class MemoryMapFullError extends Error {
+  readonly code = 'ENOMEM';
+}
+
+export interface PublishedSegment {
+  readonly startPfn: number;
+  readonly pages: number;
+  readonly fd: number;
+  /** File offset of the first byte (a multiple of the page size). */
+  readonly fileOffset: number;
+  readonly writable: boolean;
+}
+
+export class MemoryMapTable {
+  readonly buffer = new SharedArrayBuffer(MM_BYTES);
+  readonly #t = new Int32Array(this.buffer);
+  /** Slots removed while a reader was taking their fd. */
+  readonly #removed = new Set<number>();
+  #closed = false;
+
+  /** Publishes a segment; false when every slot is taken (the caller fails the hot-add). */
+  add(seg: PublishedSegment): boolean {
+    this.#reap();
+    const t = this.#t;
+    const count = Atomics.load(t, MM_COUNT);
+    let i = 0;
+    while (i < count && Atomics.load(t, slotBase(i) + MS_STATE) !== SLOT_FREE) i++;
+    if (i === MM_SLOTS) return false;
+    const b = slotBase(i);
+    t[b + MS_START_PFN] = seg.startPfn;
+    t[b + MS_PAGES] = seg.pages;
+    t[b + MS_OFFSET_PAGES] = seg.fileOffset / 4096;
+    t[b + MS_WRITABLE] = seg.writable ? 1 : 0;
+    Atomics.store(t, b + MS_FD, native.dup(seg.fd));
+    Atomics.store(t, b + MS_STATE, SLOT_PRESENT);
+    if (i === count) Atomics.store(t, MM_COUNT, count + 1);
+    Atomics.add(t, MM_GEN, 1);
+    return true;
+  }
+
+  /** Withdraws the segment at `startPfn` (no-op when not published). */
+  remove(startPfn: number): void {
+    const t = this.#t;
+    const count = Atomics.load(t, MM_COUNT);
+    for (let i = 0; i < count; i++) {
+      const b = slotBase(i);
+      if (Atomics.load(t, b + MS_STATE) !== SLOT_PRESENT || t[b + MS_START_PFN] !== startPfn) continue;
+      Atomics.store(t, b + MS_STATE, SLOT_REMOVED);
+      Atomics.add(t, MM_GEN, 1);
+      this.#removed.add(i);
+      break;
+    }
+    this.#reap();
+  }
+
+  /** Machine teardown: every slot withdrawn and every fd closed (a reader still inside is a worker being stopped). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const t = this.#t;
+    const count = Atomics.load(t, MM_COUNT);
+    for (let i = 0; i < count; i++) {
+      const b = slotBase(i);
+      if (Atomics.exchange(t, b + MS_STATE, SLOT_FREE) !== SLOT_FREE) native.close(Atomics.exchange(t, b + MS_FD, -1));
+    }
+    this.#removed.clear();
+    Atomics.add(t, MM_GEN, 1);
+  }
+
+  /** Closes the fds of removed slots no reader is taking, and frees those slots. */
+  #reap(): void {
+    const t = this.#t;
+    for (const i of this.#removed) {
+      const b = slotBase(i);
+      if (Atomics.load(t, b + MS_USERS) !== 0) continue;
+      native.close(Atomics.exchange(t, b + MS_FD, -1));
+      Atomics.store(t, b + MS_STATE, SLOT_FREE);
+      this.#removed.delete(i);
+    }
+  }
+}
