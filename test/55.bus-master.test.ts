@@ -13,6 +13,7 @@ import { SgTable, sg_dma_address, sg_free_table } from '../lib/dma/scatterlist';
 import { sg_alloc_table_from_pages } from '../lib/dma/sg_pages';
 import { BusEngine, MEMTX_DECODE_ERROR, MEMTX_OK, type BusDescription } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
+import { cma_alloc, cma_release } from '../lib/mm/cma';
 import { expectNoLeaks, memfdMappingCount } from './helpers/leaks';
 import { usePagesOf } from './helpers/pages-of';
 
@@ -33,6 +34,22 @@ describe('55 bus-master access', () => {
   const take = usePagesOf(() => m);
   beforeEach(() => {
     m = new Machine({ name: 'bm55', ramPerNode: 16 * MiB, cmaSize: 4 * MiB, hugepages: 'off', emitWarnings: false });
+  });
+
+  it('an engine made before a CMA area was declared (from memfds, as a worker) reaches it: it follows the memory map', () => {
+    const dev = m.createDevice({ name: 'late', dmaMask: 64 });
+    const engine = new BusEngine(structuredClone(busDescription(dev, { fdOnly: true })));
+    try {
+      const cma = m.cma_declare('late', 2 * MiB, 0, 'off');
+      const page = cma_alloc(cma, 1, 0, false)!;
+      const h = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL);
+      assert.equal(engine.write32(h + 12n, 0x600dcafe), MEMTX_OK);
+      assert.equal(m.view(m.page_address(page), 16).readUInt32LE(12), 0x600dcafe);
+      dma_unmap_page(dev, h, PAGE_SIZE, DMA_BIDIRECTIONAL);
+      assert.ok(cma_release(cma, page, 1));
+    } finally {
+      engine.close();
+    }
   });
 
   describe('direct devices', () => {
