@@ -20,6 +20,8 @@ import { pci_iomap, readl, readq, writel, writeq, type IoMem } from '../lib/driv
 import { IRQ_HANDLED, IRQ_NONE, free_irq, request_irq } from '../lib/drivers/irq';
 import { DB_ACK, DB_ADDR, DB_COUNT, DB_CRASH, DB_DOORBELL, DB_STATUS, DB_THREAD } from './fixtures/device-models';
 import { expectNoLeaks } from './helpers/leaks';
+import { native } from '../lib/native';
+import { W_IRQ_SLEEP } from '../lib/devices/pci_state';
 
 const MiB = 1024 * 1024;
 const doorbellType = { module: require.resolve('./fixtures/device-models'), export: 'doorbell' };
@@ -66,7 +68,7 @@ describe('59 device models in worker threads', () => {
   });
 
   /** A driver for the doorbell device: its INTx handler acknowledges and counts. */
-  function bind(pdev: PciDev): { io: IoMem; calls: number[]; id: object } {
+  function bind(pdev: PciDev, after?: () => void): { io: IoMem; calls: number[]; id: object } {
     const io = pci_iomap(pdev, 0, 0)!;
     const calls: number[] = [];
     const id = {};
@@ -75,6 +77,7 @@ describe('59 device models in worker threads', () => {
       if (n === 0xffffffff) return IRQ_NONE;
       writel(1, io, DB_ACK);
       calls.push(n);
+      after?.();
       return IRQ_HANDLED;
     }, 0, 'doorbell', id), 0);
     return { io, calls, id };
@@ -152,6 +155,30 @@ describe('59 device models in worker threads', () => {
       Worker.prototype.postMessage = origPost;
       Worker.prototype.emit = origEmit;
     }
+  });
+
+  it('after an interrupt the driver side polls the wire (no kernel wait armed), then sleeps in the kernel; the device wakes it only then', async () => {
+    const pdev = make({ type: doorbellType, worker: true, device: { dmaMask: 48 } });
+    // Seen in the loop turn of the handler (immediates run in order: before the poll's first look).
+    const seen: [number, number][] = [];
+    const { io, calls, id } = bind(pdev, () => setImmediate(() => { seen.push([pdev.controlWords[W_IRQ_SLEEP]!, native.futexStats().pending]); }));
+    const page = take();
+    const h = dma_map_page(pdev.dev, page, 0, PAGE_SIZE, DMA_FROM_DEVICE);
+    writeq(h, io, DB_ADDR);
+    const asleep = (): boolean => pdev.controlWords[W_IRQ_SLEEP] === 1 && native.futexStats().pending > 0;
+    await until(asleep, 'the wire asleep at start');
+    const pending = native.futexStats().pending;
+    for (let i = 1; i <= 3; i++) {
+      writel(i, io, DB_DOORBELL);
+      await until(() => seen.length === i, `interrupt ${i}`);
+      assert.deepEqual(seen[i - 1], [0, pending - 1], 'polling after the interrupt: no kernel wait armed');
+      await until(asleep, `asleep again after interrupt ${i}`);
+      assert.equal(native.futexStats().pending, pending);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.deepEqual(calls, [1, 2, 3]);
+    free_irq(pdev.irq, id);
+    dma_unmap_page(pdev.dev, h, PAGE_SIZE, DMA_FROM_DEVICE);
   });
 
   it("the worker maps the machine's memory by fd itself (one more mapping of the segment memfd while it runs, none after destroy)", async () => {

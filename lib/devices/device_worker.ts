@@ -11,7 +11,7 @@ import { BusEngine, type BusDescription } from './bus_engine';
 import { DeviceHost } from './device_host';
 import type { DeviceType, MmioValue } from './model';
 import {
-  OP_READ, RING_SLOTS, RING_WORDS, W_ALIVE, W_DEV_SLEEP, W_DRV_SLEEP, W_FAULT_SEQ, W_IRQ_SEQ, W_PEER_PID,
+  OP_READ, RING_SLOTS, RING_WORDS, W_ALIVE, W_DEV_SLEEP, W_DRV_SLEEP, W_FAULT_SEQ, W_IRQ_SEQ, W_IRQ_SLEEP, W_PEER_PID,
   W_PEER_START, W_PEER_TID, W_RESP_HI, W_RESP_LO, W_RING, W_RING_HEAD, W_RING_TAIL, W_STOP, logAccess,
 } from './pci_state';
 
@@ -81,7 +81,8 @@ function main(d: DeviceWorkerData): void {
         parentPort?.postMessage({ log: message });
       },
       kick() {
-        ctl.notify(W_IRQ_SEQ * 4);
+        // Set W_IRQ_SEQ before this load, as the driver side sets W_IRQ_SLEEP before it loads W_IRQ_SEQ.
+        if (Atomics.load(w, W_IRQ_SLEEP) !== 0) ctl.notify(W_IRQ_SEQ * 4);
       },
     });
     const me = self();

@@ -42,6 +42,11 @@ export const W_ACC_TAIL = 20;
 export const W_ACC_HEAD = 21;
 /** Accesses the log had no room for (counted, reported). */
 export const W_ACC_LOST = 22;
+/**
+ * 1 while the driver side sleeps on W_IRQ_SEQ (in the kernel); 0 while it polls it. An interrupt
+ * wakes the driver side (a futex wake, a system call) only when this is 1.
+ */
+export const W_IRQ_SLEEP = 23;
 /** First word of the ring. */
 export const W_RING = 64;
 /** Ring entries (a power of two): 4 words each, kind | bar << 4 | size << 8, offset, low, high. */
