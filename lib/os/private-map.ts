@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import { C, native } from '../native';
+import { sealAgainstShrinking } from './region-share';
 import { detachInternal, internalArrayBuffer } from './views';
 
 export interface PrivateMapping {
@@ -15,10 +16,12 @@ export interface PrivateMapping {
 
 /**
  * Maps `length` bytes of `fd` from `offset` MAP_PRIVATE, readable and (privately) writable; the fd
- * is not kept. The file must hold the whole range (checked first, so no access can fault past its end).
+ * is not kept. As for shared mappings the file is sealed against shrinking first where it takes
+ * seals, then it must hold the whole range, so no access can fault past its end.
  * @example const m = mapPrivate(fd, 4096, 0); m.bytes[0]; m.close();
  */
 export function mapPrivate(fd: number, length: number, offset: number): PrivateMapping {
+  sealAgainstShrinking(fd);
   const size = fs.fstatSync(fd).size;
   if (offset + length > size) throw new RangeError(`mapPrivate: ${length} bytes from offset ${offset} leave the ${size}-byte file`);
   const address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE, fd, offset);
