@@ -22,6 +22,8 @@ export const ARENA_ACTIONS = [
   'create', 'alloc', 'allocUnsafe', 'free', 'freeForeign', 'trim', 'close', 'attach', 'peerView', 'peerClose', 'offsetOf',
   'stats', 'truncShared',
 ] as const;
+/** What a 'pin' step does: pin pages of a Region (read-write, or a read-only mapping of it), unpin, grow a pinned Region, DMA at a pinned (or unpinned) page through busMaster or an engine made from memfds. */
+export const PIN_ACTIONS = ['pin', 'pinReadOnly', 'unpin', 'grow', 'bus', 'busFd'] as const;
 export const ARENA_SIZES = [0, 1, 16, 17, 4096, 65536, 2 * MiB, 2 * MiB + 1, -1, 1.5, 2 ** 31] as const;
 
 export type Op =
@@ -56,7 +58,8 @@ export type Op =
   | { k: 'worker'; script: number; when: 'construct' | 'online' | 'message'; delay: number }
   | { k: 'receiver'; i: number; enforce: boolean; action: number }
   | { k: 'huge'; what: number; s: number }
-  | { k: 'arena'; act: number; i: number; size: number; j: number };
+  | { k: 'arena'; act: number; i: number; size: number; j: number }
+  | { k: 'pin'; act: number; i: number; page: number; n: number; write: boolean };
 
 const idx = fc.nat(7);
 /** Weights of ordinary steps are scaled by 4 so that a worker (weight 1) comes about once in 80 sequences. */
@@ -108,6 +111,7 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
     w(4, fc.constant<Op>({ k: 'deadMachine' })),
     w(25, fc.record({ k: fc.constant('cross' as const), src: fc.constantFrom('B' as const, 'dead' as const), what: fc.nat(CROSS_CALLS.length - 1) })),
     w(40, fc.record({ k: fc.constant('arena' as const), act: fc.nat(ARENA_ACTIONS.length - 1), i: idx, size: fc.nat(ARENA_SIZES.length - 1), j: fc.nat(1000) })),
+    w(40, fc.record({ k: fc.constant('pin' as const), act: fc.nat(PIN_ACTIONS.length - 1), i: idx, page: fc.integer({ min: -1, max: 600 }), n: fc.integer({ min: -1, max: 20 }), write: fc.boolean() })),
     w(12, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.nat(RECEIVER_ACTIONS.length - 2) })),
   ];
   if (g.workers > 0) {
@@ -135,6 +139,7 @@ export function describeOp(op: Op): string {
     case 'worker': return `worker ${WORKER_SCRIPTS[op.script % WORKER_SCRIPTS.length]} terminated ${op.delay} ms after ${op.when}`;
     case 'receiver': return `receiver of region ${op.i} (enforce ${op.enforce}): ${RECEIVER_ACTIONS[op.action % RECEIVER_ACTIONS.length]}`;
     case 'arena': return `arena ${ARENA_ACTIONS[op.act % ARENA_ACTIONS.length]} #${op.i} size ${ARENA_SIZES[op.size % ARENA_SIZES.length]} j ${op.j}`;
+    case 'pin': return `pin ${PIN_ACTIONS[op.act % PIN_ACTIONS.length]} region ${op.i} page ${op.page} n ${op.n}${op.write ? ' write' : ''}`;
     case 'huge': return `huge ${HUGE_WHAT[op.what % HUGE_WHAT.length]} ${HUGE_SIZES[op.s % HUGE_SIZES.length]}`;
     default: return JSON.stringify(op);
   }

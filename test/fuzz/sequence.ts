@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { notePool, touchBuffer } from '../fixtures/touch';
-import { ARENA_ACTIONS, ARENA_SIZES, CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
+import { ARENA_ACTIONS, ARENA_SIZES, CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, PIN_ACTIONS, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
 import { OBJS, valueOf, describeVal, type ObjKind } from './values';
 
 /**
@@ -220,6 +220,10 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const arenaBufs: Buffer[] = [];
   const peers: any[] = [];
   const arenaShares: any[] = [];
+  /** Pinned user pages (each entry one pin), and pages unpinned since (their PFNs are no memory now). */
+  const pinned: any[] = [];
+  const unpinned: any[] = [];
+  let fdEngine: any = null;
   /** Machines made by misuse in this step: destroyed after it (they stay in the pool, dead). */
   const bornMachines: any[] = [];
   let step = -1;
@@ -270,6 +274,46 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const other = (src: 'B' | 'dead'): Foreign => {
     if (src === 'B') return (B ??= foreignMachine('fuzzB', false));
     return (dead ??= foreignMachine('fuzzDead', true));
+  };
+
+  const pinStep = async (op: Extract<Op, { k: 'pin' }>): Promise<void> => {
+    const act = PIN_ACTIONS[op.act % PIN_ACTIONS.length]!;
+    const r = pick(regions, op.i);
+    const pin = (region: any, flags: number): void => {
+      const got: any[] = [];
+      // Mostly inside the Region (one page past its end at times), before it when page is -1.
+      const at = op.page < 0 || region.closed ? -PAGE : (op.page % (Math.ceil(region.length / PAGE) + 1)) * PAGE;
+      const n = m.pin_user_pages_fast(region, (region.closed ? 0 : region.address) + at, op.n, flags, got);
+      if (n > 0) pinned.push(...got.slice(0, n));
+    };
+    switch (act) {
+      case 'pin': if (r) pin(r, op.write ? d.FOLL_WRITE : 0); break;
+      case 'pinReadOnly': {
+        if (!r || r.closed) break;
+        const ro = d.Region.fromFd(r.fd, r.length, { writable: false });
+        regions.push(ro);
+        pin(ro, op.write ? d.FOLL_WRITE : 0);
+        break;
+      }
+      case 'unpin': {
+        const p = pick(pinned, op.page);
+        if (p) { pinned.splice(pinned.indexOf(p), 1); d.unpin_user_page(p); unpinned.push(p); }
+        break;
+      }
+      case 'grow': if (r) { r.resize(r.length + (op.n > 0 ? op.n : 1) * PAGE); pin(r, 0); } break;
+      case 'bus':
+      case 'busFd': {
+        const p = pick(op.write ? pinned : [...pinned, ...unpinned], op.page);
+        if (!p) break;
+        const dev = direct;
+        if (act === 'busFd' && fdEngine === null) fdEngine = new d.BusEngine(structuredClone(d.busDescription(dev, { fdOnly: true })));
+        const bus = act === 'busFd' ? fdEngine : d.busMaster(dev);
+        const addr = p.pfn * PAGE + (op.n & 7) * 512;
+        if (op.write) bus.write(addr, new Uint8Array(64).fill(op.i));
+        else bus.read(addr, new Uint8Array(64));
+        break;
+      }
+    }
   };
 
   const exec = async (op: Op): Promise<void> => {
@@ -324,6 +368,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
         break;
       }
       case 'destroy': m.destroy(); break;
+      case 'pin': await pinStep(op); break;
       case 'call': {
         const args = op.args.map((v) => valueOf(v, objectOf));
         if (op.on === 'export') {
@@ -550,6 +595,8 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
     for (const { w } of workers) void w.terminate();
     await Promise.all(workers.map((x) => x.exited));
     for (const fd of opened) try { fs.closeSync(fd); } catch { /* closed */ }
+    for (const p of pinned) try { d.unpin_user_page(p); } catch (err) { if (badThrow(err) !== null) throw err; }
+    try { fdEngine?.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const r of regions) try { r.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const x of [...peers, ...arenas]) try { x.close(); } catch (err) { if (badThrow(err) !== null) throw err; }
     for (const x of [m, (B as Foreign | null)?.m, ...extraMachines, ...registry.liveMachines()]) try { x?.destroy(); } catch (err) { if (badThrow(err) !== null) throw err; }
