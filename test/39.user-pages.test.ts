@@ -22,7 +22,8 @@ import { MEMTX_OK } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
 import { BusEngine, MEMTX_ACCESS_ERROR, MEMTX_DECODE_ERROR } from '../lib/devices/bus_engine';
 import type { Segment } from '../lib/mm/segment';
-import { MM_SLOTS } from '../lib/mm/memory_map_layout';
+import { MM_COUNT, MM_GEN, MM_SLOTS, MS_FD, MS_PAGES, MS_STATE, MS_USERS, SLOT_PRESENT, slotBase } from '../lib/mm/memory_map_layout';
+import * as fs from 'node:fs';
 import { createPciDevice, type PciDev } from '../lib/devices/pci_dev';
 import { pci_get_drvdata, pci_register_driver, pci_unregister_driver } from '../lib/drivers/pci';
 import { edu_dma, edu_driver, type EduDev } from '../examples/edu/edu_driver';
@@ -399,6 +400,36 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
       engine.close();
     }
     dev.destroy();
+  });
+
+  it("junk written into the published memory map (anyone with a bus description can) never makes the machine close someone else's fd", () => {
+    const dev = m.createDevice({ name: 'hostile', dmaMask: 64 });
+    const table = new Int32Array(busDescription(dev).memoryMap!);
+    const mine = fs.openSync('/dev/null', 'r');
+    try {
+      const pages: Page[] = [];
+      assert.equal(m.pin_user_pages_fast(r, r.address, 1, FOLL_WRITE, pages), 1);
+      const scribble = (): void => {
+        for (let i = 0; i < 16; i++) {
+          const b = slotBase(i);
+          table[b + MS_FD] = mine;
+          table[b + MS_STATE] = SLOT_PRESENT;
+          table[b + MS_USERS] = 0;
+          table[b + MS_PAGES] = 1;
+        }
+        table[MM_COUNT] = 1 << 30;
+        Atomics.add(table, MM_GEN, 1);
+      };
+      scribble();
+      const engine = busMaster(dev);
+      engine.read32(0); // the engine follows the junk: no signal, no throw (it maps what it can or skips)
+      unpin_user_pages(pages, 1); // a removal and a reap
+      scribble();
+      m.destroy(); // closes the table's own fds
+      assert.ok(fs.fstatSync(mine).isCharacterDevice(), 'my fd is still open');
+    } finally {
+      fs.closeSync(mine);
+    }
   });
 
   it(`a full memory map (${MM_SLOTS} segments) makes a pin return -ENOMEM and change nothing`, function () {

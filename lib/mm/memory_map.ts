@@ -28,42 +28,44 @@ export interface PublishedSegment {
 export class MemoryMapTable {
   readonly buffer = new SharedArrayBuffer(MM_BYTES);
   readonly #t = new Int32Array(this.buffer);
-  /** Slots removed while a reader was taking their fd. */
-  readonly #removed = new Set<number>();
+  /**
+   * The owner's own record of each slot: what it published and the fd it owns. The shared table
+   * is only a publication (anyone holding a bus description can write it), so no decision and no
+   * close() ever takes a number from it; only the readers' count is read back.
+   */
+  readonly #slots: ({ startPfn: number; fd: number; removed: boolean } | null)[] = [];
   #closed = false;
 
   /** Publishes a segment; false when every slot is taken (the caller fails the hot-add). */
   add(seg: PublishedSegment): boolean {
     this.#reap();
+    let i = this.#slots.indexOf(null);
+    if (i < 0) {
+      if (this.#slots.length === MM_SLOTS) return false;
+      i = this.#slots.length;
+    }
+    const fd = native.dup(seg.fd);
+    this.#slots[i] = { startPfn: seg.startPfn, fd, removed: false };
     const t = this.#t;
-    const count = Atomics.load(t, MM_COUNT);
-    let i = 0;
-    while (i < count && Atomics.load(t, slotBase(i) + MS_STATE) !== SLOT_FREE) i++;
-    if (i === MM_SLOTS) return false;
     const b = slotBase(i);
     t[b + MS_START_PFN] = seg.startPfn;
     t[b + MS_PAGES] = seg.pages;
     t[b + MS_OFFSET_PAGES] = seg.fileOffset / 4096;
     t[b + MS_WRITABLE] = seg.writable ? 1 : 0;
-    Atomics.store(t, b + MS_FD, native.dup(seg.fd));
+    Atomics.store(t, b + MS_FD, fd);
     Atomics.store(t, b + MS_STATE, SLOT_PRESENT);
-    if (i === count) Atomics.store(t, MM_COUNT, count + 1);
+    Atomics.store(t, MM_COUNT, this.#slots.length);
     Atomics.add(t, MM_GEN, 1);
     return true;
   }
 
   /** Withdraws the segment at `startPfn` (no-op when not published). */
   remove(startPfn: number): void {
-    const t = this.#t;
-    const count = Atomics.load(t, MM_COUNT);
-    for (let i = 0; i < count; i++) {
-      const b = slotBase(i);
-      if (Atomics.load(t, b + MS_STATE) !== SLOT_PRESENT || t[b + MS_START_PFN] !== startPfn) continue;
-      Atomics.store(t, b + MS_STATE, SLOT_REMOVED);
-      Atomics.add(t, MM_GEN, 1);
-      this.#removed.add(i);
-      break;
-    }
+    const i = this.#slots.findIndex((e) => e !== null && !e.removed && e.startPfn === startPfn);
+    if (i < 0) return;
+    this.#slots[i]!.removed = true;
+    Atomics.store(this.#t, slotBase(i) + MS_STATE, SLOT_REMOVED);
+    Atomics.add(this.#t, MM_GEN, 1);
     this.#reap();
   }
 
@@ -72,24 +74,25 @@ export class MemoryMapTable {
     if (this.#closed) return;
     this.#closed = true;
     const t = this.#t;
-    const count = Atomics.load(t, MM_COUNT);
-    for (let i = 0; i < count; i++) {
-      const b = slotBase(i);
-      if (Atomics.exchange(t, b + MS_STATE, SLOT_FREE) !== SLOT_FREE) native.close(Atomics.exchange(t, b + MS_FD, -1));
-    }
-    this.#removed.clear();
+    this.#slots.forEach((e, i) => {
+      if (e === null) return;
+      Atomics.store(t, slotBase(i) + MS_STATE, SLOT_FREE);
+      Atomics.store(t, slotBase(i) + MS_FD, -1);
+      native.close(e.fd);
+    });
+    this.#slots.length = 0;
     Atomics.add(t, MM_GEN, 1);
   }
 
   /** Closes the fds of removed slots no reader is taking, and frees those slots. */
   #reap(): void {
     const t = this.#t;
-    for (const i of this.#removed) {
-      const b = slotBase(i);
-      if (Atomics.load(t, b + MS_USERS) !== 0) continue;
-      native.close(Atomics.exchange(t, b + MS_FD, -1));
-      Atomics.store(t, b + MS_STATE, SLOT_FREE);
-      this.#removed.delete(i);
-    }
+    this.#slots.forEach((e, i) => {
+      if (e === null || !e.removed || Atomics.load(t, slotBase(i) + MS_USERS) !== 0) return;
+      Atomics.store(t, slotBase(i) + MS_FD, -1);
+      Atomics.store(t, slotBase(i) + MS_STATE, SLOT_FREE);
+      native.close(e.fd);
+      this.#slots[i] = null;
+    });
   }
 }
