@@ -30,7 +30,7 @@ export interface BackingOptions {
    * side effect, because MAP_FIXED replaces whatever is mapped there (even node's own code).
    */
   fixedAddress?: number;
-  /** Pre-fault with MADV_POPULATE_WRITE (default true). */
+  /** Pre-fault (default true): fallocate + MAP_POPULATE for small shmem, else MADV_POPULATE_WRITE; hugetlb by MAP_POPULATE. */
   populate?: boolean;
   /** Create the memfd with MFD_ALLOW_SEALING (default true). */
   sealing?: boolean;
@@ -54,6 +54,27 @@ function rereserve(address: number, length: number): void {
   native.reserveFixed(address, length);
 }
 
+/** Up to this size, shmem is allocated with fallocate before it is mapped (see fallocateSmall). */
+const FALLOCATE_MAX = 1024 * 1024;
+
+/**
+ * Sizes and allocates a new shmem memfd's pages in one call (fallocate, mode 0), so a shortage fails
+ * here with ENOMEM. False, with nothing done, when `length` is large or the call was interrupted:
+ * shmem's fallocate gives up on any pending signal (EINTR, its pages freed again, the size unchanged),
+ * which a long call under a profiler's SIGPROF would hit every time, so only small sizes use it and the
+ * caller then sizes with ftruncate and populates with MADV_POPULATE_WRITE instead.
+ */
+function fallocateSmall(fd: number, length: number): boolean {
+  if (length > FALLOCATE_MAX) return false;
+  try {
+    native.fallocate(fd, 0, 0, length);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'EINTR')) return false;
+    throw err;
+  }
+}
+
 /**
  * One attempt: memfd + ftruncate + mmap (+ populate). On failure nothing is left behind (fd closed,
  * our reservation unmapped, the caller's re-reserved) and the error is rethrown.
@@ -64,19 +85,23 @@ function attempt(name: string, length: number, memfdFlags: number, align: number
   let ownReservation = false;
   try {
     fd = native.memfdCreate(name, memfdFlags | (opts.sealing ? C.MFD_ALLOW_SEALING : 0));
-    native.ftruncate(fd, length);
     const huge = (memfdFlags & C.MFD_HUGETLB) !== 0;
     if (opts.fixedAddress === undefined && before === undefined && (align === native.pageSize || huge)) {
       // The natural alignment suffices: any mmap is page-aligned, and the kernel places a hugetlbfs
       // file at a huge-page boundary itself. No reservation to make and trim (three syscalls fewer).
-      // Hugetlb pages are reserved by this mmap, so MAP_POPULATE cannot run short of them; shmem is
-      // populated by madvise, which reports a shortage (MAP_POPULATE would ignore it).
-      address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | (huge && opts.populate ? C.MAP_POPULATE : 0), fd, 0);
+      // Hugetlb pages are reserved by this mmap, so MAP_POPULATE cannot run short of them. Small
+      // shmem is allocated by fallocate, which reports a shortage, and then only mapped by
+      // MAP_POPULATE (which would ignore one): one syscall fewer than ftruncate + madvise.
+      const allocated = opts.populate && !huge && fallocateSmall(fd, length);
+      if (!allocated) native.ftruncate(fd, length);
+      const populate = opts.populate && (huge || allocated) ? C.MAP_POPULATE : 0;
+      address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | populate, fd, 0);
       ownReservation = true;
       if (address % align !== 0) throw new Error(`dmamem: the kernel placed a ${length}-byte mapping at 0x${address.toString(16)}, not ${align}-aligned`);
-      if (opts.populate && !huge) native.madvise(address, length, C.MADV_POPULATE_WRITE);
+      if (opts.populate && !huge && !allocated) native.madvise(address, length, C.MADV_POPULATE_WRITE);
       return { fd, address };
     }
+    native.ftruncate(fd, length);
     if (opts.fixedAddress !== undefined) {
       address = opts.fixedAddress;
     } else {
