@@ -72,8 +72,8 @@ export class Region {
   readonly #backing: Backing;
   readonly #backingReason: string;
   readonly #granule: number;
-  /** waitAsync() calls pending on this Region: close() rejects them before the memory goes. */
-  readonly #waits = new PendingWaits(this);
+  /** waitAsync() calls pending on this Region: close() rejects them before the memory goes (made on the first one). */
+  #waits: PendingWaits | null = null;
   /** Page references held for DMA (pin_user_pages, get_user_pages): see regionPinInfo. */
   #pins = 0;
 
@@ -570,7 +570,7 @@ export class Region {
     const o = v.assertOptions('options', options);
     if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError(`Expected an AbortSignal for signal but received ${v.describeValue(o.signal)}`);
     this.#waitable();
-    return this.#waits.wait(this.#s.address + off, value, ns, o.signal);
+    return (this.#waits ??= new PendingWaits(this)).wait(this.#s.address + off, value, ns, o.signal);
   }
 
   /**
@@ -599,7 +599,7 @@ export class Region {
   close(): void {
     if (this.#s.closed) return;
     this.#assertUnpinned('close');
-    this.#waits.cancelAll(this.#s.address);
+    this.#waits?.cancelAll(this.#s.address);
     backstop.unregister(this);
     this.#views.revoke();
     releaseMapping(this.#s);
