@@ -155,14 +155,14 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   }
   if (opts.populate !== undefined) assertBoolean('populate', opts.populate);
   if (opts.sealing !== undefined) assertBoolean('sealing', opts.sealing);
-  const o = { ...opts, populate: opts.populate ?? true, sealing: opts.sealing ?? true };
+  const o = { fixedAddress: opts.fixedAddress, populate: opts.populate ?? true, sealing: opts.sealing ?? true };
   const page = native.pageSize;
-  const notes: string[] = [];
 
   if (policy === 'off') {
     const { fd, address } = attempt(name, length, 0, page, o);
     return { fd, address, backing: '4k', reason: "hugepages: 'off' was requested", granule: page };
   }
+  const notes: string[] = [];
 
   // 1. hugetlb 2 MiB pages.
   const pages = Math.ceil(length / HUGE_2M);
