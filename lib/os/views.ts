@@ -16,7 +16,7 @@ const Stamp = class {
  * Which object owns the memory under an ArrayBuffer: a private field stamped on the ArrayBuffer
  * keeps the owner (and so its mapping) alive for as long as the ArrayBuffer is reachable, so the
  * GC backstop of the owner cannot unmap memory that JS can still see. Invisible to JS and cannot be
- * deleted; a WeakMap did the same at 1-3 µs per view (its ephemeron table grows until a full GC).
+ * deleted; a WeakMap did the same at 1-3 us per view (its ephemeron table grows until a full GC).
  */
 class OwnedBy extends Stamp {
   // @ts-expect-error written only: the field is the strong edge from the ArrayBuffer to its owner
