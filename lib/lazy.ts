@@ -3,6 +3,16 @@
 // the first property read. A program that uses only Regions and arenas never loads them (about two
 // thirds of `require('dmamem')`); the index's export list stays the plain, checked TypeScript one.
 
+/**
+ * A module loaded on the first call instead of at start-up, for modules a program may never need
+ * (the loader is a closure so that `require` resolves relative to the caller).
+ * @example const pagemap = onFirstUse(() => require('./pagemap') as typeof import('./pagemap')); pagemap().readPfns(...)
+ */
+export function onFirstUse<T>(load: () => T): () => T {
+  let loaded: T | undefined;
+  return () => (loaded ??= load());
+}
+
 /** A stand-in for a module's exports that loads it on first use. */
 function deferred(load: () => object): object {
   let real: object | undefined;

@@ -4,16 +4,21 @@
 // with ENOMEM when the pool is short, so we try and fall back (and never use MAP_NORESERVE, which
 // would turn a shortage into SIGBUS on first touch).
 
+import { onFirstUse } from '../lazy';
 import { C, native } from '../native';
 import { errnoError, isErrno, type ErrnoError } from './errors';
 import { HUGE_2M, hugepageAdvice, hugepagePoolFree } from './hugetlb-pool';
 import { assertBackable } from './memory-limits';
-import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
-import { isReservedRange } from './procmaps';
-import { thpMode } from './sysinfo';
 import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
 
 export { HUGE_2M, hugepagePoolFree };
+
+// Needed only for THP (2 MiB and up) and fixed addresses: loaded then, not to allocate a small Region.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const pagemap = onFirstUse(() => require('./pagemap') as typeof import('./pagemap'));
+const procmaps = onFirstUse(() => require('./procmaps') as typeof import('./procmaps'));
+const sysinfo = onFirstUse(() => require('./sysinfo') as typeof import('./sysinfo'));
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** 'auto': hugetlb if the pool has room, else THP where allowed, else 4 KiB. 'require': hugetlb or ENOMEM. 'off': 4 KiB. */
 export type HugepagePolicy = 'auto' | 'require' | 'off';
@@ -124,6 +129,7 @@ function attempt(name: string, length: number, memfdFlags: number, align: number
 
 /** True if the kernel confirms (kpageflags) that the first page is a THP; null if it cannot tell. */
 function confirmThp(address: number): boolean | null {
+  const { readPagemap, readKpageflags, KPF_THP } = pagemap();
   const info = readPagemap(address, 1)[0];
   if (info === undefined || info.pfn === null) return null;
   const flags = readKpageflags(info.pfn, 1);
@@ -146,7 +152,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   assertOneOf('policy', policy, HUGEPAGE_POLICIES);
   if (opts.fixedAddress !== undefined) {
     assertPageAligned('fixedAddress', opts.fixedAddress);
-    if (!isReservedRange(opts.fixedAddress, length)) {
+    if (!procmaps().isReservedRange(opts.fixedAddress, length)) {
       throw new RangeError(
         `Expected fixedAddress to start ${length} bytes of address space reserved by dmamem but received 0x${opts.fixedAddress.toString(16)}: ` +
           'mapping there with MAP_FIXED would replace memory that is not dmamem\'s own',
@@ -203,7 +209,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
 
   // 2. shmem THP: only where the kernel allows it for memfds (shmem_enabled).
   // Read only when it can matter: below 2 MiB there is no huge page to get (four syscalls saved).
-  const shmem = length < HUGE_2M ? null : thpMode('shmem');
+  const shmem = length < HUGE_2M ? null : sysinfo().thpMode('shmem');
   const enable = 'echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled';
   if (length < HUGE_2M) {
     notes.push(`thp: length ${length} is below one 2 MiB huge page`);
