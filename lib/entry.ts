@@ -1,12 +1,16 @@
 // The entry `require('dmamem')` loads (package.json "main" and "exports" -> "require"): exactly the
 // value exports of lib/index.ts, whose plain list is the typed, documented surface (index.d.ts) and
 // what `import` loads, defined here from one table of names so that a start costs only what is
-// used. Each lib/os module loads on the first read of one of its names; the kernel model, the DMA
-// layer, channels and devices load together, in the index's order, on the first read of any of theirs.
+// used. The addon loads at once; each lib/os module on the first read of one of its names; the
+// kernel model, the DMA layer, channels and devices together, in the index's order, on the first
+// read of any of theirs.
 // Why not the index itself: TypeScript emits a getter function per re-exported name, and compiling
 // those 500 functions took about as long as loading everything a Region needs.
 
 import type * as Index from './index';
+// The addon loads now, as it always did: a missing or unloadable binary (or an unsupported platform)
+// is an error at require('dmamem') that names the fix, not a surprise at the first use of a name.
+import './native';
 
 /** A value export of lib/index.ts. */
 type Name = keyof typeof Index;
