@@ -1,6 +1,8 @@
 // dmamem's public API: wiring only, one explicit list grouped as README.md ("API index") documents
 // it. Nothing internal is exported: no class whose constructor maps or wraps memory, no helper of
 // the routing, no test hook. test/44.public-surface.test.ts checks this list against the README.
+// `require('dmamem')` loads lib/entry.ts, which defines the same names from one table (cheaper to
+// start); these declarations are the types (index.d.ts) and what `import` loads.
 
 import { deferRequires } from './lazy';
 

@@ -1,7 +1,18 @@
-// Deferred loading of the public API's heavier layers: while lib/index.ts runs, its requires of the
-// kernel model, the DMA layer, channels and devices return stand-ins that load the real module on
-// the first property read. A program that uses only Regions and arenas never loads them (about two
-// thirds of `require('dmamem')`); the index's export list stays the plain, checked TypeScript one.
+// Deferred loading: modules a program may never need load on first use. onFirstUse for a module's
+// own optional imports; deferRequires for lib/index.ts (what `import` and direct loads of the index
+// get; `require('dmamem')` goes through lib/entry.ts): while it runs, its requires of the kernel
+// model, the DMA layer, channels and devices return stand-ins that load the real module on the
+// first property read, and the index's export list stays the plain, checked TypeScript one.
+
+/**
+ * A module loaded on the first call instead of at start-up, for modules a program may never need
+ * (the loader is a closure so that `require` resolves relative to the caller).
+ * @example const pagemap = onFirstUse(() => require('./pagemap') as typeof import('./pagemap')); pagemap().readPfns(...)
+ */
+export function onFirstUse<T>(load: () => T): () => T {
+  let loaded: T | undefined;
+  return () => (loaded ??= load());
+}
 
 /** A stand-in for a module's exports that loads it on first use. */
 function deferred(load: () => object): object {

@@ -2,7 +2,7 @@
 // The native layer is thin and stateless: arguments in, one syscall, a value or a thrown errno out.
 // Validation happens in TypeScript before these are called; native code trusts its arguments' types.
 
-import * as path from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** Linux constants the addon reads from the system headers at build time. */
 export interface NativeConstants {
@@ -181,12 +181,22 @@ function load(): Native {
         `this is ${process.platform} on ${process.arch}.`,
     );
   }
-  const root = path.resolve(__dirname, '..', '..');
+  const root = resolve(__dirname, '..', '..');
   // node-gyp-build: this checkout's or install's own build (build/Release, with the V8 fast path)
   // first, else the prebuilt Node-API binary in prebuilds/linux-x64/ (any Node from 20 on). A build
   // of its own that does not load (made for another Node, say) falls back to the prebuilt.
-  const prebuilt = path.join(root, 'prebuilds', 'linux-x64', 'dmamem.napi.node');
+  const prebuilt = join(root, 'prebuilds', 'linux-x64', 'dmamem.napi.node');
   let cause: unknown;
+  // What node-gyp-build would pick first, without loading it (two modules and a directory listing at
+  // every start): build/Release/dmamem.node, unless its environment variables ask for a prebuilt.
+  if (process.env.PREBUILDS_ONLY === undefined && process.env.DMAMEM_PREBUILD === undefined) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(join(root, 'build', 'Release', 'dmamem.node')) as Native;
+    } catch {
+      // Absent or not loadable here: node-gyp-build looks further (build/Debug, prebuilds/).
+    }
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const loadBinding = require('node-gyp-build') as (dir: string) => unknown;

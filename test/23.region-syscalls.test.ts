@@ -36,17 +36,30 @@ function nativeCalls(fn: () => void): Call[] {
 describe('23 Region syscalls', function () {
   expectNoLeaks();
 
-  it("a 4 KiB 'off' Region: memfd_create, ftruncate, mmap, populate; close: munmap, close", () => {
+  it("a 4 KiB 'off' Region: memfd_create, fallocate, mmap(MAP_POPULATE); close: munmap, close", () => {
     Region.allocate(4096, { hugepages: 'off' }).close(); // warm: budget and lazy state read once
     let r: Region | null = null;
     const alloc = nativeCalls(() => {
       r = Region.allocate(4096, { hugepages: 'off' });
     });
-    assert.deepEqual(alloc.map((c) => c.name), ['memfdCreate', 'ftruncate', 'mmap', 'madvise']);
+    assert.deepEqual(alloc.map((c) => c.name), ['memfdCreate', 'fallocate', 'mmap']);
+    assert.deepEqual(alloc[1]!.args.slice(1), [0, 0, 4096], 'fallocate mode 0 sizes the file and allocates its pages');
     assert.equal(alloc[2]!.args[0], 0, 'mmap at an address the kernel picks: no reservation first');
-    assert.equal(alloc[3]!.args[2], C.MADV_POPULATE_WRITE);
+    assert.equal((alloc[2]!.args[3] as number) & C.MAP_POPULATE, C.MAP_POPULATE);
+    assert.ok(r!.physicalPages().every((p) => p.present), 'mapped and present before the first touch');
     const close = nativeCalls(() => r!.close());
     assert.deepEqual(close.map((c) => c.name), ['munmap', 'close']);
+  });
+
+  it('above 1 MiB, shmem is sized by ftruncate and populated by MADV_POPULATE_WRITE (a long fallocate gives up on any signal)', () => {
+    let r: Region | null = null;
+    const alloc = nativeCalls(() => {
+      r = Region.allocate(HUGE_2M + 4096, { hugepages: 'off' });
+    });
+    assert.deepEqual(alloc.map((c) => c.name), ['memfdCreate', 'ftruncate', 'mmap', 'madvise']);
+    assert.equal(alloc[3]!.args[2], C.MADV_POPULATE_WRITE);
+    assert.ok(r!.physicalPages().every((p) => p.present));
+    r!.close();
   });
 
   it("'auto' below 2 MiB reads no THP setting (it cannot get a huge page) and makes the same calls", () => {
@@ -66,7 +79,7 @@ describe('23 Region syscalls', function () {
     } finally {
       (fs as { readFileSync: unknown }).readFileSync = read;
     }
-    assert.deepEqual(alloc.map((c) => c.name), ['memfdCreate', 'ftruncate', 'mmap', 'madvise']);
+    assert.deepEqual(alloc.map((c) => c.name), ['memfdCreate', 'fallocate', 'mmap']);
     assert.deepEqual(files.filter((f) => f.includes('transparent_hugepage')), []);
     r!.close();
   });

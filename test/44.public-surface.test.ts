@@ -94,9 +94,11 @@ describe('44 public surface: exactly what the README documents', () => {
       assert.equal(r.stdout.trim(), 'function function dmamem', r.stderr);
     });
 
-    it('import from ESM works too', () => {
+    it('import from ESM works too, named imports included (ESM loads the index, whose names Node finds statically)', () => {
       const r = run(`import d from 'dmamem'; console.log(typeof d.Region)`, 'module');
       assert.equal(r.stdout.trim(), 'function', r.stderr);
+      const named = run(`import { Region, Machine, dma_alloc_pages } from 'dmamem'; console.log(typeof Region, typeof Machine, typeof dma_alloc_pages)`, 'module');
+      assert.equal(named.stdout.trim(), 'function function function', named.stderr);
     });
 
     for (const deep of ['dmamem/dist/lib/native', 'dmamem/dist/lib/native.js', 'dmamem/dist/lib/os/backing', 'dmamem/dist/lib/mm/vmalloc.js', 'dmamem/lib/index.ts', 'dmamem/build/Release/dmamem.node']) {

@@ -4,16 +4,21 @@
 // with ENOMEM when the pool is short, so we try and fall back (and never use MAP_NORESERVE, which
 // would turn a shortage into SIGBUS on first touch).
 
+import { onFirstUse } from '../lazy';
 import { C, native } from '../native';
 import { errnoError, isErrno, type ErrnoError } from './errors';
 import { HUGE_2M, hugepageAdvice, hugepagePoolFree } from './hugetlb-pool';
 import { assertBackable } from './memory-limits';
-import { readKpageflags, readPagemap, KPF_THP } from './pagemap';
-import { isReservedRange } from './procmaps';
-import { thpMode } from './sysinfo';
 import { assertBoolean, assertOneOf, assertPageAligned, assertPositiveInteger, assertString } from './validate';
 
 export { HUGE_2M, hugepagePoolFree };
+
+// Needed only for THP (2 MiB and up) and fixed addresses: loaded then, not to allocate a small Region.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const pagemap = onFirstUse(() => require('./pagemap') as typeof import('./pagemap'));
+const procmaps = onFirstUse(() => require('./procmaps') as typeof import('./procmaps'));
+const sysinfo = onFirstUse(() => require('./sysinfo') as typeof import('./sysinfo'));
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** 'auto': hugetlb if the pool has room, else THP where allowed, else 4 KiB. 'require': hugetlb or ENOMEM. 'off': 4 KiB. */
 export type HugepagePolicy = 'auto' | 'require' | 'off';
@@ -30,7 +35,7 @@ export interface BackingOptions {
    * side effect, because MAP_FIXED replaces whatever is mapped there (even node's own code).
    */
   fixedAddress?: number;
-  /** Pre-fault with MADV_POPULATE_WRITE (default true). */
+  /** Pre-fault (default true): fallocate + MAP_POPULATE for small shmem, else MADV_POPULATE_WRITE; hugetlb by MAP_POPULATE. */
   populate?: boolean;
   /** Create the memfd with MFD_ALLOW_SEALING (default true). */
   sealing?: boolean;
@@ -54,6 +59,27 @@ function rereserve(address: number, length: number): void {
   native.reserveFixed(address, length);
 }
 
+/** Up to this size, shmem is allocated with fallocate before it is mapped (see fallocateSmall). */
+const FALLOCATE_MAX = 1024 * 1024;
+
+/**
+ * Sizes and allocates a new shmem memfd's pages in one call (fallocate, mode 0), so a shortage fails
+ * here with ENOMEM. False, with nothing done, when `length` is large or the call was interrupted:
+ * shmem's fallocate gives up on any pending signal (EINTR, its pages freed again, the size unchanged),
+ * which a long call under a profiler's SIGPROF would hit every time, so only small sizes use it and the
+ * caller then sizes with ftruncate and populates with MADV_POPULATE_WRITE instead.
+ */
+function fallocateSmall(fd: number, length: number): boolean {
+  if (length > FALLOCATE_MAX) return false;
+  try {
+    native.fallocate(fd, 0, 0, length);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'EINTR')) return false;
+    throw err;
+  }
+}
+
 /**
  * One attempt: memfd + ftruncate + mmap (+ populate). On failure nothing is left behind (fd closed,
  * our reservation unmapped, the caller's re-reserved) and the error is rethrown.
@@ -64,19 +90,23 @@ function attempt(name: string, length: number, memfdFlags: number, align: number
   let ownReservation = false;
   try {
     fd = native.memfdCreate(name, memfdFlags | (opts.sealing ? C.MFD_ALLOW_SEALING : 0));
-    native.ftruncate(fd, length);
     const huge = (memfdFlags & C.MFD_HUGETLB) !== 0;
     if (opts.fixedAddress === undefined && before === undefined && (align === native.pageSize || huge)) {
       // The natural alignment suffices: any mmap is page-aligned, and the kernel places a hugetlbfs
       // file at a huge-page boundary itself. No reservation to make and trim (three syscalls fewer).
-      // Hugetlb pages are reserved by this mmap, so MAP_POPULATE cannot run short of them; shmem is
-      // populated by madvise, which reports a shortage (MAP_POPULATE would ignore it).
-      address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | (huge && opts.populate ? C.MAP_POPULATE : 0), fd, 0);
+      // Hugetlb pages are reserved by this mmap, so MAP_POPULATE cannot run short of them. Small
+      // shmem is allocated by fallocate, which reports a shortage, and then only mapped by
+      // MAP_POPULATE (which would ignore one): one syscall fewer than ftruncate + madvise.
+      const allocated = opts.populate && !huge && fallocateSmall(fd, length);
+      if (!allocated) native.ftruncate(fd, length);
+      const populate = opts.populate && (huge || allocated) ? C.MAP_POPULATE : 0;
+      address = native.mmap(0, length, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED | populate, fd, 0);
       ownReservation = true;
       if (address % align !== 0) throw new Error(`dmamem: the kernel placed a ${length}-byte mapping at 0x${address.toString(16)}, not ${align}-aligned`);
-      if (opts.populate && !huge) native.madvise(address, length, C.MADV_POPULATE_WRITE);
+      if (opts.populate && !huge && !allocated) native.madvise(address, length, C.MADV_POPULATE_WRITE);
       return { fd, address };
     }
+    native.ftruncate(fd, length);
     if (opts.fixedAddress !== undefined) {
       address = opts.fixedAddress;
     } else {
@@ -99,6 +129,7 @@ function attempt(name: string, length: number, memfdFlags: number, align: number
 
 /** True if the kernel confirms (kpageflags) that the first page is a THP; null if it cannot tell. */
 function confirmThp(address: number): boolean | null {
+  const { readPagemap, readKpageflags, KPF_THP } = pagemap();
   const info = readPagemap(address, 1)[0];
   if (info === undefined || info.pfn === null) return null;
   const flags = readKpageflags(info.pfn, 1);
@@ -121,7 +152,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   assertOneOf('policy', policy, HUGEPAGE_POLICIES);
   if (opts.fixedAddress !== undefined) {
     assertPageAligned('fixedAddress', opts.fixedAddress);
-    if (!isReservedRange(opts.fixedAddress, length)) {
+    if (!procmaps().isReservedRange(opts.fixedAddress, length)) {
       throw new RangeError(
         `Expected fixedAddress to start ${length} bytes of address space reserved by dmamem but received 0x${opts.fixedAddress.toString(16)}: ` +
           'mapping there with MAP_FIXED would replace memory that is not dmamem\'s own',
@@ -130,14 +161,14 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
   }
   if (opts.populate !== undefined) assertBoolean('populate', opts.populate);
   if (opts.sealing !== undefined) assertBoolean('sealing', opts.sealing);
-  const o = { ...opts, populate: opts.populate ?? true, sealing: opts.sealing ?? true };
+  const o = { fixedAddress: opts.fixedAddress, populate: opts.populate ?? true, sealing: opts.sealing ?? true };
   const page = native.pageSize;
-  const notes: string[] = [];
 
   if (policy === 'off') {
     const { fd, address } = attempt(name, length, 0, page, o);
     return { fd, address, backing: '4k', reason: "hugepages: 'off' was requested", granule: page };
   }
+  const notes: string[] = [];
 
   // 1. hugetlb 2 MiB pages.
   const pages = Math.ceil(length / HUGE_2M);
@@ -178,7 +209,7 @@ export function createBackedMemfd(name: string, length: number, policy: Hugepage
 
   // 2. shmem THP: only where the kernel allows it for memfds (shmem_enabled).
   // Read only when it can matter: below 2 MiB there is no huge page to get (four syscalls saved).
-  const shmem = length < HUGE_2M ? null : thpMode('shmem');
+  const shmem = length < HUGE_2M ? null : sysinfo().thpMode('shmem');
   const enable = 'echo advise | sudo tee /sys/kernel/mm/transparent_hugepage/shmem_enabled';
   if (length < HUGE_2M) {
     notes.push(`thp: length ${length} is below one 2 MiB huge page`);

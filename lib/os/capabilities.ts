@@ -1,7 +1,7 @@
 // The capabilities this process holds, read from /proc (no native code: `dmamem info` works
 // without the addon).
 
-import * as fs from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 const CAP_SYS_ADMIN = 21;
 let visible: boolean | null = null;
@@ -9,7 +9,7 @@ let visible: boolean | null = null;
 /** The effective capability mask of this process (CapEff in /proc/self/status), 0n if unreadable. */
 export function effectiveCapabilities(): bigint {
   try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
     return m?.[1] ? BigInt(`0x${m[1]}`) : 0n;
   } catch {
     return 0n;

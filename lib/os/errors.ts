@@ -1,7 +1,7 @@
 // Errors of the OS layer: recognising the errno errors the native layer throws, and making
 // errors of the same shape (code, errno, syscall) for conditions TypeScript detects itself.
 
-import * as os from 'node:os';
+import { constants } from 'node:os';
 
 /** An Error shaped like Node's fs errors. */
 export interface ErrnoError extends Error {
@@ -27,7 +27,7 @@ export function isErrno(err: unknown, code: string): err is ErrnoError {
 export function errnoError(code: string, syscall: string, message: string): ErrnoError {
   const err = new Error(`${code}: ${message}`) as ErrnoError;
   err.code = code;
-  const n = (os.constants.errno as Record<string, number | undefined>)[code];
+  const n = (constants.errno as Record<string, number | undefined>)[code];
   err.errno = n === undefined ? 0 : -n;
   err.syscall = syscall;
   Error.captureStackTrace(err, errnoError);

@@ -2,7 +2,7 @@
 // could still reserve. A leaf module (it imports nothing of lib/os), so that the backing policy and
 // the memory-limit checks can both read it without importing each other.
 
-import * as fs from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 /** One 2 MiB huge page. */
 export const HUGE_2M = 2 * 1024 * 1024;
@@ -12,7 +12,7 @@ const POOL_DIR = '/sys/kernel/mm/hugepages';
 /** A number from the pool's /sys directory (0 when unreadable). */
 export function readPoolFile(sizeKiB: number, file: string): number {
   try {
-    return Number.parseInt(fs.readFileSync(`${POOL_DIR}/hugepages-${sizeKiB}kB/${file}`, 'utf8'), 10) || 0;
+    return Number.parseInt(readFileSync(`${POOL_DIR}/hugepages-${sizeKiB}kB/${file}`, 'utf8'), 10) || 0;
   } catch {
     return 0;
   }

@@ -3,7 +3,7 @@
 // request populates anything, so an absurd size is ENOMEM at once instead of pre-faulting until the
 // OOM killer runs (and kills unrelated processes too).
 
-import * as fs from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { errnoError } from './errors';
 import { hugepagePoolFree, HUGE_2M } from './hugetlb-pool';
 
@@ -45,7 +45,7 @@ const NO_LIMIT = 2 ** 60; // cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pa
 
 function readText(path: string): string | null {
   try {
-    return fs.readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return null;
   }

@@ -3,7 +3,6 @@
 // frame the kernel hides (no CAP_SYS_ADMIN: it reads as 0) are told apart (PFN_NOT_PRESENT,
 // PFN_HIDDEN), and neither is ever mistaken for a page frame.
 
-import { getHeapStatistics } from 'node:v8';
 import { native } from '../native';
 import { errnoError } from './errors';
 import { assertBackable } from './memory-limits';
@@ -73,7 +72,9 @@ function assertAnswerable(fn: string, address: number, pages: number, offHeap: n
   }
   if (pages <= CHEAP_PAGES) return;
   assertBackable(pages * offHeap, `${fn}(${pages} pages)`, 'never');
-  const heap = getHeapStatistics();
+  // node:v8 loads on first use: it pulls in node's stream modules, a few ms at start-up.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const heap = (require('node:v8') as typeof import('node:v8')).getHeapStatistics();
   if (pages * onHeap > heap.heap_size_limit - heap.used_heap_size) {
     throw errnoError('ENOMEM', 'mmap', `${fn}(${pages} pages) needs about ${pages * onHeap} bytes of JS heap, more than the ${heap.heap_size_limit - heap.used_heap_size} left; nothing was read`);
   }

@@ -3,7 +3,7 @@
 // the same fd, a worker's mapping -- would raise SIGBUS), and whether a range is dmamem's own
 // PROT_NONE reservation (before mapping over it with MAP_FIXED, which would replace anything).
 
-import * as fs from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 
 /** One mapping of a file: its virtual range and where in the file it starts. */
 export interface FileMapping {
@@ -19,14 +19,14 @@ export interface FileMapping {
  * @example mappingsOfFile(region.fd).filter((m) => m.offset + (m.end - m.start) > newSize)
  */
 export function mappingsOfFile(fd: number): FileMapping[] {
-  const st = fs.fstatSync(fd);
+  const st = fstatSync(fd);
   // /proc/PID/maps prints dev as hex major:minor (new_encode_dev split), and the inode in decimal.
   const major = ((st.dev >> 8) & 0xfff).toString(16).padStart(2, '0');
   const minor = ((st.dev & 0xff) | ((st.dev >> 12) & 0xfff00)).toString(16).padStart(2, '0');
   const dev = `${major}:${minor}`;
   const inode = String(st.ino);
   const out: FileMapping[] = [];
-  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
     const f = line.split(/\s+/, 5);
     if (f[3] !== dev || f[4] !== inode || f[0] === undefined || f[2] === undefined) continue;
     const [start, end] = f[0].split('-').map((x) => Number.parseInt(x, 16));
@@ -47,7 +47,7 @@ const RESERVATION = '/memfd:dmamem:reserved';
 export function isReservedRange(address: number, length: number): boolean {
   const end = address + length;
   let covered = address;
-  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
     const f = line.split(/\s+/, 6);
     if (f[0] === undefined || f[5] === undefined) continue;
     const dash = f[0].indexOf('-');

@@ -9,7 +9,7 @@ export interface AllocateOptions {
   hugepages?: HugepagePolicy;
   /** Start at a 2 MiB boundary whatever the backing (default false; hugetlb and THP always are). */
   align2M?: boolean;
-  /** Pre-fault with MADV_POPULATE_WRITE, so a shortage fails here and not as SIGBUS later (default true). */
+  /** Pre-fault the pages (fallocate + MAP_POPULATE, MADV_POPULATE_WRITE above 1 MiB), so a shortage fails here and not as SIGBUS later (default true). */
   populate?: boolean;
   /** memfd name, shown in /proc/PID/maps as /memfd:NAME (default 'dmamem'). */
   name?: string;

@@ -4,7 +4,7 @@
 // any native call, the seal taken before the size is read, a size check that refuses pages past the
 // end of the file, and everything undone on failure.
 
-import * as fs from 'node:fs';
+import { fstatSync } from 'node:fs';
 import { C, native } from '../native';
 import { HUGE_2M, type Backing } from './backing';
 import { isErrno } from './errors';
@@ -72,7 +72,7 @@ export function mapSharedFd(fd: number, length: number, o: MapOptions): SharedMa
   // (the owner included, in another thread or process) can shrink the file under this mapping.
   // A memfd that cannot be sealed is still mapped: its owner must keep its size (dmamem's do).
   sealAgainstShrinking(fd);
-  const st = fs.fstatSync(fd); // st_blksize is the huge page size on hugetlbfs
+  const st = fstatSync(fd); // st_blksize is the huge page size on hugetlbfs
   const huge = st.blksize === HUGE_2M;
   const granule = huge ? HUGE_2M : native.pageSize;
   const mapped = roundUp(length, granule);

@@ -32,20 +32,34 @@ export function reserveFor(length: number): number {
 export function releaseMapping(s: MappingState): void {
   if (s.closed) return;
   s.closed = true;
+  // Every step runs even when one fails; the first error is rethrown at the end.
   let first: unknown = null;
-  const step = (f: () => void): void => {
+  try {
+    native.munmap(s.address, s.mappedLength);
+  } catch (err) {
+    first = err;
+  }
+  first = closeAll(s.fd, s.extraFds, first);
+  if (s.extraFds.length !== 0) s.extraFds = [];
+  trackExternalMemory(-s.mappedLength);
+  if (first !== null) throw first;
+}
+
+/** Closes `fd` and `more`, each even if another fails; returns `first`, else the first close error, else null. */
+function closeAll(fd: number, more: readonly number[], first: unknown): unknown {
+  try {
+    native.close(fd);
+  } catch (err) {
+    first ??= err;
+  }
+  for (const other of more) {
     try {
-      f();
+      native.close(other);
     } catch (err) {
       first ??= err;
     }
-  };
-  step(() => native.munmap(s.address, s.mappedLength));
-  step(() => native.close(s.fd));
-  for (const fd of s.extraFds) step(() => native.close(fd));
-  s.extraFds = [];
-  trackExternalMemory(-s.mappedLength);
-  if (first !== null) throw first;
+  }
+  return first;
 }
 
 /**

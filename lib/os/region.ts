@@ -1,19 +1,29 @@
-// Region: real, page-aligned, memfd-backed memory for a Node program — allocation with a hugepage
+// Region: real, page-aligned, memfd-backed memory for a Node program: allocation with a hugepage
 // policy, JS views that are detached before the memory stops being safely writable, protection,
 // advice, locking, resizing, aliasing, physical pages, sealing and sharing with other processes.
 
+import { onFirstUse } from '../lazy';
 import { C, native } from '../native';
 import { createBackedMemfd, HUGE_2M, HUGEPAGE_POLICIES, type Backing } from './backing';
 import { DmamemError } from './errors';
 import { allocCopy, assertBackable } from './memory-limits';
-import { PFN_HIDDEN, PFN_NOT_PRESENT, pfnVisible, readPagemap, readPfns, type PageInfo } from './pagemap';
+import type { PageInfo } from './pagemap';
 import { ADVICE, ADVICES, PROTECTIONS, SEALS, SEAL_NAMES, type Advice, type AllocateOptions, type FromFdOptions, type Protection, type ReadOnlyShare, type Seal } from './region-options';
-import { growMapping, shrinkMapping, type Resizable } from './region-resize';
-import { checkShareHandle, mapSharedFd, readMapOptions, readShareOptions, sealAgainstShrinking, type ShareHandle, type ShareOptions, type SharedMapping } from './region-share';
-import { checkCount, checkExpected, checkTimeout, checkWordOffset, PendingWaits, waitBlocking, type WaitAsyncOptions, type WaitResult } from './region-wait';
+import type { Resizable } from './region-resize';
+import type { ShareHandle, ShareOptions, SharedMapping } from './region-share';
+import type { PendingWaits, WaitAsyncOptions, WaitResult } from './region-wait';
 import { backstop, protBits, releaseMapping, reserveFor, roundUp, type MappingState } from './region-state';
 import { trackExternalMemory, ViewSet } from './views';
 import * as v from './validate';
+
+// What allocating, viewing and closing never need loads on first use, so that a program that only
+// allocates does not pay for sharing, resizing, waiting and physical-page queries at start-up.
+/* eslint-disable @typescript-eslint/no-require-imports */
+const pagemap = onFirstUse(() => require('./pagemap') as typeof import('./pagemap'));
+const resizing = onFirstUse(() => require('./region-resize') as typeof import('./region-resize'));
+const sharing = onFirstUse(() => require('./region-share') as typeof import('./region-share'));
+const waiting = onFirstUse(() => require('./region-wait') as typeof import('./region-wait'));
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /** The constructor's key: only this module makes Regions. */
 const REGION_KEY = Symbol('Region');
@@ -72,8 +82,8 @@ export class Region {
   readonly #backing: Backing;
   readonly #backingReason: string;
   readonly #granule: number;
-  /** waitAsync() calls pending on this Region: close() rejects them before the memory goes. */
-  readonly #waits = new PendingWaits(this);
+  /** waitAsync() calls pending on this Region: close() rejects them before the memory goes (made on the first one). */
+  #waits: PendingWaits | null = null;
   /** Page references held for DMA (pin_user_pages, get_user_pages): see regionPinInfo. */
   #pins = 0;
 
@@ -156,6 +166,7 @@ export class Region {
   static fromFd(fd: number, length: number, options?: FromFdOptions): Region {
     v.assertInteger('fd', fd);
     v.assertPositiveInteger('length', length);
+    const { readMapOptions, mapSharedFd } = sharing();
     const o = readMapOptions(options);
     const own = native.dup(fd);
     try {
@@ -174,6 +185,7 @@ export class Region {
   static open(path: string, length: number, options?: FromFdOptions): Region {
     v.assertString('path', path);
     v.assertPositiveInteger('length', length);
+    const { readMapOptions, mapSharedFd } = sharing();
     const o = readMapOptions(options);
     const fd = native.open(path, o.writable ? C.O_RDWR : C.O_RDONLY);
     try {
@@ -194,7 +206,7 @@ export class Region {
    * @example child with the fd as stdio[3]: Region.fromShare(JSON.parse(process.env.SHARE!), { fd: 3 })
    */
   static fromShare(handle: ShareHandle, options?: { fd?: number; populate?: boolean }): Region {
-    const h = checkShareHandle(handle);
+    const h = sharing().checkShareHandle(handle);
     const o = v.assertOptions('options', options);
     if (o.fd !== undefined) v.assertInteger('fd', o.fd);
     const populate = o.populate ?? true;
@@ -255,7 +267,7 @@ export class Region {
   /** Seals against shrinking where the memfd allows it; resize() refuses shrinking either way. */
   #markShared(): boolean {
     this.#shared = true;
-    return sealAgainstShrinking(this.#s.fd);
+    return sharing().sealAgainstShrinking(this.#s.fd);
   }
   /** True once close() ran (or the GC backstop released it). @example if (!r.closed) r.close() */
   get closed(): boolean {
@@ -404,8 +416,8 @@ export class Region {
     const newMapped = roundUp(newLength, this.granule);
     if (newLength < this.#length) this.#assertUnpinned(`shrink to ${newLength} bytes`);
     if (newMapped > oldMapped) assertBackable(newMapped - oldMapped, `resize(${newLength})`, this.granule === HUGE_2M ? 'only' : 'never');
-    if (newMapped < oldMapped) shrinkMapping(this.#resizable(), newMapped);
-    else if (newMapped > oldMapped) growMapping(this.#resizable(), newMapped);
+    if (newMapped < oldMapped) resizing().shrinkMapping(this.#resizable(), newMapped);
+    else if (newMapped > oldMapped) resizing().growMapping(this.#resizable(), newMapped);
     else this.#views.revoke(); // same pages, but the old views had the old length
     this.#length = newLength;
     // Hugetlb growth was pre-faulted before the switch. A shmem shortage here is an OOM, not a
@@ -448,7 +460,7 @@ export class Region {
    */
   physicalPages(): PageInfo[] {
     this.#live();
-    return readPagemap(this.address, this.mappedLength / native.pageSize);
+    return pagemap().readPagemap(this.address, this.mappedLength / native.pageSize);
   }
 
   /**
@@ -458,7 +470,7 @@ export class Region {
    */
   pfns(out?: Float64Array): Float64Array {
     this.#live();
-    return readPfns(this.address, this.mappedLength / native.pageSize, out);
+    return pagemap().readPfns(this.address, this.mappedLength / native.pageSize, out);
   }
 
   /**
@@ -467,6 +479,7 @@ export class Region {
    * @example Region.allocate(2 << 20, { hugepages: 'require' }).isPhysicallyContiguous() // true
    */
   isPhysicallyContiguous(): boolean | null {
+    const { pfnVisible, PFN_HIDDEN, PFN_NOT_PRESENT } = pagemap();
     if (!pfnVisible()) return null;
     const p = this.pfns();
     for (let i = 0; i < p.length; i++) {
@@ -536,7 +549,7 @@ export class Region {
    * @example worker.postMessage(r.share()); // the worker: Region.fromShare(handle)
    */
   share(options?: ShareOptions): ShareHandle {
-    const o = readShareOptions(options);
+    const o = sharing().readShareOptions(options);
     this.#live();
     const fd = o.readOnly ? this.shareReadOnly({ enforce: o.enforce }).fd : this.fd;
     return { fd, length: this.#length, offset: this.#offset, backing: this.#backing, readOnly: o.readOnly || !this.#fileWritable, pid: process.pid };
@@ -550,6 +563,7 @@ export class Region {
    * @example const r2 = Region.fromShare(h); r2.wait(0, 0, 1000); // 'ok' | 'not-equal' | 'timed-out'
    */
   wait(offset: number, expected: number, timeoutMs?: number): WaitResult {
+    const { checkWordOffset, checkExpected, checkTimeout, waitBlocking } = waiting();
     const off = checkWordOffset(offset, this.#length);
     const value = checkExpected(expected);
     const ns = checkTimeout(timeoutMs);
@@ -564,13 +578,14 @@ export class Region {
    * @example const res = await r.waitAsync(0, 0, 5000, { signal: AbortSignal.timeout(100) });
    */
   waitAsync(offset: number, expected: number, timeoutMs?: number, options?: WaitAsyncOptions): Promise<WaitResult> {
+    const { checkWordOffset, checkExpected, checkTimeout, PendingWaits } = waiting();
     const off = checkWordOffset(offset, this.#length);
     const value = checkExpected(expected);
     const ns = checkTimeout(timeoutMs);
     const o = v.assertOptions('options', options);
     if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError(`Expected an AbortSignal for signal but received ${v.describeValue(o.signal)}`);
     this.#waitable();
-    return this.#waits.wait(this.#s.address + off, value, ns, o.signal);
+    return (this.#waits ??= new PendingWaits(this)).wait(this.#s.address + off, value, ns, o.signal);
   }
 
   /**
@@ -579,6 +594,7 @@ export class Region {
    * @example Atomics.store(i32, 0, 1); r.notify(0);
    */
   notify(offset: number, count?: number): number {
+    const { checkWordOffset, checkCount } = waiting();
     const off = checkWordOffset(offset, this.#length);
     const n = checkCount(count);
     this.#waitable();
@@ -599,7 +615,7 @@ export class Region {
   close(): void {
     if (this.#s.closed) return;
     this.#assertUnpinned('close');
-    this.#waits.cancelAll(this.#s.address);
+    this.#waits?.cancelAll(this.#s.address);
     backstop.unregister(this);
     this.#views.revoke();
     releaseMapping(this.#s);

@@ -1,7 +1,7 @@
 // What this machine offers for real memory, read from /proc and /sys (plus the page size and
 // RLIMIT_MEMLOCK from the addon), and the exact command that enables each missing capability.
 
-import * as fs from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import type { Native } from '../native';
 import { effectiveCapabilities, pfnVisible } from './capabilities';
 import { hugepageAdvice } from './hugetlb-pool';
@@ -50,7 +50,7 @@ export interface MissingCapability {
 
 function read(path: string): string | null {
   try {
-    return fs.readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return null;
   }
@@ -73,7 +73,7 @@ function hugepagePools(): HugepagePool[] {
   const dir = '/sys/kernel/mm/hugepages';
   let names: string[] = [];
   try {
-    names = fs.readdirSync(dir);
+    names = readdirSync(dir);
   } catch {
     return [];
   }
@@ -102,7 +102,7 @@ function numaNodes(): NumaNode[] {
   const dir = '/sys/devices/system/node';
   let ids: number[] = [];
   try {
-    ids = fs.readdirSync(dir).flatMap((n) => (/^node(\d+)$/.exec(n) ? [Number(n.slice(4))] : []));
+    ids = readdirSync(dir).flatMap((n) => (/^node(\d+)$/.exec(n) ? [Number(n.slice(4))] : []));
   } catch {
     ids = [];
   }
@@ -121,7 +121,7 @@ function numaNodes(): NumaNode[] {
 
 function countEntries(dir: string): number {
   try {
-    return fs.readdirSync(dir).length;
+    return readdirSync(dir).length;
   } catch {
     return 0;
   }
@@ -151,7 +151,7 @@ function loadedAddon(): Native | null {
 /** RLIMIT_MEMLOCK [soft, hard] from /proc/self/limits, -1 for unlimited (as the addon reports it). */
 function memlockFromProc(): [number, number] {
   try {
-    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
     const value = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? -1 : Number(v));
     return [value(m?.[1]), value(m?.[2])];
   } catch {

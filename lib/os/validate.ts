@@ -3,7 +3,7 @@
 
 import { native } from '../native';
 
-/** "-1 of type number", "'x' of type string", "null" — the tail of every misuse message. */
+/** "-1 of type number", "'x' of type string", "null": the tail of every misuse message. */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null of type object';
   if (typeof value === 'string') return `'${value}' of type string`;
@@ -90,7 +90,7 @@ export function assertOptions<T extends object>(name: string, value: T | undefin
   return value;
 }
 
-/** @example assertUint8Array('source', buf) — Buffers are Uint8Arrays. */
+/** @example assertUint8Array('source', buf): Buffers are Uint8Arrays. */
 export function assertUint8Array(name: string, value: unknown): asserts value is Uint8Array {
   if (!(value instanceof Uint8Array)) throw new TypeError(expected('a Uint8Array or Buffer', name, value));
 }

@@ -5,12 +5,27 @@
 import { native } from '../native';
 import { assertInteger } from './validate';
 
+/** A base class whose constructor returns its argument, so a subclass can add private fields to any object. */
+const Stamp = class {
+  constructor(target: object) {
+    return target;
+  }
+} as new (target: object) => object;
+
 /**
- * Which object owns the memory under an ArrayBuffer. A WeakMap entry keeps the owner (and so its
- * mapping) alive for as long as any ArrayBuffer handed out over it is reachable, so the GC backstop
- * of the owner cannot unmap memory that JS can still see.
+ * Which object owns the memory under an ArrayBuffer: a private field stamped on the ArrayBuffer
+ * keeps the owner (and so its mapping) alive for as long as the ArrayBuffer is reachable, so the
+ * GC backstop of the owner cannot unmap memory that JS can still see. Invisible to JS and cannot be
+ * deleted; a WeakMap did the same at 1-3 us per view (its ephemeron table grows until a full GC).
  */
-const owners = new WeakMap<ArrayBuffer, object>();
+class OwnedBy extends Stamp {
+  // @ts-expect-error written only: the field is the strong edge from the ArrayBuffer to its owner
+  readonly #owner: object;
+  constructor(buffer: ArrayBuffer, owner: object) {
+    super(buffer);
+    this.#owner = owner;
+  }
+}
 
 let trackedBytes = 0;
 
@@ -88,7 +103,7 @@ export class ViewSet {
       if (ab !== undefined && ab.byteLength === length) return ab;
     }
     const ab = native.viewArrayBuffer(address, length);
-    if (this.#owner !== undefined) owners.set(ab, this.#owner);
+    if (this.#owner !== undefined) new OwnedBy(ab, this.#owner);
     this.#last = this.#track(ab, address, length);
     return ab;
   }
