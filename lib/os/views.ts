@@ -19,11 +19,16 @@ const Stamp = class {
  * deleted; a WeakMap did the same at 1-3 us per view (its ephemeron table grows until a full GC).
  */
 class OwnedBy extends Stamp {
-  // @ts-expect-error written only: the field is the strong edge from the ArrayBuffer to its owner
+  /** The strong edge from the ArrayBuffer to its owner (the field is what matters, not reads of it). */
   readonly #owner: object;
   constructor(buffer: ArrayBuffer, owner: object) {
     super(buffer);
     this.#owner = owner;
+  }
+
+  /** The owner (for debugging: nothing needs to read it). */
+  get owner(): object {
+    return this.#owner;
   }
 }
 
