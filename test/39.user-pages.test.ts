@@ -24,6 +24,7 @@ import { BusEngine, MEMTX_ACCESS_ERROR, MEMTX_DECODE_ERROR } from '../lib/device
 import type { Segment } from '../lib/mm/segment';
 import { MM_COUNT, MM_GEN, MM_SLOTS, MS_FD, MS_PAGES, MS_STATE, MS_USERS, SLOT_PRESENT, slotBase } from '../lib/mm/memory_map_layout';
 import * as fs from 'node:fs';
+import { mapPrivate } from '../lib/os/private-map';
 import { createPciDevice, type PciDev } from '../lib/devices/pci_dev';
 import { pci_get_drvdata, pci_register_driver, pci_unregister_driver } from '../lib/drivers/pci';
 import { edu_dma, edu_driver, type EduDev } from '../examples/edu/edu_driver';
@@ -390,7 +391,13 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
       const v = r.view();
       assert.equal(v.readUInt32LE(15 * PAGE_SIZE + 4), 0x11223344);
       assert.equal(v.readUInt32LE(23 * PAGE_SIZE + 8), 0x55667788, 'the second segment is the memfd from 16 pages on');
+      // RAM stays reachable through every hot-add and removal (only removed slots are reaped).
+      const ram = m.alloc_pages(GFP_KERNEL, 0)!;
+      assert.equal(engine.write32(busOf(ram) + 16n, 0xfeedf00d), MEMTX_OK);
       unpin_user_pages(pages, 9);
+      assert.equal(engine.read32(busOf(ram) + 16n), 0xfeedf00d, 'RAM after the unpin');
+      assert.equal(m.view(m.page_address(ram), 32).readUInt32LE(16), 0xfeedf00d);
+      m.__free_pages(ram, 0);
       v.writeUInt32LE(0, 15 * PAGE_SIZE + 4);
       assert.equal(engine.write32(busOf(pages[0]!) + 4n, 0xdead), MEMTX_DECODE_ERROR, 'unpinned: the PFNs are no memory');
       assert.equal(engine.read32(busOf(pages[8]!)), 0xffffffff);
@@ -429,6 +436,21 @@ describe('39 user pages (pin_user_pages, DMA to a Region)', () => {
       assert.ok(fs.fstatSync(mine).isCharacterDevice(), 'my fd is still open');
     } finally {
       fs.closeSync(mine);
+    }
+  });
+
+  it("a worker's private mapping of read-only memory checks the file holds the whole range first", () => {
+    const src = Region.allocate(2 * PAGE_SIZE, { hugepages: 'off' });
+    try {
+      assert.throws(() => mapPrivate(src.fd, 2 * PAGE_SIZE, PAGE_SIZE), /leave the 8192-byte file/);
+      assert.throws(() => mapPrivate(src.fd, 3 * PAGE_SIZE, 0), RangeError);
+      src.view()[PAGE_SIZE] = 0x61;
+      const p = mapPrivate(src.fd, PAGE_SIZE, PAGE_SIZE); // exactly to the end
+      assert.equal(p.bytes[0], 0x61);
+      p.close();
+      assert.equal(p.bytes.length, 0, 'detached at close');
+    } finally {
+      src.close();
     }
   });
 

@@ -175,6 +175,14 @@ export function publishedMemoryMap(m: Machine): SharedArrayBuffer {
   return memoryMapOf!(m);
 }
 
+/**
+ * `using m = new Machine(...)` destroys it at the end of the block. Declared here as well as by the
+ * class's method: TypeScript's incremental checks (tsc --watch, Stryker's checker) otherwise lose the
+ * class's [Symbol.dispose] once another module merges members into Machine, and report TS2850.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging
+export interface Machine extends Disposable {}
+
 export class Machine {
   static {
     memoryMapOf = (m) => m.#memoryMap.buffer;
