@@ -248,6 +248,13 @@ export class BusEngine {
     this.#lastSeg = 0;
   }
 
+  /** A write into segment `s` is refused when it is user memory pinned read-only (status set). */
+  #refusesWrite(s: number): boolean {
+    if (this.#readOnly[s] !== 1) return false;
+    this.status = MEMTX_ACCESS_ERROR;
+    return true;
+  }
+
   /** Follows the memory map when it changed since the last look (one load when it did not). */
   #syncMap(): void {
     const t = this.#map;
@@ -446,10 +453,7 @@ export class BusEngine {
         this.status = MEMTX_DECODE_ERROR;
         return -1;
       }
-      if (write && this.#readOnly[s] === 1) {
-        this.status = MEMTX_ACCESS_ERROR;
-        return -1;
-      }
+      if (write && this.#refusesWrite(s)) return -1;
       const off = (physPfn - this.#segStart[s]!) * PAGE + inPage;
       const room = (this.#segEnd[s]! - this.#segStart[s]!) * PAGE - off;
       if (chunk > room) chunk = room;
@@ -504,10 +508,7 @@ export class BusEngine {
       }
     }
     const s = this.#tlbSeg[e]!;
-    if (write && this.#readOnly[s] === 1) {
-      this.status = MEMTX_ACCESS_ERROR;
-      return -1;
-    }
+    if (write && this.#refusesWrite(s)) return -1;
     this.status = MEMTX_OK;
     this.#seg = s;
     return this.#tlbOff[e]! + inPage;
@@ -530,10 +531,7 @@ export class BusEngine {
       this.status = MEMTX_DECODE_ERROR;
       return -1;
     }
-    if (write && this.#readOnly[s] === 1) {
-      this.status = MEMTX_ACCESS_ERROR;
-      return -1;
-    }
+    if (write && this.#refusesWrite(s)) return -1;
     this.status = MEMTX_OK;
     this.#seg = s;
     return (physPfn - this.#segStart[s]!) * PAGE + inPage;

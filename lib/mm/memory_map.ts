@@ -6,6 +6,7 @@
 // closed and reused for another file.
 
 import { native } from '../native';
+import { PAGE_SIZE } from './gfp';
 import {
   MM_BYTES, MM_COUNT, MM_GEN, MM_SLOTS, MS_FD, MS_OFFSET_PAGES, MS_PAGES, MS_START_PFN, MS_STATE,
   MS_USERS, MS_WRITABLE, SLOT_FREE, SLOT_PRESENT, SLOT_REMOVED, slotBase,
@@ -50,7 +51,7 @@ export class MemoryMapTable {
     const b = slotBase(i);
     t[b + MS_START_PFN] = seg.startPfn;
     t[b + MS_PAGES] = seg.pages;
-    t[b + MS_OFFSET_PAGES] = seg.fileOffset / 4096;
+    t[b + MS_OFFSET_PAGES] = seg.fileOffset / PAGE_SIZE;
     t[b + MS_WRITABLE] = seg.writable ? 1 : 0;
     Atomics.store(t, b + MS_FD, fd);
     Atomics.store(t, b + MS_STATE, SLOT_PRESENT);
