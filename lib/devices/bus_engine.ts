@@ -15,6 +15,10 @@ import {
   PTES_PER_TABLE, REG_APERTURE_BITS, REG_FAULT_BASE, REG_FAULT_HEAD, REG_FAULT_OVERFLOW, REG_GEN,
   REG_ROOT_PFN, VTD_PTE_LARGE, VTD_PTE_READ, VTD_PTE_WRITE,
 } from '../dma/iommu_regs';
+import {
+  CACHE_LINE, CM_COUNT, CM_VIO_HEAD, CM_VIO_SLOTS, CM_VIO_WORDS, OWNERSHIP_OFF, OWNERSHIP_STRICT, V_ADDR_HI, V_ADDR_LO,
+  V_LENGTH, V_PFN, V_REFUSED, V_REQUESTER, V_WRITE, cacheLayoutOf, cacheLookup, type CacheLayout,
+} from '../dma/cache_layout';
 
 /** MemTxResult (QEMU's name for a bus transaction's outcome): the access completed. */
 export const MEMTX_OK = 0;
@@ -56,6 +60,14 @@ export interface BusDescription {
    * follows it, so memory added or removed after the description was made is seen at the next access.
    */
   readonly memoryMap?: SharedArrayBuffer;
+  /**
+   * A non-coherent device: the machine's cache model (lib/dma/cache_layout.ts). Pages the CPU's
+   * cache holds are read and written in their RAM copy, never in the CPU's bytes. `ownership`
+   * (OWNERSHIP_*): an access to lines no live mapping gives the device is recorded, and refused
+   * when strict. `requester` names the device in those records. `snoop`: a coherent device with
+   * ownership checking (it checks owners but reads and writes the CPU's bytes).
+   */
+  readonly cache?: { readonly table: SharedArrayBuffer; readonly ownership: number; readonly requester: number; readonly snoop?: boolean };
 }
 
 export interface BusEngineOptions {
@@ -71,6 +83,8 @@ export interface BusEngineOptions {
    * thread (null: the engine maps its memfd itself). Used for memory the memory map adds.
    */
   segmentBytes?: ((startPfn: number) => Uint8Array | null) | null;
+  /** Called after the bus recorded an ownership violation (inline mode reports it at once). */
+  onOwnership?: (() => void) | null;
 }
 
 const PAGE = 4096;
@@ -110,6 +124,15 @@ function checkDescription(d: unknown): asserts d is BusDescription {
   if (!Number.isSafeInteger(o.sourceId)) fail('an integer for sourceId', o.sourceId);
   if (o.memoryMap !== undefined && !(o.memoryMap instanceof SharedArrayBuffer && o.memoryMap.byteLength === MM_BYTES)) {
     fail(`a SharedArrayBuffer of ${MM_BYTES} bytes (a machine's memory map) for memoryMap`, o.memoryMap);
+  }
+  if (o.cache !== undefined) {
+    const c = o.cache as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || !(c.table instanceof SharedArrayBuffer) || cacheLayoutOf(new Int32Array(c.table)) === null) {
+      fail('{ table: a machine\'s cache table, ownership, requester } for cache', c);
+    }
+    if (!Number.isInteger(c!.ownership) || (c!.ownership as number) < OWNERSHIP_OFF || (c!.ownership as number) > OWNERSHIP_STRICT) fail('0, 1 or 2 for cache.ownership', c!.ownership);
+    if (!Number.isInteger(c!.requester)) fail('an integer for cache.requester', c!.requester);
+    if (c!.snoop !== undefined && typeof c!.snoop !== 'boolean') fail('a boolean for cache.snoop', c!.snoop);
   }
   if (o.iommu !== null) {
     const io = o.iommu as Record<string, unknown> | undefined;
@@ -188,9 +211,32 @@ export class BusEngine {
   #walkPerm = 0;
   #seg = 0;
   #closed = false;
+  // The cache model (non-coherent devices): its table, layout, line owners and the segment index of its RAM.
+  readonly #cache: Int32Array | null = null;
+  readonly #cacheLayout: CacheLayout | null = null;
+  readonly #cacheRam: Uint8Array | null = null;
+  readonly #owners: Uint8Array | null = null;
+  readonly #ownership: number = OWNERSHIP_OFF;
+  readonly #requester: number = 0;
+  readonly #snoop: boolean = false;
+  readonly #onOwnership: (() => void) | null;
+  #shadow = -1;
+  /** The physical PFN of the last fast-path access that went to the cache's RAM. */
+  #xPfn = 0;
 
   constructor(description: BusDescription, options: BusEngineOptions = {}) {
     checkDescription(description);
+    if (description.cache !== undefined) {
+      const table = description.cache.table;
+      this.#cache = new Int32Array(table);
+      this.#cacheLayout = cacheLayoutOf(this.#cache)!;
+      this.#cacheRam = new Uint8Array(table, this.#cacheLayout.ram, this.#cacheLayout.slots * PAGE);
+      this.#owners = new Uint8Array(table, this.#cacheLayout.owners, this.#cacheLayout.slots * (PAGE / CACHE_LINE));
+      this.#ownership = description.cache.ownership;
+      this.#requester = description.cache.requester;
+      this.#snoop = description.cache.snoop === true;
+    }
+    this.#onOwnership = options.onOwnership ?? null;
     const segs: SegmentEntry[] = [];
     try {
       for (const s of description.segments) {
@@ -244,6 +290,16 @@ export class BusEngine {
       this.#dv.push(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       this.#own.push(s.own);
     });
+    // The cache's RAM is one more "segment" past the sorted ones (#segOf never returns it).
+    this.#shadow = -1;
+    if (this.#cacheRam !== null) {
+      const r = this.#cacheRam;
+      this.#shadow = segs.length;
+      this.#bytes.push(r);
+      this.#words.push(new Uint32Array(r.buffer, r.byteOffset, r.byteLength >>> 2));
+      this.#dv.push(new DataView(r.buffer, r.byteOffset, r.byteLength));
+      this.#own.push(null);
+    }
     this.#tlbTag.fill(-1);
     this.#lastSeg = 0;
   }
@@ -306,6 +362,53 @@ export class BusEngine {
     } finally {
       Atomics.sub(t, b + MS_USERS, 1);
     }
+  }
+
+  /** Whether the cache model holds any page now (one load; false for a coherent device). */
+  #cacheActive(): boolean {
+    return this.#cache !== null && this.#cache[CM_COUNT] !== 0;
+  }
+
+  /**
+   * [inPage, inPage + len) of a physical page as a non-coherent device reaches it: -1 when the CPU
+   * cache does not hold the page (the bytes are the machine's), -2 when ownership is strict and the
+   * device does not own every line (status set), else the offset in the cache's RAM.
+   */
+  #cached(physPfn: number, inPage: number, len: number, write: boolean, addr: number): number {
+    const slot = cacheLookup(this.#cache!, this.#cacheLayout!, physPfn);
+    if (slot < 0) return -1;
+    if (this.#ownership !== OWNERSHIP_OFF) {
+      const o = this.#owners!;
+      const base = slot * (PAGE / CACHE_LINE);
+      const end = base + Math.ceil((inPage + Math.max(len, 1)) / CACHE_LINE);
+      for (let i = base + Math.floor(inPage / CACHE_LINE); i < end; i++) {
+        if (o[i] !== 0) continue;
+        const strict = this.#ownership === OWNERSHIP_STRICT;
+        this.#recordViolation(addr, len, write, strict, physPfn);
+        if (strict) {
+          this.status = MEMTX_ACCESS_ERROR;
+          return -2;
+        }
+        break;
+      }
+    }
+    if (this.#snoop) return -1;
+    this.#xPfn = physPfn;
+    return slot * PAGE + inPage;
+  }
+
+  #recordViolation(addr: number, len: number, write: boolean, refused: boolean, pfn: number): void {
+    const t = this.#cache!;
+    const i = Atomics.add(t, CM_VIO_HEAD, 1);
+    const b = this.#cacheLayout!.vio + (i % CM_VIO_SLOTS) * CM_VIO_WORDS;
+    t[b + V_REQUESTER] = this.#requester;
+    t[b + V_ADDR_LO] = addr % 2 ** 32;
+    t[b + V_ADDR_HI] = Math.floor(addr / 2 ** 32);
+    t[b + V_LENGTH] = len;
+    t[b + V_WRITE] = write ? 1 : 0;
+    t[b + V_REFUSED] = refused ? 1 : 0;
+    t[b + V_PFN] = pfn;
+    this.#onOwnership?.();
   }
 
   /** Whether the device sits behind an IOMMU. */
@@ -454,11 +557,22 @@ export class BusEngine {
         return -1;
       }
       if (write && this.#refusesWrite(s)) return -1;
-      const off = (physPfn - this.#segStart[s]!) * PAGE + inPage;
+      let off = (physPfn - this.#segStart[s]!) * PAGE + inPage;
       const room = (this.#segEnd[s]! - this.#segStart[s]!) * PAGE - off;
       if (chunk > room) chunk = room;
+      let seg = s;
+      if (this.#cacheActive()) {
+        // Page by page: each page is either in the CPU cache (its RAM copy) or not.
+        if (chunk > PAGE - inPage) chunk = PAGE - inPage;
+        const at = this.#cached(physPfn, inPage, chunk, write, pos);
+        if (at === -2) return -1;
+        if (at >= 0) {
+          seg = this.#shadow;
+          off = at;
+        }
+      }
       const runs = this.#runs;
-      if (n > 0 && runs[3 * n - 3] === s && runs[3 * n - 2]! + runs[3 * n - 1]! === off) {
+      if (n > 0 && runs[3 * n - 3] === seg && runs[3 * n - 2]! + runs[3 * n - 1]! === off) {
         runs[3 * n - 1] = runs[3 * n - 1]! + chunk;
       } else {
         if (3 * n + 3 > runs.length) {
@@ -466,7 +580,7 @@ export class BusEngine {
           grown.set(runs);
           this.#runs = grown;
         }
-        this.#runs[3 * n] = s;
+        this.#runs[3 * n] = seg;
         this.#runs[3 * n + 1] = off;
         this.#runs[3 * n + 2] = chunk;
         n++;
@@ -510,6 +624,14 @@ export class BusEngine {
     const s = this.#tlbSeg[e]!;
     if (write && this.#refusesWrite(s)) return -1;
     this.status = MEMTX_OK;
+    if (this.#cacheActive()) {
+      const at = this.#cached(this.#tlbPfn[e]!, inPage, size, write, addr);
+      if (at === -2) return -1;
+      if (at >= 0) {
+        this.#seg = this.#shadow;
+        return at;
+      }
+    }
     this.#seg = s;
     return this.#tlbOff[e]! + inPage;
   }
@@ -533,6 +655,15 @@ export class BusEngine {
     }
     if (write && this.#refusesWrite(s)) return -1;
     this.status = MEMTX_OK;
+    if (this.#cacheActive()) {
+      if (inPage > PAGE - size) return this.#xlateSlow(addr, size, write);
+      const at = this.#cached(physPfn, inPage, size, write, addr);
+      if (at === -2) return -1;
+      if (at >= 0) {
+        this.#seg = this.#shadow;
+        return at;
+      }
+    }
     this.#seg = s;
     return (physPfn - this.#segStart[s]!) * PAGE + inPage;
   }
@@ -671,7 +802,8 @@ export class BusEngine {
   translate(addr: number | bigint, write = false): number {
     const a = busAddr('translate', addr);
     const off = this.#xlate(a, 1, write === true);
-    return off < 0 ? -1 : this.#segStart[this.#seg]! * PAGE + off;
+    if (off < 0) return -1;
+    return this.#seg === this.#shadow ? this.#xPfn * PAGE + (off % PAGE) : this.#segStart[this.#seg]! * PAGE + off;
   }
 }
 

@@ -5,6 +5,8 @@
 import { segmentBytes } from '../mm/segment';
 import { publishedMemoryMap, type Machine } from '../mm/machine';
 import { min_not_zero } from '../dma/direct';
+import { busCacheDescription } from '../dma/cache';
+import { dma_owner_report_device_accesses } from '../dma/ownership';
 import type { Device } from '../dma/device';
 import { checkLiveDevice } from '../dma/validate';
 import { dmaDebugAccessCheck } from './access_check';
@@ -41,6 +43,7 @@ export function busDescription(dev: Device, options: BusDescriptionOptions = {})
     ? { startPfn: s.startPfn, pages: s.pages, fd: s.fd, fileOffset: s.fileOffset, writable: s.writable }
     : { startPfn: s.startPfn, pages: s.pages, fd: s.fd, fileOffset: s.fileOffset, writable: s.writable, bytes: segmentBytes(s) }));
   const limit = dev.dma_mask === null ? -1 : Number(min_not_zero(dev.dma_mask, dev.bus_dma_limit));
+  const cache = busCacheDescription(dev);
   return {
     segments,
     busOffset: Number(dev.busOffset),
@@ -48,6 +51,7 @@ export function busDescription(dev: Device, options: BusDescriptionOptions = {})
     iommu: dev.iommu === null ? null : { regs: dev.iommu.regs },
     sourceId: nextSourceId++,
     memoryMap: publishedMemoryMap(m),
+    ...(cache === undefined ? {} : { cache }),
   };
 }
 
@@ -64,11 +68,11 @@ export function inlineSegmentBytes(m: Machine): (startPfn: number) => Uint8Array
 }
 
 /** The inline engine of each device, with the mask and debug setting it was made for. */
-const engines = new WeakMap<Device, { engine: BusEngine; mask: bigint | null; debug: boolean }>();
+const engines = new WeakMap<Device, { engine: BusEngine; mask: bigint | null; debug: boolean; coherent: boolean }>();
 
 /**
  * The device's bus-master engine in this thread (the same one each time, remade when the device's
- * mask or debug setting changed; it follows the machine's memory map, so memory pinned or added
+ * mask, debug setting or coherence changed; it follows the machine's memory map, so memory pinned or added
  * later is reachable and memory removed is not). A fault it takes is reported at
  * once: logged in the domain, given to the fault handler, printed when unhandled. With the device's
  * DMA-API debug on, every access it lets through is checked against the driver's live mappings.
@@ -79,13 +83,14 @@ export function busMaster(dev: Device): BusEngine {
   dev.machine.assertAlive();
   const have = engines.get(dev);
   const debug = dev.debug.enabled;
-  if (have !== undefined && have.mask === dev.dma_mask && have.debug === debug) return have.engine;
+  if (have !== undefined && have.mask === dev.dma_mask && have.debug === debug && have.coherent === dev.dma_coherent) return have.engine;
   const domain = dev.iommu;
   const engine = new BusEngine(busDescription(dev), {
     onFault: domain === null ? null : () => { domain.processFaults(); },
     onAccess: dmaDebugAccessCheck(dev),
     segmentBytes: inlineSegmentBytes(dev.machine),
+    onOwnership: () => { dma_owner_report_device_accesses(dev.machine); },
   });
-  engines.set(dev, { engine, mask: dev.dma_mask, debug });
+  engines.set(dev, { engine, mask: dev.dma_mask, debug, coherent: dev.dma_coherent });
   return engine;
 }

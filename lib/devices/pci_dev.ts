@@ -10,6 +10,7 @@ import type { Machine } from '../mm/machine';
 import { onMachineDestroy } from '../mm/machine-teardown';
 import { Device, type DeviceOptions } from '../dma/device';
 import { busDescription, inlineSegmentBytes } from './bus_master';
+import { dma_owner_report_device_accesses } from '../dma/ownership';
 import { dmaDebugAccessCheck } from './access_check';
 import { BusEngine, type BusDescription } from './bus_engine';
 import { DeviceHost, allOnes } from './device_host';
@@ -180,6 +181,7 @@ export class PciDev {
           onFault: domain === null ? null : () => { domain.processFaults(); },
           onAccess: dmaDebugAccessCheck(this.dev),
           segmentBytes: inlineSegmentBytes(machine),
+          onOwnership: () => { dma_owner_report_device_accesses(machine); },
         });
         this.#host = new DeviceHost(type, this.#w, bars, this.#engine, modelOptions, {
           schedule: (delayMs, fn) => {

@@ -7,9 +7,10 @@ import type { Machine } from '../mm/machine';
 import type { Page } from '../mm/page';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { WARN_ONCE } from './bug';
+import { dma_cache, dma_cache_if_any } from './cache';
 import { dma_mmap_from_dev_coherent, dma_mmap_range_ok } from './coherent';
 import {
-  DMA_ATTR_NO_KERNEL_MAPPING, DMA_ATTR_NO_WARN, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIT_MASK, DMA_MAPPING_ERROR,
+  DMA_ATTR_NO_KERNEL_MAPPING, DMA_ATTR_NO_WARN, DMA_ATTR_SKIP_CPU_SYNC, DMA_BIT_MASK, DMA_MAPPING_ERROR, DMA_TO_DEVICE,
   EIO, ENXIO, SIZE_MAX, type DmaDataDirection,
 } from './constants';
 import { dma_alloc_contiguous, dma_free_contiguous } from './contiguous';
@@ -63,13 +64,13 @@ export function dma_capable(dev: Device, addr: bigint, size: number, is_ram: boo
 
 // ---- cache maintenance ----------------------------------------------------------------------
 
-/** What a non-coherent device would have cost in cache maintenance (per machine). */
+/** The cache maintenance non-coherent devices of a machine caused (per machine). */
 export interface DmaCacheMaintenance {
-  /** arch_sync_dma_for_device calls (clean/writeback before the device reads). */
+  /** arch_sync_dma_for_device calls (clean: dirty lines written back before the device reads). */
   forDevice: number;
   /** arch_sync_dma_for_cpu calls (invalidate before the CPU reads what the device wrote). */
   forCpu: number;
-  /** arch_dma_prep_coherent calls (flush of a fresh coherent buffer's kernel alias). */
+  /** arch_dma_prep_coherent calls (clean and invalidate of a fresh coherent buffer's kernel alias). */
   prepCoherent: number;
   /** Bytes covered by all of the above. */
   bytes: number;
@@ -78,9 +79,9 @@ export interface DmaCacheMaintenance {
 const maintenance = new WeakMap<Machine, DmaCacheMaintenance>();
 
 /**
- * The cache maintenance that non-coherent devices of this machine would have caused. Userspace
- * cannot flush or invalidate caches by physical address (and x86 is coherent anyway), so the
- * arch_sync_* hooks only count: the numbers show what a non-coherent platform would pay.
+ * The cache maintenance that non-coherent devices of this machine caused. It is real on the
+ * machine's simulated CPU cache (lib/dma/cache.ts): a device that does not snoop sees RAM, the CPU
+ * sees its cache, and these calls are what moves bytes between them.
  */
 export function dma_cache_maintenance(machine: Machine): DmaCacheMaintenance {
   let m = maintenance.get(machine);
@@ -88,28 +89,30 @@ export function dma_cache_maintenance(machine: Machine): DmaCacheMaintenance {
   return m;
 }
 
-/** arch_sync_dma_for_device: counted only (see dma_cache_maintenance). */
+/** arch_sync_dma_for_device (arch/arm64/mm/dma-mapping.c): clean, whatever the direction. */
 export function arch_sync_dma_for_device(dev: Device, phys: bigint, size: number, dir: DmaDataDirection): void {
-  void phys; void dir;
+  void dir;
   const m = dma_cache_maintenance(dev.machine);
   m.forDevice++;
   m.bytes += size;
+  dma_cache(dev.machine).clean(Number(phys), size);
 }
 
-/** arch_sync_dma_for_cpu: counted only (see dma_cache_maintenance). */
+/** arch_sync_dma_for_cpu (arm64): nothing for DMA_TO_DEVICE, else invalidate (partial end lines cleaned first). */
 export function arch_sync_dma_for_cpu(dev: Device, phys: bigint, size: number, dir: DmaDataDirection): void {
-  void phys; void dir;
   const m = dma_cache_maintenance(dev.machine);
   m.forCpu++;
   m.bytes += size;
+  if (dir === DMA_TO_DEVICE) return;
+  dma_cache(dev.machine).invalidate(Number(phys), size);
 }
 
-/** arch_dma_prep_coherent: counted only (see dma_cache_maintenance). */
+/** arch_dma_prep_coherent: the buffer leaves the CPU cache (clean + invalidate) and is uncached from now on. */
 export function arch_dma_prep_coherent(dev: Device, page: Page, size: number): void {
-  void page;
   const m = dma_cache_maintenance(dev.machine);
   m.prepCoherent++;
   m.bytes += size;
+  dma_cache_if_any(dev.machine)?.release(Number(page.phys), size);
 }
 
 function hex(v: bigint): string {
@@ -370,8 +373,8 @@ export function dma_direct_free_pages(dev: Device, size: number, page: Page, dma
  * dma_direct_alloc: a coherent buffer; returns its linear-map address (or null) and sets dma_handle.
  * With DMA_ATTR_NO_KERNEL_MAPPING the kernel returns the struct page as an opaque cookie; here the
  * cookie is the page's linear address, which dma_direct_free accepts the same way.
- * A non-coherent device would get an uncached remap on arm64; userspace cannot change caching, so
- * it gets the linear address and the flush of the kernel alias is counted (arch_dma_prep_coherent).
+ * A non-coherent device would get an uncached remap on arm64; here the pages leave the simulated
+ * CPU cache for good (arch_dma_prep_coherent), so CPU and device see the same bytes at the linear address.
  */
 export function dma_direct_alloc(dev: Device, size: number, dma_handle: Box<bigint>, gfp: gfp_t, attrs: number): number | null {
   size = PAGE_ALIGN(size);

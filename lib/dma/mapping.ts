@@ -9,6 +9,8 @@ import type { Page } from '../mm/page';
 import { pgprot_dmacoherent, pgprot_writecombine } from '../mm/pgprot';
 import { remap_pfn_range, vma_pages, type VmArea } from '../mm/vma';
 import { WARN_ONCE } from './bug';
+import { dma_cache } from './cache';
+import { dma_owner_to_cpu, dma_owner_to_device } from './ownership';
 import { dma_get_max_seg_size, dma_get_seg_boundary } from './dma_parms';
 import { dma_alloc_from_dev_coherent, dma_mmap_range_ok, dma_release_from_dev_coherent } from './coherent';
 import {
@@ -21,7 +23,7 @@ import * as dma_iommu from './dma_iommu';
 import { dma_common_alloc_pages, dma_common_free_pages } from './ops_helpers';
 import type { Box } from './ops';
 import { WARN_ON_ONCE, dma_alloc_direct, dma_map_direct } from './route';
-import type { Scatterlist, SgTable } from './scatterlist';
+import { for_each_sg, type Scatterlist, type SgTable } from './scatterlist';
 import { isBox, isDevice, isGfp, isLiveDevice, isPageOf, isSize } from './validate';
 import { checkAttrs, checkCpuAddr, checkDevice, failCpuAddr, isCpuAddrOf, checkDirection, checkLiveDevice, checkPage, checkSg, checkSgTable, checkVma } from './validate';
 import { checkBigint, checkBox, checkGfp, checkInt, checkSize } from '../mm/validate';
@@ -75,6 +77,7 @@ function __dma_map_page(dev: Device, page: Page, offset: number, size: number, d
   // A table without map_page would oops in 6.17; later kernels return DMA_MAPPING_ERROR.
   else addr = ops?.map_page?.(dev, page, offset, size, dir, attrs) ?? DMA_MAPPING_ERROR;
   debugOf(dev).debug_dma_map_page(dev, page, offset, size, dir, addr, isSingle, attrs);
+  if (addr !== DMA_MAPPING_ERROR) dma_owner_to_device(dev, addr, size);
   return addr;
 }
 
@@ -103,10 +106,12 @@ export function dma_unmap_page_attrs(dev: Device, addr: bigint, size: number, di
   checkHandleArgs('dma_unmap_page_attrs', dev, addr, size, dir);
   checkAttrs('dma_unmap_page_attrs', attrs);
   const ops = get_dma_ops(dev);
+  const owned = dma_owner_to_cpu(dev, addr, size, 'dma_unmap_page');
   if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_page(dev, addr, size, dir, attrs);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_unmap_page(dev, addr, size, dir, attrs);
   else ops?.unmap_page?.(dev, addr, size, dir, attrs);
   debugOf(dev).debug_dma_unmap_page(dev, addr, size, dir);
+  if (owned !== null) throw owned;
 }
 
 /** dma_unmap_page: dma_unmap_page_attrs with attrs 0. */
@@ -215,6 +220,7 @@ function __dma_map_sg_attrs(dev: Device, sg: Scatterlist | null, nents: number, 
   else ents = ops?.map_sg?.(dev, sg, nents, dir, attrs) ?? -EINVAL;
   if (ents > 0) {
     debugOf(dev).debug_dma_map_sg(dev, sg, nents, ents, dir, attrs, { maxSegSize: dma_get_max_seg_size(dev), segBoundary: dma_get_seg_boundary(dev) });
+    for_each_sg(sg, ents, (s) => dma_owner_to_device(dev, s.dma_address, s.dma_length));
   } else if (WARN_ON_ONCE(dev, ents !== -EINVAL && ents !== -ENOMEM && ents !== -EIO && ents !== -EREMOTEIO,
     `dma_map_sg_attrs: unexpected map_sg result ${ents}`)) {
     return -EIO;
@@ -262,8 +268,14 @@ export function dma_unmap_sg_attrs(dev: Device, sg: Scatterlist | null, nents: n
   checkAttrs(fn, attrs);
   checkDirection(dir, fn);
   const ops = get_dma_ops(dev);
+  let owned: Error | null = null;
+  for_each_sg(sg, nents, (s) => {
+    const e = s.dma_length > 0 ? dma_owner_to_cpu(dev, s.dma_address, s.dma_length, 'dma_unmap_sg') : null;
+    owned ??= e;
+  });
   try {
     debugOf(dev).debug_dma_unmap_sg(dev, sg, nents, dir);
+    if (owned !== null) throw owned;
   } finally {
     if (sg !== null) {
       if (dma_map_direct(dev, ops)) direct.dma_direct_unmap_sg(dev, sg, nents, dir, attrs);
@@ -331,7 +343,10 @@ export function __dma_alloc_pages(dev: Device, size: number, dma_handle: Box<big
 export function dma_alloc_pages(dev: Device, size: number, dma_handle: Box<bigint>, dir: DmaDataDirection, gfp: gfp_t): Page | null {
   checkAllocPagesArgs('dma_alloc_pages', dev, size, dma_handle, dir, gfp);
   const page = __dma_alloc_pages(dev, size, dma_handle, dir, gfp);
-  if (page !== null) debugOf(dev).debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
+  if (page === null) return null;
+  // Non-coherent memory is cached: the CPU's writes from here on stay in its cache until a sync.
+  if (!dev.dma_coherent) dma_cache(dev.machine).hold(Number(page.phys), PAGE_ALIGN(size));
+  debugOf(dev).debug_dma_alloc_pages(dev, page, size, dir, dma_handle.value);
   return page;
 }
 
@@ -347,8 +362,10 @@ function checkFreePagesArgs(fn: string, dev: Device, size: number, page: Page, d
 export function dma_free_pages(dev: Device, size: number, page: Page, dma_handle: bigint, dir: DmaDataDirection): void {
   const fn = 'dma_free_pages';
   if (!(isDevice(dev) && isSize(size) && isPageOf(page, dev.machine) && typeof dma_handle === 'bigint' && (dir === 0 || dir === 1 || dir === 2))) checkFreePagesArgs(fn, dev, size, page, dma_handle, dir);
+  const owned = dma_owner_to_cpu(dev, dma_handle, size, 'dma_free_pages');
   try {
     debugOf(dev).debug_dma_free_pages(dev, page, size, dir, dma_handle);
+    if (owned !== null) throw owned;
   } finally {
     __dma_free_pages(dev, size, page, dma_handle, dir);
   }

@@ -5,12 +5,13 @@
 import { page_address } from '../mm/kernel';
 import { PAGE_ALIGN, __GFP_COMP, type gfp_t } from '../mm/gfp';
 import type { VmArea } from '../mm/vma';
+import { dma_cache } from './cache';
 import { DMA_ATTR_ALLOC_SINGLE_PAGES, type DmaDataDirection } from './constants';
 import { debugOf, use_dma_iommu, type Device } from './device';
 import * as dma_iommu from './dma_iommu';
 import { __dma_alloc_pages, __dma_free_pages, dma_mmap_pages } from './mapping';
 import { WARN_ON_ONCE } from './route';
-import { SgTable, sg_alloc_table, sg_free_table, sg_set_page } from './scatterlist';
+import { SgTable, for_each_sg, sg_alloc_table, sg_free_table, sg_phys, sg_set_page } from './scatterlist';
 import { checkAttrs, checkDevice, checkDirection, checkLiveDevice, checkSgTable, checkVma } from './validate';
 import { checkGfp, checkInt, checkSize } from '../mm/validate';
 
@@ -72,6 +73,7 @@ export function dma_alloc_noncontiguous(dev: Device, size: number, dir: DmaDataD
     ? dma_iommu.iommu_dma_alloc_noncontiguous(dev, size, dir, gfp, attrs)
     : alloc_single_sgt(dev, size, dir, gfp);
   if (sgt !== null) {
+    if (!dev.dma_coherent) for_each_sg(sgt.sgl, sgt.orig_nents, (sg) => { dma_cache(dev.machine).hold(Number(sg_phys(sg)), sg.length); });
     sgt.nents = 1;
     live.set(sgt, Object.freeze({ dev, size }));
     debugOf(dev).debug_dma_map_sg(dev, sgt.sgl, sgt.orig_nents, 1, dir);
