@@ -638,6 +638,33 @@ export class DmaDebug {
     throw new DmaDebugError(report);
   }
   /**
+   * The live entries of `dev` that hold all of [dev_addr, dev_addr + size), by exact start first
+   * (O(1)), else by scan. Buffer ownership (lib/dma/ownership.ts) moves whole entries.
+   */
+  entriesHolding(dev: DmaDebugDevice, dev_addr: bigint, size: number): DmaDebugEntry[] {
+    const end = dev_addr + BigInt(size);
+    const holds = (e: DmaDebugEntry): boolean => e.dev_addr <= dev_addr && end <= e.dev_addr + BigInt(e.size);
+    const exact = this.#entries.at(dev, dev_addr)?.filter(holds);
+    if (exact !== undefined && exact.length > 0) return exact;
+    const hits: DmaDebugEntry[] = [];
+    for (const e of this.#entries.entries(dev)) if (holds(e)) hits.push(e);
+    return hits;
+  }
+
+  /**
+   * A report of the ownership checks (lib/dma/ownership.ts): recorded, counted and printed like
+   * the others. Returns the error to throw when debug is strict or `raise` (ownership 'strict'),
+   * else null; the caller throws it once its operation is done.
+   */
+  ownershipReport(check: number, dev: DmaDebugDevice, entry: DmaDebugEntry | undefined, text: string, raise: boolean): DmaDebugError | null {
+    this.err(check, dev, entry, text);
+    const pending = this.#pending;
+    this.#pending = null;
+    if (pending !== null) return new DmaDebugError(pending);
+    return raise ? new DmaDebugError(this.#reports.view[this.#reports.view.length - 1]!) : null;
+  }
+
+  /**
    * The live mapping of `dev` that holds all of [dev_addr, dev_addr + size), or null. Read-only:
    * the device-side access check (lib/devices/access_check.ts) asks it.
    */

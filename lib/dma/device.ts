@@ -41,6 +41,14 @@ export interface DeviceOptions {
   iommu?: boolean | IommuOptions;
   /** DMA-API debug for this device: on/off, or strict (throw on misuse). Default: the machine's setting. */
   debug?: boolean | 'strict';
+  /**
+   * Buffer ownership checking (needs DMA-API debug, which it turns on): between map (or
+   * sync_for_device) and unmap (or sync_for_cpu) the device owns a streaming buffer. A CPU write in
+   * that window is reported at the next sync or unmap, and a device access to lines the CPU owns is
+   * reported by the bus. 'strict' also throws at the sync or unmap and refuses the device access.
+   * Default off.
+   */
+  ownership?: 'report' | 'strict';
   /** Whether the device has dev->dma_parms (PCI and platform devices do). Default true. */
   dmaParms?: boolean;
   /**
@@ -64,7 +72,7 @@ function toMask(name: string, v: unknown): bigint {
   return DMA_BIT_MASK(v);
 }
 
-const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug', 'dmaParms', 'bus'] as const;
+const DEVICE_OPTION_KEYS = ['name', 'numaNode', 'dmaMask', 'coherentDmaMask', 'coherent', 'ops', 'busOffset', 'busDmaLimit', 'cma', 'iommu', 'debug', 'ownership', 'dmaParms', 'bus'] as const;
 const CMA_OPTION_KEYS = ['size', 'hugepages'] as const;
 const IOMMU_OPTION_KEYS = ['apertureBits', 'strict', 'reservedRegions'] as const;
 const RESV_REGION_KEYS = ['start', 'length'] as const;
@@ -117,6 +125,12 @@ function checkDeviceOptions(machine: Machine, options: DeviceOptions | undefined
   }
   if (o.debug !== undefined && typeof o.debug !== 'boolean' && o.debug !== 'strict') {
     throw new TypeError(`createDevice: Expected true, false or 'strict' for debug but received ${describeValue(o.debug)}`);
+  }
+  if (o.ownership !== undefined && o.ownership !== 'report' && o.ownership !== 'strict') {
+    throw new TypeError(`createDevice: Expected 'report' or 'strict' for ownership but received ${describeValue(o.ownership)}`);
+  }
+  if (o.ownership !== undefined && o.debug === false) {
+    throw new TypeError('createDevice: ownership checking needs DMA-API debug, but debug is false');
   }
   return o;
 }
@@ -203,6 +217,8 @@ export class Device {
   #dmaMem: CoherentPool | null = null;
   #iommu: IommuDomain | null = null;
   #destroyed = false;
+  /** Buffer ownership checking: 'off', 'report' or 'strict' (fixed at creation: bus engines carry it). */
+  readonly ownership: 'off' | 'report' | 'strict';
 
   constructor(machine: Machine, opts?: DeviceOptions) {
     if (!(machine instanceof Machine)) throw new TypeError(`createDevice: Expected a Machine but received ${describeValue(machine)}`);
@@ -220,7 +236,8 @@ export class Device {
     this.#dmaCoherent = options.coherent ?? true;
     this.#dmaOps = options.ops ?? null;
     this.#busOffset = checkU64('busOffset', options.busOffset ?? 0n);
-    const dbg = options.debug ?? machine.dmaDebug;
+    this.ownership = options.ownership ?? 'off';
+    const dbg = options.debug ?? (options.ownership !== undefined && machine.dmaDebug === false ? true : machine.dmaDebug);
     this.#tracker = new DmaDebug({ enabled: dbg !== false, strict: dbg === 'strict', pool: dmaDebugPoolOf(machine) });
     this.debug = new DmaDebugView(this.#tracker, this);
     this.dma_parms = options.dmaParms === false ? null : new DeviceDmaParameters();
@@ -235,7 +252,7 @@ export class Device {
       const { IommuDomain } = require('./iommu') as typeof import('./iommu');
       this.#iommu = new IommuDomain(this, options.iommu === true ? {} : options.iommu, this.bus === 'pci');
     }
-    lockFields(this, 'name', 'machine', 'debug', 'dma_parms', 'bus');
+    lockFields(this, 'name', 'machine', 'debug', 'dma_parms', 'bus', 'ownership');
   }
 
   /** dev->numa_node: NUMA_NO_NODE or a node of the machine. */

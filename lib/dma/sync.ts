@@ -6,8 +6,9 @@ import { debugOf, use_dma_iommu, get_dma_ops, type Device } from './device';
 import type { DmaDataDirection } from './constants';
 import * as direct from './direct';
 import * as dma_iommu from './dma_iommu';
+import { dma_owner_to_cpu, dma_owner_to_device } from './ownership';
 import { dma_map_direct } from './route';
-import type { Scatterlist, SgTable } from './scatterlist';
+import { for_each_sg, type Scatterlist, type SgTable } from './scatterlist';
 import { checkDevice, checkDirection, checkSg, checkSgTable } from './validate';
 import { checkBigint, checkInt, checkSize } from '../mm/validate';
 
@@ -30,11 +31,13 @@ function checkSgSync(fn: string, dev: Device, sg: Scatterlist | null, nelems: nu
 /** dma_sync_single_for_cpu: hand a mapped range back to the CPU (after the device wrote it). */
 export function dma_sync_single_for_cpu(dev: Device, addr: bigint, size: number, dir: DmaDataDirection): void {
   checkSingle('dma_sync_single_for_cpu', dev, addr, size, dir);
+  const owned = dma_owner_to_cpu(dev, addr, size, 'dma_sync_single_for_cpu');
   const ops = get_dma_ops(dev);
   if (dma_map_direct(dev, ops)) direct.dma_direct_sync_single_for_cpu(dev, addr, size, dir);
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_cpu(dev, addr, size, dir);
   else ops?.sync_single_for_cpu?.(dev, addr, size, dir);
   debugOf(dev).debug_dma_sync_single_for_cpu(dev, addr, size, dir);
+  if (owned !== null) throw owned;
 }
 
 /** dma_sync_single_for_device: hand a mapped range to the device (after the CPU wrote it). */
@@ -45,6 +48,7 @@ export function dma_sync_single_for_device(dev: Device, addr: bigint, size: numb
   else if (use_dma_iommu(dev)) dma_iommu.iommu_dma_sync_single_for_device(dev, addr, size, dir);
   else ops?.sync_single_for_device?.(dev, addr, size, dir);
   debugOf(dev).debug_dma_sync_single_for_device(dev, addr, size, dir);
+  dma_owner_to_device(dev, addr, size);
 }
 
 /** dma_sync_single_range_for_cpu: dma_sync_single_for_cpu of [addr + offset, +size). */
@@ -64,6 +68,11 @@ export function dma_sync_single_range_for_device(dev: Device, addr: bigint, offs
 /** dma_sync_sg_for_cpu: `nelems` is the count passed to dma_map_sg. */
 export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems: number, dir: DmaDataDirection): void {
   checkSgSync('dma_sync_sg_for_cpu', dev, sg, nelems, dir);
+  let owned: Error | null = null;
+  for_each_sg(sg, nelems, (s) => {
+    const e = s.dma_length > 0 ? dma_owner_to_cpu(dev, s.dma_address, s.dma_length, 'dma_sync_sg_for_cpu') : null;
+    owned ??= e;
+  });
   const ops = get_dma_ops(dev);
   if (sg !== null) {
     if (dma_map_direct(dev, ops)) direct.dma_direct_sync_sg_for_cpu(dev, sg, nelems, dir);
@@ -71,6 +80,7 @@ export function dma_sync_sg_for_cpu(dev: Device, sg: Scatterlist | null, nelems:
     else ops?.sync_sg_for_cpu?.(dev, sg, nelems, dir);
   }
   debugOf(dev).debug_dma_sync_sg_for_cpu(dev, sg, nelems, dir);
+  if (owned !== null) throw owned;
 }
 
 /** dma_sync_sg_for_device: `nelems` is the count passed to dma_map_sg. */
@@ -83,6 +93,7 @@ export function dma_sync_sg_for_device(dev: Device, sg: Scatterlist | null, nele
     else ops?.sync_sg_for_device?.(dev, sg, nelems, dir);
   }
   debugOf(dev).debug_dma_sync_sg_for_device(dev, sg, nelems, dir);
+  for_each_sg(sg, nelems, (s) => { if (s.dma_length > 0) dma_owner_to_device(dev, s.dma_address, s.dma_length); });
 }
 
 /** dma_sync_sgtable_for_cpu: sync the table's orig_nents entries. */
