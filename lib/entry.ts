@@ -140,6 +140,10 @@ const KERNEL = {
     'sg_free_append_table',
   ],
   './dma/debug': ['DmaDebugError', 'MAP_ERR_CHECKED', 'MAP_ERR_CHECK_NOT_APPLICABLE', 'MAP_ERR_NOT_CHECKED'],
+  './dma/cache': ['dma_cache_stats', 'CACHE_PAGES'],
+  './dma/direct': ['dma_cache_maintenance'],
+  './dma/cache_layout': ['CACHE_LINE'],
+  './dma/ownership': ['CHECK_CPU_WROTE_DEVICE_OWNED', 'CHECK_DEVICE_TOUCHED_CPU_OWNED'],
   './dma/iommu': [
     'IOMMU_READ', 'IOMMU_WRITE', 'IOMMU_CACHE', 'IOMMU_NOEXEC', 'IOMMU_MMIO', 'IOMMU_PRIV', 'IOVA_FQ_SIZE',
     'iommu_get_dma_domain', 'iommu_iova_to_phys', 'iommu_iova_to_prot', 'iommu_map', 'iommu_unmap', 'iommu_set_fault_handler',

@@ -183,6 +183,12 @@ export { SgAppendTable, sg_alloc_append_table_from_pages, sg_free_append_table }
 
 // ---- DMA-API debug (kernel/dma/debug.c) ----
 export { DmaDebugError, MAP_ERR_CHECKED, MAP_ERR_CHECK_NOT_APPLICABLE, MAP_ERR_NOT_CHECKED } from './dma/debug';
+export { dma_cache_stats, CACHE_PAGES } from './dma/cache';
+export type { DmaCacheStats } from './dma/cache';
+export { dma_cache_maintenance } from './dma/direct';
+export type { DmaCacheMaintenance } from './dma/direct';
+export { CACHE_LINE } from './dma/cache_layout';
+export { CHECK_CPU_WROTE_DEVICE_OWNED, CHECK_DEVICE_TOUCHED_CPU_OWNED } from './dma/ownership';
 export type { DmaDebug, DmaDebugView, DmaDebugReport, DmaDebugOptions, DmaDebugEntry, DmaDebugType, MapErrType, DmaDebugDevice } from './dma/debug';
 export type { DmaDebugPoolStats } from './dma/debug_pool';
 

@@ -390,6 +390,15 @@ export function dma_cache(machine: Machine): DmaCache {
   return c;
 }
 
+/**
+ * What the simulated CPU cache of non-coherent devices did on this machine: pages held now, lines
+ * written back, refilled and thrown away (dirty lines an invalidate discarded), pages evicted.
+ * @example dma_cache_stats(machine).discarded > 0 // some CPU write was lost to an invalidate
+ */
+export function dma_cache_stats(machine: Machine): DmaCacheStats {
+  return caches.get(machine)?.stats() ?? { pages: 0, writtenBack: 0, refilled: 0, discarded: 0, evicted: 0 };
+}
+
 /** The machine's cache model if one was made (no model: nothing was ever cached). */
 export function dma_cache_if_any(machine: Machine): DmaCache | null {
   return caches.get(machine) ?? null;
