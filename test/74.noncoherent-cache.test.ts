@@ -258,13 +258,27 @@ describe('74 non-coherent devices: a simulated CPU cache', () => {
     const t = new Int32Array(table);
     const page = m.alloc_pages(GFP_KERNEL, 0)!;
     try {
+      m.view(m.page_address(page), 64).fill(0);
       const h = dma_map_single(dev, m.page_address(page), 64, DMA_TO_DEVICE);
-      const saved = Atomics.load(t, CM_SEQ);
-      Atomics.store(t, CM_SEQ, saved | 1); // "a change in progress", forever
+      Atomics.store(t, CM_SEQ, Atomics.load(t, CM_SEQ) | 1); // "a change in progress", forever
       const e = new BusEngine(desc);
-      assert.equal(e.read8(h), m.view(m.page_address(page), 1)[0], 'reads as not cached, after a bounded wait');
+      m.view(m.page_address(page), 64).fill(0x21); // dirty: the device must read RAM, not this
+      assert.equal(e.read8(h), 0, 'after a bounded wait, one unlocked probe still finds the page');
+      const other = m.alloc_pages(GFP_KERNEL, 0)!;
+      const h2 = dma_map_single(dev, m.page_address(other), 64, DMA_TO_DEVICE); // a change: the sequence heals
+      assert.equal(Atomics.load(t, CM_SEQ) & 1, 0);
+      // Junk in every hash cell: this side rebuilds the hash from its own records at the next change.
+      const l = cacheLayout(8192);
+      t.fill(0x7fff_0000, l.keys, l.keys + l.hashSize);
+      assert.equal(e.read8(h), 0x21, 'meanwhile the device is misled (it reads the CPU\'s bytes), nothing worse');
+      dma_unmap_single(dev, h2, 64, DMA_TO_DEVICE);
+      const third = m.alloc_pages(GFP_KERNEL, 0)!;
+      const h3 = dma_map_single(dev, m.page_address(third), 64, DMA_TO_DEVICE); // no free cell: rebuilt
+      dma_unmap_single(dev, h3, 64, DMA_TO_DEVICE);
+      m.__free_pages(third, 0);
+      m.__free_pages(other, 0);
+      assert.equal(e.read8(h), 0, 'the page is found again after the rebuild');
       e.close();
-      Atomics.store(t, CM_SEQ, saved);
       dma_unmap_single(dev, h, 64, DMA_TO_DEVICE);
       assert.throws(() => new BusEngine({ ...desc, cache: { table: new SharedArrayBuffer(4096), ownership: 0, requester: 1 } }), TypeError);
       assert.throws(() => new BusEngine({ ...desc, cache: { table, ownership: 7, requester: 1 } }), TypeError);

@@ -133,42 +133,75 @@ export class DmaCache {
   }
 
   // ---- the hash (under the seqlock) ----
+  // The table is shared with device models, which may scribble on it: every probe here is bounded,
+  // and when the table does not hold what this side put there, it is rebuilt from #where (the
+  // truth). Junk can then mislead only devices' accesses, never this side.
+
+  /** Starts a change: the sequence goes odd (whatever a scribbler left in it), and back to even at #end. */
+  #begin(): number {
+    const seq = Atomics.load(this.#t, CM_SEQ) | 1;
+    Atomics.store(this.#t, CM_SEQ, seq);
+    return seq;
+  }
+
+  #end(seq: number): void {
+    this.#t[CM_COUNT] = this.#where.size;
+    Atomics.store(this.#t, CM_SEQ, (seq + 1) | 0);
+  }
 
   #publish(pfn: number, slot: number): void {
+    const seq = this.#begin();
+    if (!this.#insert(pfn, slot)) this.#rebuild();
+    this.#end(seq);
+  }
+
+  #insert(pfn: number, slot: number): boolean {
     const t = this.#t;
     const { keys, hashSize } = this.#l;
-    Atomics.add(t, CM_SEQ, 1);
-    let i = cacheHash(pfn, hashSize);
-    while (t[keys + i] !== 0) i = (i + 1) & (hashSize - 1);
-    t[keys + hashSize + i] = slot;
-    t[keys + i] = pfn + 1;
-    t[CM_COUNT] = this.#where.size;
-    Atomics.add(t, CM_SEQ, 1);
+    for (let i = cacheHash(pfn, hashSize), n = 0; n < hashSize; i = (i + 1) & (hashSize - 1), n++) {
+      if (t[keys + i] !== 0) continue;
+      t[keys + hashSize + i] = slot;
+      t[keys + i] = pfn + 1;
+      return true;
+    }
+    return false;
+  }
+
+  /** Rewrites the hash from #where (the caller holds the seqlock). */
+  #rebuild(): void {
+    const t = this.#t;
+    const { keys, hashSize } = this.#l;
+    t.fill(0, keys, keys + 2 * hashSize);
+    for (const [pfn, slot] of this.#where) this.#insert(pfn, slot);
   }
 
   #unpublish(pfn: number): void {
     const t = this.#t;
     const { keys, hashSize } = this.#l;
     const mask = hashSize - 1;
-    Atomics.add(t, CM_SEQ, 1);
+    const seq = this.#begin();
     let i = cacheHash(pfn, hashSize);
-    while (t[keys + i] !== pfn + 1) {
-      if (t[keys + i] === 0) { Atomics.add(t, CM_SEQ, 1); return; }
+    let n = 0;
+    while (t[keys + i] !== pfn + 1 && t[keys + i] !== 0 && n < hashSize) {
       i = (i + 1) & mask;
+      n++;
     }
-    t[keys + i] = 0;
-    // Backward-shift deletion: move later members of the probe run into the hole.
-    for (let j = (i + 1) & mask; t[keys + j] !== 0; j = (j + 1) & mask) {
-      const h = cacheHash(t[keys + j]! - 1, hashSize);
-      const between = i <= j ? h > i && h <= j : h > i || h <= j;
-      if (between) continue;
-      t[keys + i] = t[keys + j]!;
-      t[keys + hashSize + i] = t[keys + hashSize + j]!;
-      t[keys + j] = 0;
-      i = j;
+    if (t[keys + i] !== pfn + 1) {
+      this.#rebuild(); // not where this side left it: the table was written by someone else
+    } else {
+      t[keys + i] = 0;
+      // Backward-shift deletion: move later members of the probe run into the hole.
+      for (let j = (i + 1) & mask, k = 0; t[keys + j] !== 0 && k < hashSize; j = (j + 1) & mask, k++) {
+        const h = cacheHash(t[keys + j]! - 1, hashSize);
+        const between = i <= j ? h > i && h <= j : h > i || h <= j;
+        if (between) continue;
+        t[keys + i] = t[keys + j]!;
+        t[keys + hashSize + i] = t[keys + hashSize + j]!;
+        t[keys + j] = 0;
+        i = j;
+      }
     }
-    t[CM_COUNT] = this.#where.size;
-    Atomics.add(t, CM_SEQ, 1);
+    this.#end(seq);
   }
 
   // ---- holding pages ----

@@ -69,27 +69,32 @@ export function cacheHash(pfn: number, hashSize: number): number {
   return (Math.imul(pfn, 0x9e3779b1) >>> 0) & (hashSize - 1);
 }
 
-/**
- * The cache slot holding `pfn`, or -1. Linear probing under the CPU side's seqlock: a lookup that
- * overlapped a change is retried, so a reader never sees a half-moved entry.
- */
-export function cacheLookup(t: Int32Array, l: CacheLayout, pfn: number): number {
-  // Bounded: a table someone scribbled an odd sequence into reads as "not held", never as a hang.
-  for (let tries = 0; tries < 1_000_000; tries++) {
-    const seq = Atomics.load(t, CM_SEQ);
-    if ((seq & 1) === 0) {
-      let slot = -1;
-      const key = pfn + 1;
-      for (let i = cacheHash(pfn, l.hashSize), n = 0; n < l.hashSize; i = (i + 1) & (l.hashSize - 1), n++) {
-        const k = t[l.keys + i]!;
-        if (k === 0) break;
-        if (k === key) {
-          slot = t[l.keys + l.hashSize + i]!;
-          break;
-        }
-      }
-      if (Atomics.load(t, CM_SEQ) === seq) return slot >= 0 && slot < l.slots ? slot : -1;
+/** One probe run for `pfn`: its slot, or -1. */
+function probe(t: Int32Array, l: CacheLayout, pfn: number): number {
+  const key = pfn + 1;
+  for (let i = cacheHash(pfn, l.hashSize), n = 0; n < l.hashSize; i = (i + 1) & (l.hashSize - 1), n++) {
+    const k = t[l.keys + i]!;
+    if (k === 0) return -1;
+    if (k === key) {
+      const slot = t[l.keys + l.hashSize + i]!;
+      return slot >= 0 && slot < l.slots ? slot : -1;
     }
   }
   return -1;
+}
+
+/**
+ * The cache slot holding `pfn`, or -1. Linear probing under the CPU side's seqlock: a lookup that
+ * overlapped a change is retried, so a reader never sees a half-moved entry. Bounded: after many
+ * retries (a CPU side preempted mid-change for milliseconds, or a sequence someone scribbled odd)
+ * one unlocked probe answers, so a junk table misleads a device but never hangs it.
+ */
+export function cacheLookup(t: Int32Array, l: CacheLayout, pfn: number): number {
+  for (let tries = 0; tries < 100_000; tries++) {
+    const seq = Atomics.load(t, CM_SEQ);
+    if ((seq & 1) !== 0) continue;
+    const slot = probe(t, l, pfn);
+    if (Atomics.load(t, CM_SEQ) === seq) return slot;
+  }
+  return probe(t, l, pfn);
 }

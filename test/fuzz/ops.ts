@@ -24,6 +24,12 @@ export const ARENA_ACTIONS = [
 ] as const;
 /** What a 'pin' step does: pin pages of a Region (read-write, or a read-only mapping of it), unpin, grow a pinned Region, DMA at a pinned (or unpinned) page through busMaster or an engine made from memfds. */
 export const PIN_ACTIONS = ['pin', 'pinReadOnly', 'unpin', 'grow', 'bus', 'busFd'] as const;
+/**
+ * What an 'nc' step does on a non-coherent device with ownership checking (the simulated CPU cache):
+ * map a buffer, sync it either way, unmap, let the device write or read it, let the CPU write it,
+ * allocate or free non-coherent memory, or scribble on the shared cache table as a buggy device model could.
+ */
+export const NC_ACTIONS = ['map', 'syncCpu', 'syncDevice', 'unmap', 'devWrite', 'devRead', 'cpuWrite', 'allocNc', 'freeNc', 'scribble'] as const;
 export const ARENA_SIZES = [0, 1, 16, 17, 4096, 65536, 2 * MiB, 2 * MiB + 1, -1, 1.5, 2 ** 31] as const;
 
 export type Op =
@@ -59,7 +65,8 @@ export type Op =
   | { k: 'receiver'; i: number; enforce: boolean; action: number }
   | { k: 'huge'; what: number; s: number }
   | { k: 'arena'; act: number; i: number; size: number; j: number }
-  | { k: 'pin'; act: number; i: number; page: number; n: number; write: boolean };
+  | { k: 'pin'; act: number; i: number; page: number; n: number; write: boolean }
+  | { k: 'nc'; act: number; i: number; off: number; len: number; dir: number; strict: boolean };
 
 const idx = fc.nat(7);
 /** Weights of ordinary steps are scaled by 4 so that a worker (weight 1) comes about once in 80 sequences. */
@@ -112,6 +119,10 @@ export function opArb(g: GenOptions): fc.Arbitrary<Op> {
     w(25, fc.record({ k: fc.constant('cross' as const), src: fc.constantFrom('B' as const, 'dead' as const), what: fc.nat(CROSS_CALLS.length - 1) })),
     w(40, fc.record({ k: fc.constant('arena' as const), act: fc.nat(ARENA_ACTIONS.length - 1), i: idx, size: fc.nat(ARENA_SIZES.length - 1), j: fc.nat(1000) })),
     w(40, fc.record({ k: fc.constant('pin' as const), act: fc.nat(PIN_ACTIONS.length - 1), i: idx, page: fc.integer({ min: -1, max: 600 }), n: fc.integer({ min: -1, max: 20 }), write: fc.boolean() })),
+    w(40, fc.record({
+      k: fc.constant('nc' as const), act: fc.nat(NC_ACTIONS.length - 1), i: idx, off: fc.integer({ min: -64, max: 5000 }),
+      len: fc.integer({ min: -1, max: 9000 }), dir: fc.integer({ min: -1, max: 3 }), strict: fc.boolean(),
+    })),
     w(12, fc.record({ k: fc.constant('receiver' as const), i: idx, enforce: fc.boolean(), action: fc.nat(RECEIVER_ACTIONS.length - 2) })),
   ];
   if (g.workers > 0) {
@@ -140,6 +151,7 @@ export function describeOp(op: Op): string {
     case 'receiver': return `receiver of region ${op.i} (enforce ${op.enforce}): ${RECEIVER_ACTIONS[op.action % RECEIVER_ACTIONS.length]}`;
     case 'arena': return `arena ${ARENA_ACTIONS[op.act % ARENA_ACTIONS.length]} #${op.i} size ${ARENA_SIZES[op.size % ARENA_SIZES.length]} j ${op.j}`;
     case 'pin': return `pin ${PIN_ACTIONS[op.act % PIN_ACTIONS.length]} region ${op.i} page ${op.page} n ${op.n}${op.write ? ' write' : ''}`;
+    case 'nc': return `nc ${NC_ACTIONS[op.act % NC_ACTIONS.length]} #${op.i} off ${op.off} len ${op.len} dir ${op.dir}${op.strict ? ' strict' : ''}`;
     case 'huge': return `huge ${HUGE_WHAT[op.what % HUGE_WHAT.length]} ${HUGE_SIZES[op.s % HUGE_SIZES.length]}`;
     default: return JSON.stringify(op);
   }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { notePool, touchBuffer } from '../fixtures/touch';
-import { ARENA_ACTIONS, ARENA_SIZES, CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, PIN_ACTIONS, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
+import { ARENA_ACTIONS, ARENA_SIZES, CROSS_CALLS, HUGE_SIZES, HUGE_WHAT, NC_ACTIONS, PIN_ACTIONS, RECEIVER_ACTIONS, WORKER_SCRIPTS, describeOp, type Op } from './ops';
 import { OBJS, valueOf, describeVal, type ObjKind } from './values';
 
 /**
@@ -224,6 +224,10 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
   const pinned: any[] = [];
   const unpinned: any[] = [];
   let fdEngine: any = null;
+  /** The non-coherent device (made at the first 'nc' step), its live mappings and non-coherent buffers. */
+  let ncDev: any = null;
+  const ncMaps: { h: bigint; size: number; dir: number; buf: number }[] = [];
+  const ncBufs: { cpu: number; h: bigint; size: number }[] = [];
   /** Machines made by misuse in this step: destroyed after it (they stay in the pool, dead). */
   const bornMachines: any[] = [];
   let step = -1;
@@ -316,6 +320,41 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
     }
   };
 
+  const ncStep = (op: Extract<Op, { k: 'nc' }>): void => {
+    const act = NC_ACTIONS[op.act % NC_ACTIONS.length]!;
+    ncDev ??= m.createDevice({ name: 'fz-nc', dmaMask: 64, coherent: false, iommu: op.i % 2 === 1, ownership: op.strict ? 'strict' : 'report' });
+    const dev = ncDev;
+    const dir = op.dir;
+    const mp = pick(ncMaps, op.i);
+    switch (act) {
+      case 'map': {
+        const e = pick(pages, op.i);
+        const buf = e ? m.page_address(e.page) + (op.off & 4095) : (pick(vmallocs, op.i) ?? 0);
+        const h = d.dma_map_single(dev, buf, op.len, dir);
+        if (d.dma_mapping_error(dev, h) === 0) ncMaps.push({ h, size: op.len, dir, buf });
+        break;
+      }
+      case 'syncCpu': if (mp) d.dma_sync_single_for_cpu(dev, mp.h + BigInt(Math.max(0, op.off % 128)), op.len % 2 === 0 ? mp.size : op.len, mp.dir); break;
+      case 'syncDevice': if (mp) d.dma_sync_single_for_device(dev, mp.h, op.len % 2 === 0 ? mp.size : op.len, op.dir); break;
+      case 'unmap': if (mp) { ncMaps.splice(ncMaps.indexOf(mp), 1); d.dma_unmap_single(dev, mp.h, mp.size, mp.dir); } break;
+      case 'devWrite': if (mp) d.busMaster(dev).write(mp.h + BigInt(Math.max(0, op.off)), new Uint8Array(Math.max(0, Math.min(op.len, 8192))).fill(op.i)); break;
+      case 'devRead': if (mp) d.busMaster(dev).read(mp.h + BigInt(Math.max(0, op.off)), new Uint8Array(Math.max(0, Math.min(op.len, 8192)))); break;
+      case 'cpuWrite': if (mp && mp.size > 0) m.view(mp.buf, Math.min(mp.size, 64)).fill(op.off & 0xff); break;
+      case 'allocNc': {
+        const h = { value: 0n };
+        const cpu = d.dma_alloc_noncoherent(dev, op.len, h, dir, d.GFP_KERNEL);
+        if (cpu !== null) { ncBufs.push({ cpu, h: h.value, size: op.len }); keep(m.view(cpu, Math.max(op.len, 1))); }
+        break;
+      }
+      case 'freeNc': { const b = pick(ncBufs, op.i); if (b) { ncBufs.splice(ncBufs.indexOf(b), 1); d.dma_free_noncoherent(dev, b.size, b.cpu, b.h, dir); } break; }
+      case 'scribble': {
+        const t = new Int32Array(d.busDescription(dev).cache.table);
+        for (let k = 0; k < 16; k++) t[(op.off * 7919 + k * 104729) % t.length] = op.len * (k + 1);
+        break;
+      }
+    }
+  };
+
   const exec = async (op: Op): Promise<void> => {
     switch (op.k) {
       case 'regionAlloc': regions.push(d.Region.allocate(op.size, { hugepages: op.huge })); break;
@@ -369,6 +408,7 @@ export async function runSequence(ops: readonly Op[], o: RunOptions): Promise<vo
       }
       case 'destroy': m.destroy(); break;
       case 'pin': await pinStep(op); break;
+      case 'nc': ncStep(op); break;
       case 'call': {
         const args = op.args.map((v) => valueOf(v, objectOf));
         if (op.on === 'export') {
