@@ -20,21 +20,13 @@ import { pci_iomap, readl, readq, writel, writeq, type IoMem } from '../lib/driv
 import { IRQ_HANDLED, IRQ_NONE, free_irq, request_irq } from '../lib/drivers/irq';
 import { DB_ACK, DB_ADDR, DB_COUNT, DB_CRASH, DB_DOORBELL, DB_STATUS, DB_THREAD } from './fixtures/device-models';
 import { expectNoLeaks } from './helpers/leaks';
+import { until } from './helpers/until';
 import { native } from '../lib/native';
 import { W_IRQ_SLEEP } from '../lib/devices/pci_state';
 
 const MiB = 1024 * 1024;
 const doorbellType = { module: require.resolve('./fixtures/device-models'), export: 'doorbell' };
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-/** Waits (event loop turns and short sleeps) until `cond` holds; a hang guard, not a timing check. */
-async function until(cond: () => boolean, what: string, limitMs = 20000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > limitMs) assert.fail(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
 
 /** Mappings of a memfd of this process (every thread's), by the name its fd links to. */
 function mappingsOf(fd: number): number {

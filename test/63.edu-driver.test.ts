@@ -18,18 +18,10 @@ import { ioread32 } from '../lib/drivers/io';
 import { pci_driver_of, pci_get_drvdata, pci_register_driver, pci_unregister_driver } from '../lib/drivers/pci';
 import { edu_alive, edu_dma, edu_dma_roundtrip, edu_driver, edu_factorial, eduParams, type EduDev } from '../examples/edu/edu_driver';
 import { expectNoLeaks } from './helpers/leaks';
+import { until } from './helpers/until';
 
 const MiB = 1024 * 1024;
 const LOW_BASE = 64 * MiB; // below 256 MiB: a 28-bit device reaches it directly
-
-/** Waits until `cond` holds (a worker's log line comes by message, after its interrupt); a hang guard only. */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > 20000) assert.fail(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
 
 describe('63 the example edu driver', () => {
   expectNoLeaks();

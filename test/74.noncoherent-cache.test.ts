@@ -26,17 +26,10 @@ import { edu_dma_roundtrip, edu_driver, type EduDev } from '../examples/edu/edu_
 import { RC_DESC, RC_HEAD, RC_RING, RC_SIZE, RC_TAIL, ringCopier } from './fixtures/device-models';
 import { kfree } from '../lib/mm/slab';
 import { expectNoLeaks } from './helpers/leaks';
+import { until } from './helpers/until';
 
 const MiB = 1024 * 1024;
 const ringType = { module: require.resolve('./fixtures/device-models'), export: 'ringCopier' };
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > 20000) assert.fail(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
 
 describe('74 non-coherent devices: a simulated CPU cache', () => {
   expectNoLeaks();

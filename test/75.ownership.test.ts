@@ -24,6 +24,7 @@ import { pci_iomap, readl, writel, writeq } from '../lib/drivers/io';
 import { kfree } from '../lib/mm/slab';
 import { DB_ADDR, DB_COUNT, DB_DOORBELL, DB_STATUS } from './fixtures/device-models';
 import { expectNoLeaks } from './helpers/leaks';
+import { until } from './helpers/until';
 
 const MiB = 1024 * 1024;
 const doorbellType = { module: require.resolve('./fixtures/device-models'), export: 'doorbell' };
@@ -194,11 +195,7 @@ describe('75 buffer ownership checking', () => {
       dma_sync_single_for_cpu(dev, h, 64, DMA_FROM_DEVICE);
       writeq(h, io, DB_ADDR);
       writel(0x1234, io, DB_DOORBELL);
-      const t0 = Date.now();
-      while (readl(io, DB_COUNT) !== 1) {
-        if (Date.now() - t0 > 20000) assert.fail('the doorbell never rang');
-        await new Promise((r) => setTimeout(r, 1));
-      }
+      await until(() => readl(io, DB_COUNT) === 1, 'the doorbell');
       assert.equal(readl(io, DB_STATUS), MEMTX_ACCESS_ERROR, 'strict: the worker\'s bus refused the write');
       assert.deepEqual(checks(dev), [], 'not reported yet: the driver side has not looked');
       dma_sync_single_for_device(dev, h, 64, DMA_FROM_DEVICE);
