@@ -12,10 +12,11 @@ import { mapbench } from './mapbench';
 import { devices } from './devices';
 import { channel } from './channel';
 import { arena } from './arena';
+import { noncoherent } from './noncoherent';
 import { misuse, parseCommand, usage, wrap, type CommandSpec } from '../lib/cli/args';
 
 /** Every group, in the order of the issue. */
-export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena];
+export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena, noncoherent];
 
 const BENCH: CommandSpec = {
   command: 'bench',

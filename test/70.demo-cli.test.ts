@@ -29,6 +29,14 @@ interface DemoJson {
     steps: { step: string; ok: boolean; result: string }[];
     counters: { bounces: number; bytesBounced: number; maxUsed: number; usedAfter: number; mappedAfter: number } | null;
   };
+  noncoherent: {
+    ok: boolean;
+    device: { name: string; coherent: boolean; iommu: boolean; ownership: string };
+    reads: { withoutSync: string; withSync: string } | null;
+    ownership: { check: number; message: string; mappedAt: string; calledFrom: string } | null;
+    steps: { step: string; ok: boolean; result: string }[];
+    counters: { writtenBack: number; refilled: number; discarded: number } | null;
+  };
 }
 
 function demo(...args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -88,6 +96,27 @@ describe('70 dmamem demo', function () {
     assert.match(swiotlb.steps[3]!.result, /0x5a before the unmap, 0xc3 after/);
   });
 
+  it('catches a missed sync on a non-coherent device: stale bytes without dma_sync_single_for_cpu, the CPU write into a device-owned buffer reported (check 40) with the mapping\'s stack (--json)', () => {
+    const r = demo('--json');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '', 'the ownership report is in the JSON, not a process warning');
+    const { noncoherent: nc } = JSON.parse(r.stdout) as DemoJson;
+    assert.equal(nc.ok, true);
+    assert.deepEqual(nc.device, { name: 'arm-nic', coherent: false, iommu: false, ownership: 'report' });
+    for (const s of nc.steps) assert.equal(s.ok, true, s.step);
+    assert.equal(nc.steps.length, 7);
+    assert.deepEqual(nc.reads, { withoutSync: '0x00', withSync: '0xc3' }, 'stale 0x00 without the sync, the packet with it');
+    const o = nc.ownership!;
+    assert.equal(o.check, 40);
+    assert.match(o.message, /^DMA-API: arm-nic: CPU wrote to memory the device owns \[device address=0x[0-9a-f]+\] \[size=1500 bytes\] \[first changed byte at offset 0: 0x0 -> 0x6b\] \[mapped DMA_FROM_DEVICE\].*dma_unmap_page$/);
+    assert.match(o.mappedAt, /^at __dma_map_page \(.*mapping\.js:\d+:\d+\)$/);
+    assert.match(o.calledFrom, /^at playNoncoherentDemo \(.*demo-noncoherent\.js:\d+:\d+\)$/, 'the driver\'s call is named');
+    // 1500 bytes are 24 lines: the recycling write dirtied them; the unmap's invalidate cleaned the
+    // partial last line first and threw the other 23 away.
+    assert.equal(nc.counters!.discarded, 23);
+    assert.ok(nc.counters!.writtenBack >= 24 && nc.counters!.refilled >= 3 * 24, JSON.stringify(nc.counters));
+  });
+
   it('falls back to 4 KiB CMA when the hugepage pool is exhausted, says so, and still passes', () => {
     const free = hugepagesFree();
     const hog = free > 0 ? new Machine({ name: 'hog70', ramPerNode: 2 * 1024 * 1024, cmaSize: free * 2 * 1024 * 1024, hugepages: 'require', emitWarnings: false }) : null;
@@ -121,6 +150,12 @@ describe('70 dmamem demo', function () {
     assert.ok(reasons.length <= 1, 'a fallback\'s reason is printed once');
     assert.match(r.stdout, /Bounce buffers \(swiotlb\): RAM at 0x100000000, above 4 GiB/);
     assert.match(r.stdout, /ok   device writes .*\n\s+-> CPU reads 0x5a before the unmap, 0xc3 after/);
+    assert.match(r.stdout, /Non-coherent device arm-nic: no IOMMU, CPU caches not snooped, ownership checking 'report'/);
+    assert.match(r.stdout, /ok   no sync_for_cpu: stale read .*\n\s+-> CPU reads 0x00: its cache/);
+    assert.match(r.stdout, /ok   recycled, device owns it .*\n\s+-> check 40: DMA-API: arm-nic: CPU wrote to memory the device owns/);
+    assert.match(r.stdout, /\n +Mapped at: at __dma_map_page \(\S+\)\n +\.\.\. at playNoncoherentDemo \(\S+\)\n/);
+    assert.match(r.stdout, /ok   sync_for_cpu: the packet .*\n\s+-> CPU reads 0xc3\n/);
+    assert.match(r.stdout, /ok   cache counters .*\n\s+-> \d+ lines written back[\s\S]*?\s\d+ refilled[\s\S]*?\s23\s+dirty lines discarded/);
     assert.match(r.stdout, /All steps passed/);
   });
 

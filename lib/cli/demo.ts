@@ -2,7 +2,8 @@
 // 32-bit mask, a 1 MiB buffer from dma_alloc_pages, an sg table, dma_common_mmap into a user VMA,
 // bytes checked both ways, then everything freed and checked for leaks; then QEMU's edu device in a
 // worker behind the IOMMU (lib/cli/demo-edu.ts): a DMA round trip and a provoked IOMMU fault; then
-// bounce buffers on a machine with RAM above 4 GiB (lib/cli/demo-swiotlb.ts).
+// bounce buffers on a machine with RAM above 4 GiB (lib/cli/demo-swiotlb.ts); then a non-coherent
+// device whose driver misses a sync, caught by the ownership check (lib/cli/demo-noncoherent.ts).
 
 import * as fs from 'node:fs';
 import { defaultMachine, destroyDefaultMachine } from '../mm/default';
@@ -19,6 +20,7 @@ import { SgTable, sgIterate, sg_free_table, sg_page } from '../dma/scatterlist';
 
 import { eduDemoLines, playEduDemo, type EduDemoReport } from './demo-edu';
 import { playSwiotlbDemo, swiotlbDemoLines, type SwiotlbDemoReport } from './demo-swiotlb';
+import { noncoherentDemoLines, playNoncoherentDemo, type NoncoherentDemoReport } from './demo-noncoherent';
 import { parseCommand, wrap, type CommandSpec } from './args';
 
 const SIZE = 1024 * 1024;
@@ -165,7 +167,7 @@ export function playDemo(machine: Machine): DemoReport {
   return report;
 }
 
-function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | null, tlb: SwiotlbDemoReport | null): void {
+function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | null, tlb: SwiotlbDemoReport | null, nc: NoncoherentDemoReport | null): void {
   const out: string[] = [];
   out.push('dmamem demo: a driver on the default machine\n');
   out.push('Machine memory');
@@ -184,13 +186,14 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
   for (const s of r.steps) out.push(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(30)} ${s.call}\n       -> ${s.result}`);
   if (edu !== null) out.push(...eduDemoLines(edu));
   if (tlb !== null) out.push(...swiotlbDemoLines(tlb));
+  if (nc !== null) out.push(...noncoherentDemoLines(nc));
   out.push('\nFallbacks taken');
   if (r.fallbacks.length === 0) out.push('  none');
   for (const f of r.fallbacks) out.push(`  ${f}`);
   out.push('\nLeak check');
   for (const l of r.leaks) out.push(`  ${l.what.padEnd(22)} before ${String(l.before).padStart(6)}  after ${String(l.after).padStart(6)}`);
   out.push(`  dmamem mappings after machine teardown: ${mappingsLeft}`);
-  out.push(`\n${r.ok && (edu?.ok ?? false) && (tlb?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
+  out.push(`\n${r.ok && (edu?.ok ?? false) && (tlb?.ok ?? false) && (nc?.ok ?? false) ? 'All steps passed.' : 'Some steps FAILED.'}`);
   // At most 100 columns: a longer line continues, indented, on the next.
   const lines = out.join('\n').split('\n').flatMap((l) => wrap(l, 100, `${/^ */.exec(l)![0]}    `));
   process.stdout.write(lines.join('\n') + '\n');
@@ -198,7 +201,7 @@ function printTable(r: DemoReport, mappingsLeft: number, edu: EduDemoReport | nu
 
 const DEMO: CommandSpec = {
   command: 'demo',
-  summary: 'Plays a small driver end to end on the default machine (IOMMU device, dma_alloc_pages, sg table,\nuser mapping), then QEMU\'s edu device in a worker and swiotlb bouncing; checks every step and leaks.',
+  summary: 'Plays a small driver end to end on the default machine (IOMMU device, dma_alloc_pages, sg table,\nuser mapping), then QEMU\'s edu device in a worker, swiotlb bouncing, and a non-coherent device\nwhose driver misses a sync (caught by the ownership check); checks every step and leaks.',
   options: { json: { type: 'boolean', help: 'print the report as JSON' } },
 };
 
@@ -215,9 +218,10 @@ export async function runDemo(args: string[]): Promise<number> {
     destroyDefaultMachine(); // also when a step throws: the error is reported with nothing left mapped
   }
   const swiotlb = playSwiotlbDemo();
+  const noncoherent = playNoncoherentDemo();
   const mappingsLeft = dmamemMappings();
-  const ok = report.ok && edu.ok && swiotlb.ok && mappingsLeft === 0;
-  if (json) process.stdout.write(JSON.stringify({ ...report, ok, edu, swiotlb, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
-  else printTable(report, mappingsLeft, edu, swiotlb);
+  const ok = report.ok && edu.ok && swiotlb.ok && noncoherent.ok && mappingsLeft === 0;
+  if (json) process.stdout.write(JSON.stringify({ ...report, ok, edu, swiotlb, noncoherent, mappingsLeftAfterTeardown: mappingsLeft }, null, 2) + '\n');
+  else printTable(report, mappingsLeft, edu, swiotlb, noncoherent);
   return ok ? 0 : 1;
 }
