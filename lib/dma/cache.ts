@@ -312,13 +312,19 @@ export class DmaCache {
     // Nothing dirty (the usual case): one compare of the range.
     if (Buffer.compare(cpu.subarray(first * CACHE_LINE, end * CACHE_LINE), this.#snap.subarray(base + first * CACHE_LINE, base + end * CACHE_LINE)) === 0) return;
     const cw = words(cpu);
-    for (let line = first; line < end; line++) {
-      if (!this.#dirty(cw, slot, line)) continue;
-      const at = line * CACHE_LINE;
-      const bytes = cpu.subarray(at, at + CACHE_LINE);
-      this.#ram.set(bytes, base + at);
-      this.#snap.set(bytes, base + at);
-      this.#writtenBack++;
+    for (let line = first; line < end;) {
+      if (!this.#dirty(cw, slot, line)) {
+        line++;
+        continue;
+      }
+      // A run of dirty lines goes back in one copy.
+      let stop = line + 1;
+      while (stop < end && this.#dirty(cw, slot, stop)) stop++;
+      const bytes = cpu.subarray(line * CACHE_LINE, stop * CACHE_LINE);
+      this.#ram.set(bytes, base + line * CACHE_LINE);
+      this.#snap.set(bytes, base + line * CACHE_LINE);
+      this.#writtenBack += stop - line;
+      line = stop;
     }
   }
 
@@ -336,10 +342,12 @@ export class DmaCache {
       if (slot < 0) return;
       const cpu = this.#cpu(pfn)!;
       const base = slot * PAGE;
-      const cw = words(cpu);
-      for (let line = first; line < stop; line++) if (this.#dirty(cw, slot, line)) this.#discarded++;
       const from = base + first * CACHE_LINE;
       const to = base + stop * CACHE_LINE;
+      if (Buffer.compare(cpu.subarray(first * CACHE_LINE, stop * CACHE_LINE), this.#snap.subarray(from, to)) !== 0) {
+        const cw = words(cpu);
+        for (let line = first; line < stop; line++) if (this.#dirty(cw, slot, line)) this.#discarded++;
+      }
       cpu.set(this.#ram.subarray(from, to), first * CACHE_LINE);
       this.#snap.set(this.#ram.subarray(from, to), from);
       this.#refilled += stop - first;

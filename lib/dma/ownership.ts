@@ -30,6 +30,30 @@ interface Owned {
 /** Entries the device owns now. */
 const deviceOwned = new WeakMap<DmaDebugEntry, Owned>();
 
+/**
+ * Copies given back after their compare, by size, for the next map of that size: a fresh 64 KiB
+ * allocation per map cost ten times the copy itself (and garbage collection). Bounded in bytes.
+ */
+const spareCopies = new Map<number, Uint8Array[]>();
+const SPARE_BYTES_MAX = 16 << 20;
+let spareBytes = 0;
+
+function copyOf(bytes: Uint8Array): Uint8Array {
+  const spare = spareCopies.get(bytes.length)?.pop();
+  if (spare === undefined) return bytes.slice();
+  spareBytes -= spare.length;
+  spare.set(bytes);
+  return spare;
+}
+
+function giveBack(copy: Uint8Array): void {
+  if (spareBytes + copy.length > SPARE_BYTES_MAX) return;
+  let list = spareCopies.get(copy.length);
+  if (list === undefined) spareCopies.set(copy.length, (list = []));
+  list.push(copy);
+  spareBytes += copy.length;
+}
+
 const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
 
 function checking(dev: Device): boolean {
@@ -72,7 +96,7 @@ export function dma_owner_to_device(dev: Device, dev_addr: bigint, size: number)
     if (!isStreaming(e) || deviceOwned.has(e)) continue;
     const checkCpu = !dev.dma_coherent || e.direction === DMA_TO_DEVICE;
     const now = checkCpu ? cpuBytes(dev.machine, Number(e.paddr), e.size) : null;
-    deviceOwned.set(e, { copy: now === null ? null : now.slice() });
+    deviceOwned.set(e, { copy: now === null ? null : copyOf(now) });
     ownLines(dev, e, 1);
   }
 }
@@ -92,14 +116,17 @@ export function dma_owner_to_cpu(dev: Device, dev_addr: bigint, size: number, ca
     ownLines(dev, e, -1);
     if (owned.copy === null) continue;
     const now = cpuBytes(dev.machine, Number(e.paddr), e.size);
-    if (now === null) continue;
-    const at = firstDifference(owned.copy, now);
-    if (at < 0) continue;
+    const at = now === null ? -1 : firstDifference(owned.copy, now);
+    if (at < 0) {
+      giveBack(owned.copy);
+      continue;
+    }
     const err = debugOf(dev).ownershipReport(CHECK_CPU_WROTE_DEVICE_OWNED, dev, e,
       `CPU wrote to memory the device owns [device address=${hex(e.dev_addr)}] [size=${e.size} bytes] ` +
-      `[first changed byte at offset ${at}: 0x${owned.copy[at]!.toString(16)} -> 0x${now[at]!.toString(16)}] ` +
+      `[first changed byte at offset ${at}: 0x${owned.copy[at]!.toString(16)} -> 0x${now![at]!.toString(16)}] ` +
       `[mapped ${dma_direction_name(e.direction)}], between the device getting it (map or sync_for_device) and ${call}`,
       dev.ownership === 'strict');
+    giveBack(owned.copy);
     error ??= err;
   }
   return error;
