@@ -22,7 +22,8 @@ import { segmentBytes } from '../mm/segment';
 import { WARN_ONCE } from './bug';
 import {
   CACHE_LINE, CM_COUNT, OWNERSHIP_OFF, OWNERSHIP_REPORT, OWNERSHIP_STRICT, CM_HASH_SIZE, CM_SEQ, CM_SLOTS, CM_VIO_HEAD, CM_VIO_SLOTS, CM_VIO_WORDS, LINES_PER_PAGE, PAGE,
-  V_ADDR_HI, V_ADDR_LO, V_LENGTH, V_PFN, V_REFUSED, V_REQUESTER, V_WRITE, cacheHash, cacheLayout, type CacheLayout,
+  V_ADDR_HI, V_ADDR_LO, V_LENGTH, V_PFN, V_REFUSED, V_REQUESTER, V_WRITE, cacheInsert, cacheLayout, cacheRebuild, cacheRemove,
+  type CacheLayout,
 } from './cache_layout';
 
 /** Pages the model holds at once (32 MiB of non-coherent buffers). */
@@ -151,56 +152,19 @@ export class DmaCache {
 
   #publish(pfn: number, slot: number): void {
     const seq = this.#begin();
-    if (!this.#insert(pfn, slot)) this.#rebuild();
+    if (!cacheInsert(this.#t, this.#l, pfn, slot)) this.#rebuild();
     this.#end(seq);
-  }
-
-  #insert(pfn: number, slot: number): boolean {
-    const t = this.#t;
-    const { keys, hashSize } = this.#l;
-    for (let i = cacheHash(pfn, hashSize), n = 0; n < hashSize; i = (i + 1) & (hashSize - 1), n++) {
-      if (t[keys + i] !== 0) continue;
-      t[keys + hashSize + i] = slot;
-      t[keys + i] = pfn + 1;
-      return true;
-    }
-    return false;
   }
 
   /** Rewrites the hash from #where (the caller holds the seqlock). */
   #rebuild(): void {
-    const t = this.#t;
-    const { keys, hashSize } = this.#l;
-    t.fill(0, keys, keys + 2 * hashSize);
-    for (const [pfn, slot] of this.#where) this.#insert(pfn, slot);
+    cacheRebuild(this.#t, this.#l, this.#where);
   }
 
   #unpublish(pfn: number): void {
-    const t = this.#t;
-    const { keys, hashSize } = this.#l;
-    const mask = hashSize - 1;
     const seq = this.#begin();
-    let i = cacheHash(pfn, hashSize);
-    let n = 0;
-    while (t[keys + i] !== pfn + 1 && t[keys + i] !== 0 && n < hashSize) {
-      i = (i + 1) & mask;
-      n++;
-    }
-    if (t[keys + i] !== pfn + 1) {
-      this.#rebuild(); // not where this side left it: the table was written by someone else
-    } else {
-      t[keys + i] = 0;
-      // Backward-shift deletion: move later members of the probe run into the hole.
-      for (let j = (i + 1) & mask, k = 0; t[keys + j] !== 0 && k < hashSize; j = (j + 1) & mask, k++) {
-        const h = cacheHash(t[keys + j]! - 1, hashSize);
-        const between = i <= j ? h > i && h <= j : h > i || h <= j;
-        if (between) continue;
-        t[keys + i] = t[keys + j]!;
-        t[keys + hashSize + i] = t[keys + hashSize + j]!;
-        t[keys + j] = 0;
-        i = j;
-      }
-    }
+    // Not where this side left it: the table was written by someone else.
+    if (!cacheRemove(this.#t, this.#l, pfn)) this.#rebuild();
     this.#end(seq);
   }
 

@@ -3,7 +3,7 @@
 // device that does not snoop the cache reads and writes), per 64-byte line the number of live
 // mappings the device owns, and a ring of ownership violations the bus recorded. The CPU side
 // (lib/dma/cache.ts) keeps the cache; a bus engine, inline or in a worker, only looks things up.
-// Constants and lookups only: a device worker loads this without the kernel model.
+// Constants and the hash's lookup and edits only: a device worker loads this without the kernel model.
 
 export const CACHE_LINE = 64;
 export const PAGE = 4096;
@@ -58,8 +58,10 @@ export function cacheLayout(slots: number): CacheLayout {
 
 /** The layout of an existing table (its size fields), or null when they do not describe `bytes`. */
 export function cacheLayoutOf(t: Int32Array): CacheLayout | null {
+  // A junk slot count cannot match the table's size and hash size, except a negative one, whose
+  // layout has a negative RAM size.
   const slots = t[CM_SLOTS]!;
-  if (!Number.isInteger(slots) || slots <= 0 || slots > 1 << 20) return null;
+  if (slots < 1) return null;
   const l = cacheLayout(slots);
   return l.hashSize === t[CM_HASH_SIZE] && l.bytes === t.byteLength ? l : null;
 }
@@ -97,4 +99,51 @@ export function cacheLookup(t: Int32Array, l: CacheLayout, pfn: number): number 
     if (Atomics.load(t, CM_SEQ) === seq) return slot;
   }
   return probe(t, l, pfn);
+}
+
+// ---- the writer's side (the CPU side, under its seqlock) ----
+// Bounded everywhere: the table is shared with device models, which may have scribbled on it.
+
+/** Puts pfn -> slot in the first free cell of its probe run. False when no cell is free. */
+export function cacheInsert(t: Int32Array, l: CacheLayout, pfn: number, slot: number): boolean {
+  const { keys, hashSize } = l;
+  for (let i = cacheHash(pfn, hashSize), n = 0; n < hashSize; i = (i + 1) & (hashSize - 1), n++) {
+    if (t[keys + i] !== 0) continue;
+    t[keys + hashSize + i] = slot;
+    t[keys + i] = pfn + 1;
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Removes pfn, moving later members of its probe run back into the hole (backward-shift deletion),
+ * so that every remaining key is still reached from its first probe. False when pfn is not there.
+ */
+export function cacheRemove(t: Int32Array, l: CacheLayout, pfn: number): boolean {
+  const { keys, hashSize } = l;
+  const mask = hashSize - 1;
+  let i = cacheHash(pfn, hashSize);
+  for (let n = 0; t[keys + i] !== pfn + 1; n++) {
+    if (t[keys + i] === 0 || n === hashSize) return false;
+    i = (i + 1) & mask;
+  }
+  t[keys + i] = 0;
+  for (let j = (i + 1) & mask, k = 0; t[keys + j] !== 0 && k < hashSize; j = (j + 1) & mask, k++) {
+    // The entry at j stays if its first probe h lies cyclically in (i, j]: it is reached before the hole.
+    const h = cacheHash(t[keys + j]! - 1, hashSize);
+    const reached = i <= j ? h > i && h <= j : h > i || h <= j;
+    if (reached) continue;
+    t[keys + i] = t[keys + j]!;
+    t[keys + hashSize + i] = t[keys + hashSize + j]!;
+    t[keys + j] = 0;
+    i = j;
+  }
+  return true;
+}
+
+/** Clears the hash and puts every entry of `entries` (pfn -> slot) back. */
+export function cacheRebuild(t: Int32Array, l: CacheLayout, entries: ReadonlyMap<number, number>): void {
+  t.fill(0, l.keys, l.keys + 2 * l.hashSize);
+  for (const [pfn, slot] of entries) cacheInsert(t, l, pfn, slot);
 }

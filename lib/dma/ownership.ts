@@ -40,7 +40,7 @@ let spareBytes = 0;
 
 function copyOf(bytes: Uint8Array): Uint8Array {
   const spare = spareCopies.get(bytes.length)?.pop();
-  if (spare === undefined) return bytes.slice();
+  if (spare === undefined) return new Uint8Array(bytes); // a copy (a Buffer's slice() would be a view)
   spareBytes -= spare.length;
   spare.set(bytes);
   return spare;
@@ -78,22 +78,18 @@ function eachDevicePiece(dev: Device, dev_addr: bigint, size: number, fn: (phys:
 
 /** The owner counts the bus checks: +1 while the device owns the entry. */
 function ownLines(dev: Device, e: DmaDebugEntry, delta: 1 | -1): void {
-  const cache = delta > 0 ? dma_cache(dev.machine) : dma_cache_if_any(dev.machine);
-  if (cache === null) return;
+  const cache = dma_cache(dev.machine);
   eachDevicePiece(dev, e.dev_addr, e.size, (phys, len) => cache.own(phys, len, delta));
 }
 
-/** The entry kinds that are streaming buffers the CPU and device hand back and forth. */
-function isStreaming(e: DmaDebugEntry): boolean {
-  return e.paddr !== null && e.type !== 'phys' && e.type !== 'coherent';
-}
 
 /** After map, and after sync_for_device: the device owns the entries holding [dev_addr, +size). */
 export function dma_owner_to_device(dev: Device, dev_addr: bigint, size: number): void {
   if (!checking(dev)) return;
   dma_owner_report_device_accesses(dev.machine);
   for (const e of debugOf(dev).entriesHolding(dev, dev_addr, size)) {
-    if (!isStreaming(e) || deviceOwned.has(e)) continue;
+    // Streaming buffers only: a coherent allocation has no paddr (and is never synced).
+    if (e.paddr === null || deviceOwned.has(e)) continue;
     const checkCpu = !dev.dma_coherent || e.direction === DMA_TO_DEVICE;
     const now = checkCpu ? cpuBytes(dev.machine, Number(e.paddr), e.size) : null;
     deviceOwned.set(e, { copy: now === null ? null : copyOf(now) });
@@ -152,7 +148,7 @@ export function dma_owner_report_device_accesses(machine: Machine): null {
     const dev = cache.requesterDevice(r.requester) as Device | null;
     if (dev === null || dev.machine.isDestroyed || !checking(dev)) continue;
     const addr = BigInt(r.addr);
-    const e = debugOf(dev).entriesHolding(dev, addr, Math.max(r.length, 1))[0];
+    const e = debugOf(dev).entriesHolding(dev, addr, r.length)[0];
     const where = e === undefined ? '' : ` [mapping at ${hex(e.dev_addr)} size=${e.size} ${dma_direction_name(e.direction)}]`;
     debugOf(dev).ownershipReport(CHECK_DEVICE_TOUCHED_CPU_OWNED, dev, e,
       `device ${r.write ? 'write to' : 'read from'} memory the CPU owns [device address=${hex(addr)}] [size=${r.length} bytes]` +
