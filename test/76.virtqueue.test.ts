@@ -29,7 +29,8 @@ import {
   vring_create_virtqueue, vring_del_virtqueue, vring_interrupt,
 } from '../lib/drivers/virtio_ring';
 import { expectNoLeaks } from './helpers/leaks';
-import { runChild } from './helpers/child';
+import { spawn } from 'node:child_process';
+import type { ChildResult } from './helpers/child';
 
 const MiB = 1024 * 1024;
 const FEAT_EVENT = 1n << BigInt(VIRTIO_RING_F_EVENT_IDX);
@@ -44,6 +45,8 @@ interface RigOptions {
   callback?: ((vq: Virtqueue) => void) | null;
   /** The device only notes a doorbell (and turns doorbells off) until drain() runs it. Default false. */
   defer?: boolean;
+  /** A non-coherent device with strict ownership checking (the CPU works in a write-back cache). */
+  nonCoherent?: boolean;
 }
 
 /** A driver queue and the device queue over the same rings, wired through notify and the interrupt. */
@@ -77,7 +80,10 @@ function echo(dq: VirtQueue, e: VirtQueueElement): number {
 }
 
 function makeRig(m: Machine, o: RigOptions): Rig {
-  const dev = m.createDevice({ name: o.iommu ? 'vq-iommu' : 'vq-direct', dmaMask: 64, debug: 'strict', ...(o.iommu ? { iommu: { strict: true } } : {}) });
+  const dev = m.createDevice({
+    name: o.iommu ? 'vq-iommu' : 'vq-direct', dmaMask: 64, debug: 'strict', ...(o.iommu ? { iommu: { strict: true } } : {}),
+    ...(o.nonCoherent === true ? { coherent: false, ownership: 'strict' as const } : {}),
+  });
   let serving = false;
   let pending = false;
   const r = {} as Rig;
@@ -245,6 +251,25 @@ for (const iommu of [false, true]) {
       assert.deepEqual(Buffer.concat([cpu(d, 0, 5), cpu(d, 64, 1000), cpu(d, 2048, 2007)]), want);
       assert.ok(cpu(d, 5, 59).every((x) => x === 0xee) && cpu(d, 1064, 984).every((x) => x === 0xee) && cpu(d, 4055).every((x) => x === 0xee));
       assert.equal(r.vq.num_free, 16);
+      assert.equal(r.dev.debug.activeEntries(), r.base);
+      assert.deepEqual(warnings(m), []);
+    });
+
+    it('a non-coherent device with strict ownership checking: the driver\'s maps and unmaps are the syncs it needs, chains and indirect tables included', () => {
+      const r = rig({ num: 8, indirect: true, nonCoherent: true });
+      const [a, b] = [page(), page()];
+      for (let round = 0; round < 50; round++) {
+        const fill = (round * 13) & 0xff;
+        cpu(a, 0, 256).fill(fill);
+        cpu(b, 0, 256).fill(0);
+        const rc = virtqueue_add_sgs(r.vq, [sgl([a, 0, 128], [a, 128, 128]), sgl([b, 0, 64], [b, 128, 128]), sgl([b, 1024, 64])], 1, 2, round, GFP_KERNEL);
+        assert.equal(rc, 0);
+        virtqueue_kick(r.vq);
+        assert.deepEqual(r.done.at(-1), { token: round, len: 256 });
+        const want = fill ^ 0x5a;
+        assert.ok(cpu(b, 0, 64).every((x) => x === want) && cpu(b, 128, 128).every((x) => x === want) && cpu(b, 1024, 64).every((x) => x === want), `round ${round}: the device's bytes, not stale cache lines`);
+        assert.ok(cpu(b, 64, 64).every((x) => x === 0), 'and nothing between the buffers');
+      }
       assert.equal(r.dev.debug.activeEntries(), r.base);
       assert.deepEqual(warnings(m), []);
     });
@@ -735,7 +760,8 @@ describe('76 split virtqueue: random rings (fuzz, in a child process)', () => {
     const lib = JSON.stringify(path.resolve(__dirname, '..', 'lib'));
     const iterations = Number(process.env.DMAMEM_VQ_FUZZ ?? 20000);
     const seed = Number(process.env.DMAMEM_FUZZ_SEED ?? 76076);
-    const res = await runChild(`${FUZZ_CHILD}\nmain(${lib}, ${iterations}, ${seed});`);
+    const res = await runChildWithin(`${FUZZ_CHILD}\nmain(${lib}, ${iterations}, ${seed});`, 120000);
+    assert.equal(res.hung, false, `the child finished within 120 s (a pop that loops never returns): ${res.stderr}`);
     assert.equal(res.signal, null, `no signal: ${res.stderr}`);
     assert.equal(res.code, 0, `exit 0: ${res.stderr}${res.stdout}`);
     const r = JSON.parse(res.stdout) as { iterations: number; broken: number; pops: number; reasons: Record<string, number>; maxMs: number };
@@ -749,6 +775,27 @@ describe('76 split virtqueue: random rings (fuzz, in a child process)', () => {
     assert.ok(r.maxMs < 2000, `the slowest ring took ${r.maxMs.toFixed(1)} ms`);
   });
 });
+
+/** runChild (test/helpers/child.ts) with a deadline: a child still running after `ms` is killed and reported as hung. */
+function runChildWithin(script: string, ms: number): Promise<ChildResult & { hung: boolean }> {
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let hung = false;
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => {
+    hung = true;
+    child.kill('SIGKILL');
+  }, ms);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, hung });
+    });
+  });
+}
 
 /**
  * The fuzz child: random ring contents (fully random, or random but shaped like descriptors so
