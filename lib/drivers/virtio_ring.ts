@@ -207,7 +207,8 @@ function freeRing(dev: Device, area: RingArea): void {
 export function vring_create_virtqueue(dev: Device, num: number, notify: VqNotify, name: string, options: VringCreateOptions = {}): Virtqueue | null {
   const fn = 'vring_create_virtqueue';
   checkLiveDevice(fn, dev);
-  if (typeof num !== 'number' || !vring_size_ok(num)) throw new RangeError(`${fn}: Expected a power of two from 1 to ${VRING_MAX_SIZE} for num but received ${describeValue(num)}`);
+  if (typeof num !== 'number') throw new TypeError(`${fn}: Expected a number for num but received ${describeValue(num)}`);
+  if (!vring_size_ok(num)) throw new RangeError(`${fn}: Expected a power of two from 1 to ${VRING_MAX_SIZE} for num but received ${describeValue(num)}`);
   if (typeof notify !== 'function') throw new TypeError(`${fn}: Expected a function for notify but received ${describeValue(notify)}`);
   if (typeof name !== 'string') throw new TypeError(`${fn}: Expected a string for name but received ${describeValue(name)}`);
   if (typeof options !== 'object' || options === null) throw new TypeError(`${fn}: Expected an options object but received ${describeValue(options)}`);

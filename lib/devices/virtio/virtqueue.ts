@@ -114,6 +114,7 @@ export class VirtQueue {
       throw new TypeError(`VirtQueue: Expected a BusEngine for bus but received ${String(bus)}`);
     }
     if (typeof config !== 'object' || config === null) throw new TypeError(`VirtQueue: Expected a VirtQueueConfig object but received ${String(config)}`);
+    if (typeof config.size !== 'number') throw new TypeError(`VirtQueue: Expected a number for size but received ${String(config.size)} of type ${typeof config.size}`);
     if (!vring_size_ok(config.size)) {
       throw new RangeError(`VirtQueue: Expected a power of two from 1 to ${VRING_MAX_SIZE} for size but received ${String(config.size)}`);
     }
