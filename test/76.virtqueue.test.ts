@@ -47,6 +47,8 @@ interface RigOptions {
   defer?: boolean;
   /** A non-coherent device with strict ownership checking (the CPU works in a write-back cache). */
   nonCoherent?: boolean;
+  /** What the device does at a doorbell instead of serving or deferring. */
+  onKick?: (r: Rig) => void;
 }
 
 /** A driver queue and the device queue over the same rings, wired through notify and the interrupt. */
@@ -111,7 +113,8 @@ function makeRig(m: Machine, o: RigOptions): Rig {
   const callback = o.callback === undefined ? collect : o.callback;
   const vq = vring_create_virtqueue(dev, o.num, () => {
     r.kicks++;
-    if (o.defer !== true) serve();
+    if (o.onKick !== undefined) o.onKick(r);
+    else if (o.defer !== true) serve();
     else if (!pending) {
       pending = true;
       r.dq.setNotification(false);
@@ -319,6 +322,41 @@ for (const iommu of [false, true]) {
       assert.deepEqual(warnings(m), []);
     });
 
+    it('the device reaches memory only through its bus: four 32-bit reads per ring descriptor, one read per indirect table, and the used element before used.idx', () => {
+      const r = rig({ num: 8, indirect: true, defer: true });
+      const [a, b] = [page(), page()];
+      const log: string[] = [];
+      const real = busMaster(r.dev);
+      const spy = new Proxy(real, {
+        get(target, key) {
+          const v = Reflect.get(target, key, target) as unknown;
+          if (typeof v !== 'function') return v;
+          return (...args: unknown[]) => {
+            log.push(`${String(key)}${key === 'read' || key === 'write' ? `:${String(args[3] ?? (args[1] as Uint8Array).length)}` : ''}`);
+            return (v as (...x: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      });
+      const dq = new VirtQueue(spy, { size: 8, desc: virtqueue_get_desc_addr(r.vq), avail: virtqueue_get_avail_addr(r.vq), used: virtqueue_get_used_addr(r.vq), features: FEAT_INDIRECT });
+      assert.equal(virtqueue_add_outbuf(r.vq, sgl([a, 0, 16]), 1, 'one', GFP_KERNEL), 0);
+      assert.equal(virtqueue_add_sgs(r.vq, [sgl([a, 64, 16], [a, 128, 16]), sgl([b, 0, 16])], 1, 1, 'three', GFP_KERNEL), 0);
+      const e1 = dq.pop()!;
+      assert.deepEqual(log.splice(0), ['read16', 'read16', 'read32', 'read32', 'read32', 'read32'], 'avail.idx, the ring entry, one descriptor');
+      assert.equal(e1.index, 0);
+      dq.push(e1.index, 0);
+      assert.deepEqual(log.splice(0), ['write32', 'write32', 'write16'], 'id, len, then used.idx');
+      const e2 = dq.pop()!;
+      assert.deepEqual(log.splice(0), ['read16', 'read32', 'read32', 'read32', 'read32', 'read:48'], 'the ring entry, the indirect descriptor, the whole table in one read');
+      assert.deepEqual([e2.outNum, e2.inNum], [2, 1]);
+      dq.push(e2.index, 16);
+      log.length = 0;
+      assert.equal(dq.pop(), null);
+      assert.deepEqual(log.splice(0), ['read16'], 'an empty ring costs one read of avail.idx');
+      assert.equal(virtqueue_get_buf(r.vq, null), 'one');
+      assert.equal(virtqueue_get_buf(r.vq, null), 'three');
+      assert.equal(r.dev.debug.activeEntries(), r.base);
+    });
+
     it('argument checks come before any mapping: a page of another machine or an entry without a page is a TypeError, a null token a kernel BUG', () => {
       const r = rig({ num: 8 });
       const other = new Machine({ name: 'vq76other', ramPerNode: 4 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
@@ -397,6 +435,23 @@ for (const iommu of [false, true]) {
           assert.deepEqual(warnings(m), []);
         });
       }
+
+      it('EVENT_IDX, a device that takes one chain per doorbell and leaves notifications on: each pop moves avail_event, so each add rings (32 doorbells)', () => {
+        const r = rig({ num: 64, eventIdx: true, onKick: (q) => {
+          const e = q.dq.pop();
+          if (e !== null) q.dq.push(e.index, 0);
+        } });
+        const p = page();
+        for (let i = 0; i < 32; i++) {
+          assert.equal(virtqueue_add_outbuf(r.vq, sgl([p, i * 64, 16]), 1, i + 1, GFP_KERNEL), 0);
+          virtqueue_kick(r.vq);
+        }
+        assert.equal(r.kicks, 32);
+        assert.equal(r.dq.usedIdx, 32, 'every buffer was taken at its doorbell');
+        const len = { value: 0 };
+        while (virtqueue_get_buf(r.vq, len) !== null);
+        assert.equal(r.vq.num_free, 64);
+      });
 
       it('vring_need_event is modulo 2^16: an event just behind the new index fires across the wrap, one behind the old does not', () => {
         assert.equal(vring_need_event(0xffff, 0, 0xfffe), true);
