@@ -36,7 +36,7 @@ export interface VirtQueueConfig {
   readonly features?: bigint;
   /** Raises the queue's interrupt; called by notify() when the driver wants one. */
   readonly onNotify?: (() => void) | null;
-  /** Called once, with the reason, when the queue breaks (the transport sets DEVICE_NEEDS_RESET). */
+  /** Called once, with the reason, when the queue breaks (the transport sets DEVICE_NEEDS_RESET). It must not throw. */
   readonly onError?: ((reason: string) => void) | null;
 }
 
@@ -82,11 +82,9 @@ const hex = (v: number): string => `0x${v.toString(16)}`;
  * vq.notify();
  */
 export class VirtQueue {
-  /** True once the ring was found malformed or an access failed: pop() gives null from then on. */
-  broken = false;
-  /** Why the queue broke (QEMU's virtio_error message), or null. */
-  error: string | null = null;
   readonly size: number;
+  #broken = false;
+  #error: string | null = null;
   readonly #bus: BusEngine;
   readonly #mask: number;
   readonly #desc: number;
@@ -117,6 +115,10 @@ export class VirtQueue {
     if (typeof config.size !== 'number') throw new TypeError(`VirtQueue: Expected a number for size but received ${String(config.size)} of type ${typeof config.size}`);
     if (!vring_size_ok(config.size)) {
       throw new RangeError(`VirtQueue: Expected a power of two from 1 to ${VRING_MAX_SIZE} for size but received ${String(config.size)}`);
+    }
+    for (const k of ['onNotify', 'onError'] as const) {
+      const f = config[k];
+      if (f !== undefined && f !== null && typeof f !== 'function') throw new TypeError(`VirtQueue: Expected a function or null for ${k} but received ${String(f)}`);
     }
     const features = config.features ?? 0n;
     if (typeof features !== 'bigint') throw new TypeError(`VirtQueue: Expected a bigint for features but received ${String(features)} of type ${typeof features}`);
@@ -154,15 +156,25 @@ export class VirtQueue {
     return this.#inuse;
   }
 
+  /** True once the ring was found malformed or an access failed: pop() gives null from then on. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  /** Why the queue broke (QEMU's virtio_error message), or null. */
+  get error(): string | null {
+    return this.#error;
+  }
+
   /**
    * virtio_error: the queue is broken from now on (the first reason is kept; the transport's
    * onError sets DEVICE_NEEDS_RESET). Device models call it too, e.g. for a request they cannot parse.
    */
   markBroken(reason: string): void {
-    if (this.broken) return;
-    this.broken = true;
-    this.error = String(reason);
-    this.#onError?.(this.error);
+    if (this.#broken) return;
+    this.#broken = true;
+    this.#error = String(reason);
+    this.#onError?.(this.#error);
   }
 
   /** markBroken, as a null return for pop(). */
@@ -201,7 +213,7 @@ export class VirtQueue {
 
   /** virtio_queue_empty: nothing available (re-reads avail.idx when the shadow says so). A broken queue is empty. */
   isEmpty(): boolean {
-    if (this.broken) return true;
+    if (this.#broken) return true;
     if (this.#shadowAvailIdx !== this.#lastAvailIdx) return false;
     return !this.#fetchAvailIdx();
   }
@@ -216,7 +228,7 @@ export class VirtQueue {
     if (!(elem instanceof VirtQueueElement) || elem.addr.length < this.size) {
       throw new TypeError(`VirtQueue.pop: Expected an element of this queue's createElement() but received ${String(elem)}`);
     }
-    if (this.broken) return null;
+    if (this.#broken) return null;
     if (this.#shadowAvailIdx === this.#lastAvailIdx && !this.#fetchAvailIdx()) return null;
     smp_mb(); // the ring entry is read after avail.idx (smp_rmb)
     if (this.#inuse >= this.size) return this.#fail('Virtqueue size exceeded');
@@ -340,7 +352,7 @@ export class VirtQueue {
     if (!(head >= 0 && head < this.size && Number.isInteger(head))) throw new RangeError(`VirtQueue.fill: Expected an integer from 0 to ${this.size - 1} for head but received ${String(head)}`);
     if (!(len >= 0 && len <= 0xffffffff && Number.isInteger(len))) throw new RangeError(`VirtQueue.fill: Expected a 32-bit unsigned integer for len but received ${String(len)}`);
     if (!(idx >= 0 && idx < this.size && Number.isInteger(idx))) throw new RangeError(`VirtQueue.fill: Expected an integer from 0 to ${this.size - 1} for idx but received ${String(idx)}`);
-    if (this.broken) return;
+    if (this.#broken) return;
     const bus = this.#bus;
     const at = this.#used + VRING_USED_RING + VRING_USED_ELEM_SIZE * ((this.#usedIdx + idx) & this.#mask);
     if (bus.write32(at, head) !== MEMTX_OK || bus.write32(at + 4, len) !== MEMTX_OK) this.#busFail('writing the used ring', at);
@@ -353,7 +365,7 @@ export class VirtQueue {
   flush(count: number): void {
     if (!(count >= 0 && count <= this.size && Number.isInteger(count))) throw new RangeError(`VirtQueue.flush: Expected an integer from 0 to ${this.size} for count but received ${String(count)}`);
     this.#inuse = Math.max(0, this.#inuse - count);
-    if (this.broken) return;
+    if (this.#broken) return;
     smp_mb(); // smp_wmb: the used entries before the index
     const old = this.#usedIdx;
     const now = (old + count) & 0xffff;
@@ -380,7 +392,7 @@ export class VirtQueue {
    * in before the driver saw the change.
    */
   setNotification(enable: boolean): void {
-    if (this.broken) return;
+    if (this.#broken) return;
     this.#notification = enable === true;
     const bus = this.#bus;
     if (this.#eventIdx) {
@@ -413,7 +425,7 @@ export class VirtQueue {
    * the driver's used_event. False on a broken queue.
    */
   shouldNotify(): boolean {
-    if (this.broken) return false;
+    if (this.#broken) return false;
     smp_mb(); // the used entries are visible before the driver's threshold is read
     const bus = this.#bus;
     if (!this.#eventIdx) {
