@@ -11,14 +11,15 @@ import '../lib/dma/device';
 import { GFP_KERNEL, PAGE_SIZE } from '../lib/mm/gfp';
 import type { Page } from '../lib/mm/page';
 import { DMA_BIDIRECTIONAL, DMA_TO_DEVICE } from '../lib/dma/constants';
-import { dma_map_single, dma_unmap_single } from '../lib/dma/mapping';
-import { dma_sync_single_for_cpu, dma_sync_single_for_device } from '../lib/dma/sync';
+import { dma_map_sg, dma_map_single, dma_unmap_sg, dma_unmap_single } from '../lib/dma/mapping';
+import { Scatterlist, sg_init_table, sg_set_page } from '../lib/dma/scatterlist';
+import { dma_sync_sg_for_cpu, dma_sync_sg_for_device, dma_sync_single_for_cpu, dma_sync_single_for_device } from '../lib/dma/sync';
 import { DmaCache, busCacheDescription, cpuBytes, dma_cache, dma_cache_stats } from '../lib/dma/cache';
 import {
   CM_COUNT, CM_HASH_SIZE, CM_SEQ, CM_SLOTS, CM_VIO_HEAD, CM_VIO_SLOTS, OWNERSHIP_OFF, OWNERSHIP_REPORT, OWNERSHIP_STRICT, cacheHash, cacheInsert,
   cacheLayout, cacheLayoutOf, cacheLookup, cacheRebuild, cacheRemove,
 } from '../lib/dma/cache_layout';
-import { CHECK_DEVICE_TOUCHED_CPU_OWNED, dma_owner_report_device_accesses } from '../lib/dma/ownership';
+import { CHECK_DEVICE_TOUCHED_CPU_OWNED, dma_owner_report_device_accesses, ownershipSpareBytes } from '../lib/dma/ownership';
 import { BusEngine, MEMTX_ACCESS_ERROR, MEMTX_OK } from '../lib/devices/bus_engine';
 import { busDescription, busMaster } from '../lib/devices/bus_master';
 import { expectNoLeaks } from './helpers/leaks';
@@ -260,7 +261,7 @@ describe('77 the shared PFN hash', () => {
     cacheInsert(t, l, 7, 4);
     assert.equal(cacheLookup(t, l, 7), -1);
     cacheRemove(t, l, 7);
-    cacheInsert(t, l, 7, -1);
+    cacheInsert(t, l, 7, -5);
     assert.equal(cacheLookup(t, l, 7), -1);
     cacheRemove(t, l, 7);
     cacheInsert(t, l, 7, 3);
@@ -283,6 +284,8 @@ describe('77 the shared PFN hash', () => {
     assert.equal(cacheLayoutOf(mk(Math.max(neg.bytes, 4096), -1, neg.hashSize)), null, 'a negative slot count');
     const zero = cacheLayout(0);
     assert.equal(cacheLayoutOf(mk(zero.bytes, 0, zero.hashSize)), null, 'no slots');
+    const one = cacheLayout(1);
+    assert.deepEqual(cacheLayoutOf(mk(one.bytes, 1, one.hashSize)), one, 'one slot is a cache');
   });
 });
 
@@ -344,11 +347,13 @@ describe('77 cache and ownership edges', () => {
       c.own(phys(a), 1, -1);
       c.own(phys(a), 1, -1); // one too many: stays 0, not 255
       assert.equal(bus.read(phys(a), one), MEMTX_ACCESS_ERROR);
-      for (let i = 0; i < 300; i++) c.own(phys(a), 1, 1);
+      for (let i = 0; i < 256; i++) c.own(phys(a), 1, 1); // the 256th stays 255 (a wrap would make it 0)
+      assert.equal(bus.read(phys(a), one), MEMTX_OK);
       c.own(phys(a), 1, -1); // 255 - 1: still the device's
       assert.equal(bus.read(phys(a), one), MEMTX_OK);
       assert.equal(bus.read(phys(a) + 64, one), MEMTX_ACCESS_ERROR, 'the next line was never given');
       c.release(phys(a) + PAGE_SIZE, 1); // a page not held: nothing happens
+      c.clean(0x7fff_0000 * PAGE_SIZE, 64); // no memory there: nothing is held
       assert.equal(c.stats().pages, 1);
     } finally {
       bus.close();
@@ -364,11 +369,17 @@ describe('77 cache and ownership edges', () => {
     assert.equal(h, BigInt(phys(p)) + (1n << 33n));
     const bus = new BusEngine(busDescription(dev)); // no inline hook: the records wait in the ring
     try {
+      for (let i = 0; i < 3; i++) bus.write8(h + 120n + BigInt(i), i);
+      dma_sync_single_for_device(dev, h, 128, DMA_BIDIRECTIONAL); // drained: 3 reports, none lost
+      assert.equal(dev.debug.reports.length, 3);
+      assert.doesNotMatch(dev.debug.reports[0]!.message, /refused/, 'report mode: let through');
+      assert.ok(!m.warnings.some((w) => /more device accesses/.test(w.message)), 'nothing lost yet');
+      dma_sync_single_for_cpu(dev, h, 128, DMA_BIDIRECTIONAL);
       for (let i = 0; i < 70; i++) bus.write8(h + BigInt(i), i);
       bus.read8(h + 100n);
       const cache = dma_cache(m);
       dma_sync_single_for_device(dev, h, 128, DMA_BIDIRECTIONAL); // the driver side drains here
-      const r = dev.debug.reports.filter((x) => x.check === CHECK_DEVICE_TOUCHED_CPU_OWNED);
+      const r = dev.debug.reports.filter((x) => x.check === CHECK_DEVICE_TOUCHED_CPU_OWNED).slice(3);
       assert.equal(r.length, CM_VIO_SLOTS);
       assert.match(r[0]!.message, new RegExp(`device write to memory the CPU owns \\[device address=0x${(h + 7n).toString(16)}\\] \\[size=1 bytes\\]`));
       assert.match(r.at(-1)!.message, new RegExp(`device read from memory the CPU owns \\[device address=0x${(h + 100n).toString(16)}\\]`));
@@ -481,6 +492,79 @@ describe('77 cache and ownership edges', () => {
       dma_unmap_single(dev, h, 2 * PAGE_SIZE + 50, DMA_BIDIRECTIONAL);
     } finally {
       m.__free_pages(block, 2);
+    }
+  });
+});
+
+describe('77 more edges', () => {
+  expectNoLeaks();
+  let m: Machine;
+  beforeEach(() => {
+    m = new Machine({ name: 'me77', ramPerNode: 8 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+  });
+  afterEach(() => m.destroy());
+
+  it('an invalidate of whole lines throws a dirty line away (dc ivac): the CPU\'s write is lost, nothing is written back', () => {
+    const dev = m.createDevice({ name: 'iv', dmaMask: 64, coherent: false, debug: false });
+    const p = m.alloc_pages(GFP_KERNEL, 0)!;
+    const v = m.view(m.page_address(p), 128);
+    v.fill(1);
+    const h = dma_map_single(dev, m.page_address(p), 128, DMA_BIDIRECTIONAL); // clean: RAM = 1
+    busMaster(dev).write(h, new Uint8Array(64).fill(2)); // RAM line 0 = 2
+    v.fill(3, 64, 128); // line 1 dirty, wholly inside the range
+    const before = dma_cache_stats(m);
+    dma_sync_single_for_cpu(dev, h, 128, DMA_BIDIRECTIONAL);
+    assert.equal(v[0], 2);
+    assert.equal(v[100], 1, 'the dirty line was refilled from RAM, not written back');
+    const after = dma_cache_stats(m);
+    assert.equal(after.discarded - before.discarded, 1);
+    assert.equal(after.writtenBack - before.writtenBack, 0);
+    assert.equal(after.refilled - before.refilled, 2);
+    dma_unmap_single(dev, h, 128, DMA_BIDIRECTIONAL);
+    m.__free_pages(p, 0);
+  });
+
+  it('behind an IOMMU an sg list of scattered pages merged into one IOVA range changes hands page by page', () => {
+    const dev = m.createDevice({ name: 'iosg', dmaMask: 64, coherent: false, ownership: 'strict', iommu: { strict: true } });
+    const pages = [m.alloc_pages(GFP_KERNEL, 0)!, m.alloc_pages(GFP_KERNEL, 0)!, m.alloc_pages(GFP_KERNEL, 0)!];
+    try {
+      const sgl = [new Scatterlist(), new Scatterlist()];
+      sg_init_table(sgl, 2);
+      sg_set_page(sgl[0]!, pages[0]!, PAGE_SIZE, 0);
+      sg_set_page(sgl[1]!, pages[2]!, PAGE_SIZE, 0); // not next to the first
+      assert.equal(dma_map_sg(dev, sgl[0]!, 2, DMA_BIDIRECTIONAL), 1, 'merged into one IOVA range');
+      const h = sgl[0]!.dma_address;
+      const bus = busMaster(dev);
+      for (const off of [10n, BigInt(PAGE_SIZE + 10)]) assert.equal(bus.write8(h + off, 7), MEMTX_OK, `device owns offset ${off}`);
+      dma_sync_sg_for_cpu(dev, sgl[0]!, 2, DMA_BIDIRECTIONAL);
+      assert.equal(m.view(m.page_address(pages[2]!), 16)[10], 7, 'the second page is where the IOVA says');
+      for (const off of [10n, BigInt(PAGE_SIZE + 10)]) assert.equal(bus.write8(h + off, 8), MEMTX_ACCESS_ERROR, `CPU owns offset ${off}`);
+      dma_sync_sg_for_device(dev, sgl[0]!, 2, DMA_BIDIRECTIONAL);
+      dma_unmap_sg(dev, sgl[0]!, 2, DMA_BIDIRECTIONAL);
+    } finally {
+      for (const p of pages) m.__free_pages(p, 0);
+    }
+  });
+
+  it('ownership copies are kept for reuse, at most 16 MiB of them', () => {
+    const dev = m.createDevice({ name: 'spare', dmaMask: 64, coherent: false, ownership: 'report' });
+    const start = ownershipSpareBytes();
+    const block = m.alloc_pages(GFP_KERNEL, 9)!; // 2 MiB
+    try {
+      const addr = m.page_address(block);
+      const h = dma_map_single(dev, addr, 1 << 20, DMA_TO_DEVICE);
+      dma_unmap_single(dev, h, 1 << 20, DMA_TO_DEVICE);
+      assert.ok(ownershipSpareBytes() >= start + (1 << 20) || start + (1 << 20) > 16 << 20, 'the copy was given back');
+      const kept = ownershipSpareBytes();
+      const again = dma_map_single(dev, addr, 1 << 20, DMA_TO_DEVICE);
+      assert.equal(ownershipSpareBytes(), kept - (1 << 20), 'and taken again by the next map of that size');
+      dma_unmap_single(dev, again, 1 << 20, DMA_TO_DEVICE);
+      const hs = Array.from({ length: 20 }, (_, i) => dma_map_single(dev, addr + i * 4096, (1 << 20) - i * 4096, DMA_TO_DEVICE));
+      hs.forEach((x, i) => dma_unmap_single(dev, x, (1 << 20) - i * 4096, DMA_TO_DEVICE));
+      assert.ok(ownershipSpareBytes() <= 16 << 20, `bounded: ${ownershipSpareBytes()}`);
+      assert.ok(ownershipSpareBytes() > (16 << 20) - (1 << 20), 'filled up to the bound');
+    } finally {
+      m.__free_pages(block, 9);
     }
   });
 });

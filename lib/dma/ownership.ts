@@ -46,6 +46,11 @@ function copyOf(bytes: Uint8Array): Uint8Array {
   return spare;
 }
 
+/** Bytes held in spare copies now (for tests: the pool stays bounded and is used). */
+export function ownershipSpareBytes(): number {
+  return spareBytes;
+}
+
 function giveBack(copy: Uint8Array): void {
   if (spareBytes + copy.length > SPARE_BYTES_MAX) return;
   let list = spareCopies.get(copy.length);
