@@ -12,8 +12,26 @@ import { createPciDevice, type PciDev } from '../lib/devices/pci_dev';
 import {
   VIRTIO_NET_DEFAULT_MAC, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_NUM_BUFFERS, virtio_net,
 } from '../lib/devices/virtio/virtio_net';
-import { VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../lib/devices/virtio/virtio_ring_layout';
-import { VirtioNet } from '../lib/drivers/virtio_net';
+import {
+  VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_COMMON_DF, VIRTIO_PCI_COMMON_DFSELECT, VIRTIO_PCI_COMMON_GF, VIRTIO_PCI_COMMON_GFSELECT,
+  VIRTIO_PCI_COMMON_MSIX, VIRTIO_PCI_COMMON_Q_ENABLE, VIRTIO_PCI_COMMON_Q_SELECT, VIRTIO_PCI_COMMON_STATUS, VIRTIO_TRANSPORT_FEATURES,
+} from '../lib/devices/virtio/virtio_pci';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VRING_AVAIL_IDX, VRING_AVAIL_RING, VRING_DESC_F_NEXT,
+  VRING_DESC_FLAGS, VRING_DESC_NEXT, VRING_DESC_SIZE,
+} from '../lib/devices/virtio/virtio_ring_layout';
+import { VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS } from '../lib/devices/virtio/virtio_net';
+import { busMaster } from '../lib/devices/bus_master';
+import { GFP_KERNEL } from '../lib/mm/gfp';
+import { type Scatterlist, sg_init_table, sg_set_page } from '../lib/dma/scatterlist';
+import { ioread16, ioread32, ioread8, iowrite16, iowrite32, iowrite8, pci_iomap } from '../lib/drivers/io';
+import { virtio_get_status } from '../lib/drivers/virtio';
+import { virtio_pci_probe } from '../lib/drivers/virtio_pci_modern';
+import {
+  virtqueue_add_outbuf, virtqueue_get_avail_addr, virtqueue_get_desc_addr, virtqueue_get_vring_size, virtqueue_is_broken, virtqueue_kick,
+} from '../lib/drivers/virtio_ring';
+import { VirtioNet, VirtioNetError } from '../lib/drivers/virtio_net';
 import { expectNoLeaks } from './helpers/leaks';
 import { until } from './helpers/until';
 
@@ -122,4 +140,152 @@ describe('78 virtio-net over virtio-pci', () => {
       }
     }
   }
+
+  const NET_FEATURES = VIRTIO_TRANSPORT_FEATURES | (1n << BigInt(VIRTIO_NET_F_MAC)) | (1n << BigInt(VIRTIO_NET_F_STATUS)) | (1n << BigInt(VIRTIO_NET_F_MTU));
+
+  for (const worker of [false, true]) {
+    it(`feature negotiation (${worker ? 'worker' : 'inline'}): the device offers the transport's four and its own; FEATURES_OK is refused for an unoffered feature or without VERSION_1`, async () => {
+      newMachine();
+      const pdev = device(false, worker);
+      const io = pci_iomap(pdev, 0, 0)!;
+      const status = (): number => ioread8(io, VIRTIO_PCI_COMMON_STATUS);
+      const begin = (): void => {
+        iowrite8(0, io, VIRTIO_PCI_COMMON_STATUS);
+        assert.equal(status(), 0, 'reset reads back 0');
+        iowrite8(VIRTIO_CONFIG_S_ACKNOWLEDGE, io, VIRTIO_PCI_COMMON_STATUS);
+        iowrite8(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER, io, VIRTIO_PCI_COMMON_STATUS);
+      };
+      const writeFeatures = (f: bigint): void => {
+        iowrite32(0, io, VIRTIO_PCI_COMMON_GFSELECT);
+        iowrite32(Number(f & 0xffffffffn), io, VIRTIO_PCI_COMMON_GF);
+        iowrite32(1, io, VIRTIO_PCI_COMMON_GFSELECT);
+        iowrite32(Number(f >> 32n), io, VIRTIO_PCI_COMMON_GF);
+      };
+      const featuresOk = (): boolean => {
+        iowrite8(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK, io, VIRTIO_PCI_COMMON_STATUS);
+        return (status() & VIRTIO_CONFIG_S_FEATURES_OK) !== 0;
+      };
+      begin();
+      iowrite32(0, io, VIRTIO_PCI_COMMON_DFSELECT);
+      const lo = ioread32(io, VIRTIO_PCI_COMMON_DF);
+      iowrite32(1, io, VIRTIO_PCI_COMMON_DFSELECT);
+      const hi = ioread32(io, VIRTIO_PCI_COMMON_DF);
+      iowrite32(2, io, VIRTIO_PCI_COMMON_DFSELECT);
+      assert.equal(ioread32(io, VIRTIO_PCI_COMMON_DF), 0, 'no feature words past 64 bits');
+      assert.equal((BigInt(hi) << 32n) | BigInt(lo), NET_FEATURES, 'VERSION_1, ACCESS_PLATFORM, EVENT_IDX, INDIRECT_DESC, MAC, STATUS, MTU');
+      writeFeatures(NET_FEATURES | (1n << 40n));
+      assert.equal(featuresOk(), false, 'an unoffered feature (bit 40): FEATURES_OK refused');
+      begin();
+      writeFeatures(NET_FEATURES & ~(1n << BigInt(VIRTIO_F_VERSION_1)));
+      assert.equal(featuresOk(), false, 'no VERSION_1: FEATURES_OK refused');
+      begin();
+      writeFeatures(NET_FEATURES);
+      assert.equal(featuresOk(), true, 'what was offered: accepted');
+      iowrite8(0, io, VIRTIO_PCI_COMMON_STATUS);
+      io.unmap();
+      // The driver side: virtio_features_ok sees the refusal, sets FAILED, and probe gives -ENODEV.
+      assert.equal(virtio_pci_probe(pdev, { exact: true, features: (1n << BigInt(VIRTIO_F_VERSION_1)) | (1n << 40n) }), -19);
+      assert.ok(warnings(/device refuses features: 0x10100000000/).length === 1, 'the driver says so');
+      await until(() => warnings(/driver features 0x10100000000 refused/).length >= 1, 'the device logging the refusal');
+      // A driver that leaves EVENT_IDX out gets the flag-based suppression, and frames still flow.
+      const net = probe(pdev, 'msix');
+      net.close();
+      const plain = VirtioNet.probe(pdev, { irq: 'msix', without: 1n << BigInt(VIRTIO_RING_F_EVENT_IDX) });
+      nets.push(plain);
+      assert.equal((plain.vdev.features >> BigInt(VIRTIO_RING_F_EVENT_IDX)) & 1n, 0n);
+      const frames = Array.from({ length: 96 }, (_, i) => frame(i, 64));
+      const got = await roundTrip(plain, frames, 'msix', true);
+      got.forEach((g, i) => assert.deepEqual(g.data, frames[i]));
+      plain.close();
+      assert.equal(pdev.dev.debug.activeEntries(), 0);
+    });
+
+    it(`reset and re-probe (${worker ? 'worker' : 'inline'}): close resets the device (status 0, queues off, vectors cleared) and a new probe works`, async () => {
+      newMachine();
+      const pdev = device(true, worker);
+      for (let round = 0; round < 3; round++) {
+        const net = probe(pdev, round === 1 ? 'intx' : 'msix');
+        const frames = Array.from({ length: 40 }, (_, i) => frame(round * 100 + i, i % 2 === 0 ? 64 : 1500));
+        const got = await roundTrip(net, frames, 'msix', true);
+        got.forEach((g, i) => assert.deepEqual(g.data, frames[i], `round ${round} frame ${i}`));
+        net.close();
+        assert.equal(pdev.dev.debug.activeEntries(), 0, `round ${round}: nothing left mapped`);
+        const io = pci_iomap(pdev, 0, 0)!;
+        assert.equal(ioread8(io, VIRTIO_PCI_COMMON_STATUS), 0, 'status 0 after the reset');
+        assert.equal(ioread16(io, VIRTIO_PCI_COMMON_MSIX), VIRTIO_MSI_NO_VECTOR);
+        for (const q of [0, 1]) {
+          iowrite16(q, io, VIRTIO_PCI_COMMON_Q_SELECT);
+          assert.equal(ioread16(io, VIRTIO_PCI_COMMON_Q_ENABLE), 0, `queue ${q} disabled by the reset`);
+        }
+        io.unmap();
+      }
+    });
+  }
+
+  for (const worker of [false, true]) {
+    for (const irq of ['msix', 'intx', 'poll'] as const) {
+      it(`a descriptor loop from a buggy driver (${worker ? 'worker, IOMMU' : 'inline, direct'}, ${irq}): DEVICE_NEEDS_RESET, the config interrupt, the queue stops, nothing hangs; a new probe works`, async () => {
+        newMachine();
+        const pdev = device(worker, worker);
+        const net = probe(pdev, irq);
+        const first = await roundTrip(net, [frame(7, 64)], irq, false);
+        assert.deepEqual(first[0]!.data, frame(7, 64));
+        // The buggy driver: a real, mapped buffer, whose descriptor it then points at itself with NEXT.
+        const page = m.alloc_pages(GFP_KERNEL, 0)!;
+        const sg: Scatterlist[] = [];
+        sg_init_table(sg, 1);
+        sg_set_page(sg[0]!, page, 76, 0);
+        const vq = net.svq;
+        assert.equal(virtqueue_add_outbuf(vq, sg[0]!, 1, 'bad', GFP_KERNEL), 0);
+        const num = virtqueue_get_vring_size(vq);
+        const bm = busMaster(pdev.dev);
+        const cpu = (dma: bigint, len: number): DataView => {
+          const b = m.view(m.phys_to_virt(BigInt(bm.translate(dma))), len);
+          return new DataView(b.buffer, b.byteOffset, len);
+        };
+        const avail = cpu(virtqueue_get_avail_addr(vq), 4 + 2 * num);
+        const head = avail.getUint16(VRING_AVAIL_RING + 2 * ((avail.getUint16(VRING_AVAIL_IDX, true) - 1) & (num - 1)), true);
+        const desc = cpu(virtqueue_get_desc_addr(vq), VRING_DESC_SIZE * num);
+        desc.setUint16(head * VRING_DESC_SIZE + VRING_DESC_FLAGS, VRING_DESC_F_NEXT, true);
+        desc.setUint16(head * VRING_DESC_SIZE + VRING_DESC_NEXT, head, true);
+        virtqueue_kick(vq);
+        if (irq === 'poll') {
+          await until(() => net.needsReset(), 'DEVICE_NEEDS_RESET in the status');
+        } else {
+          await until(() => net.vdev.configChanges > 0, 'the configuration interrupt');
+          assert.equal(net.stats.configInterrupts, 1, 'the driver hook ran');
+          assert.equal(virtqueue_is_broken(net.svq) && virtqueue_is_broken(net.rvq), true, 'virtio_break_device stopped both queues');
+        }
+        assert.equal(virtio_get_status(net.vdev) & VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_CONFIG_S_NEEDS_RESET);
+        assert.equal(virtio_get_status(net.vdev) & VIRTIO_CONFIG_S_FAILED, 0);
+        await until(() => warnings(/virtio: virtio-net: queue 1: Looped descriptor/).length === 1, 'the device logged the reason');
+        assert.equal(pdev.alive, true, 'the device lives on (no exception out of the model)');
+        // The stopped queue takes nothing more, without hanging: the device ignores doorbells until reset.
+        const before = net.stats.rxPackets;
+        net.send(frame(8, 64));
+        for (let i = 0; i < 20; i++) {
+          net.poll();
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        assert.equal(net.stats.rxPackets, before, 'nothing moved after the break');
+        net.close();
+        m.__free_pages(page, 0);
+        assert.equal(pdev.dev.debug.activeEntries(), 0, 'the bad buffer was detached and unmapped at close');
+        // Reset clears NEEDS_RESET: the device works again.
+        const again = probe(pdev, irq);
+        const back = await roundTrip(again, [frame(9, 1500)], irq, false);
+        assert.deepEqual(back[0]!.data, frame(9, 1500));
+        again.close();
+        await pdev.destroy();
+      });
+    }
+  }
+
+  it('probe errors: not a virtio device, and VirtioNetError carries the errno', async () => {
+    newMachine();
+    const edu = createPciDevice(m, { type: 'edu' });
+    devs.push(edu);
+    assert.equal(virtio_pci_probe(edu), -19);
+    assert.throws(() => VirtioNet.probe(edu), (e: unknown) => e instanceof VirtioNetError && e.errno === -19);
+  });
 });
