@@ -14,7 +14,8 @@ import {
 } from '../lib/devices/virtio/virtio_net';
 import {
   VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_COMMON_DF, VIRTIO_PCI_COMMON_DFSELECT, VIRTIO_PCI_COMMON_GF, VIRTIO_PCI_COMMON_GFSELECT,
-  VIRTIO_PCI_COMMON_MSIX, VIRTIO_PCI_COMMON_Q_ENABLE, VIRTIO_PCI_COMMON_Q_SELECT, VIRTIO_PCI_COMMON_STATUS, VIRTIO_TRANSPORT_FEATURES,
+  VIRTIO_PCI_COMMON_MSIX, VIRTIO_PCI_COMMON_Q_ENABLE, VIRTIO_PCI_COMMON_Q_SELECT, VIRTIO_PCI_COMMON_Q_SIZE, VIRTIO_PCI_COMMON_STATUS,
+  VIRTIO_PCI_NOTIFY_OFFSET, VIRTIO_TRANSPORT_FEATURES, virtio_pci_device,
 } from '../lib/devices/virtio/virtio_pci';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -26,8 +27,8 @@ import { busMaster } from '../lib/devices/bus_master';
 import { GFP_KERNEL } from '../lib/mm/gfp';
 import { type Scatterlist, sg_init_table, sg_set_page } from '../lib/dma/scatterlist';
 import { ioread16, ioread32, ioread8, iowrite16, iowrite32, iowrite8, pci_iomap } from '../lib/drivers/io';
-import { virtio_get_status } from '../lib/drivers/virtio';
-import { virtio_pci_probe } from '../lib/drivers/virtio_pci_modern';
+import { virtio_device_ready, virtio_find_vqs, virtio_get_status } from '../lib/drivers/virtio';
+import { virtio_pci_probe, virtio_pci_remove } from '../lib/drivers/virtio_pci_modern';
 import {
   virtqueue_add_outbuf, virtqueue_get_avail_addr, virtqueue_get_desc_addr, virtqueue_get_vring_size, virtqueue_is_broken, virtqueue_kick,
 } from '../lib/drivers/virtio_ring';
@@ -287,5 +288,51 @@ describe('78 virtio-net over virtio-pci', () => {
     devs.push(edu);
     assert.equal(virtio_pci_probe(edu), -19);
     assert.throws(() => VirtioNet.probe(edu), (e: unknown) => e instanceof VirtioNetError && e.errno === -19);
+  });
+
+  it('queue sizes: queue_size takes a smaller power of two and ignores anything else; a smaller ring round-trips', async () => {
+    newMachine();
+    const pdev = device(false, false);
+    const io = pci_iomap(pdev, 0, 0)!;
+    iowrite8(0, io, VIRTIO_PCI_COMMON_STATUS);
+    iowrite16(1, io, VIRTIO_PCI_COMMON_Q_SELECT);
+    assert.equal(ioread16(io, VIRTIO_PCI_COMMON_Q_SIZE), 256, 'the device offers 256');
+    for (const bad of [100, 512, 0]) {
+      iowrite16(bad, io, VIRTIO_PCI_COMMON_Q_SIZE);
+      assert.equal(ioread16(io, VIRTIO_PCI_COMMON_Q_SIZE), 256, `${bad} ignored`);
+    }
+    iowrite16(64, io, VIRTIO_PCI_COMMON_Q_SIZE);
+    assert.equal(ioread16(io, VIRTIO_PCI_COMMON_Q_SIZE), 64);
+    iowrite16(5, io, VIRTIO_PCI_COMMON_Q_SELECT);
+    assert.equal(ioread16(io, VIRTIO_PCI_COMMON_Q_SIZE), 0, 'no queue 5');
+    io.unmap();
+    const net = probe(pdev, 'msix', 16);
+    assert.equal(virtqueue_get_vring_size(net.rvq), 16);
+    const frames = Array.from({ length: 100 }, (_, i) => frame(i, 64));
+    const got = await roundTrip(net, frames, 'msix', true);
+    got.forEach((g, i) => assert.deepEqual(g.data, frames[i]));
+  });
+
+  it('a backend that throws: the transport catches it, sets DEVICE_NEEDS_RESET, and the device lives on', async () => {
+    newMachine();
+    const boom = virtio_pci_device({
+      name: 'virtio-boom', deviceId: 42, classCode: 0xff0000, numQueues: 1, queueMax: 8, features: 0n, configSize: 0,
+      create: () => ({ handleOutput(): void { throw new Error('boom'); } }),
+    });
+    const pdev = createPciDevice(m, { type: boom, device: { debug: true } });
+    devs.push(pdev);
+    const vdev = virtio_pci_probe(pdev, { irq: 'poll' });
+    assert.ok(typeof vdev !== 'number');
+    const vqs = virtio_find_vqs(vdev, [{ name: 'q', callback: null }]);
+    assert.ok(Array.isArray(vqs) && vqs.length === 1);
+    virtio_device_ready(vdev);
+    const io = pci_iomap(pdev, 0, 0)!;
+    iowrite16(0, io, VIRTIO_PCI_NOTIFY_OFFSET);
+    assert.equal(ioread8(io, VIRTIO_PCI_COMMON_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert.equal(pdev.alive, true);
+    assert.equal(warnings(/virtio-boom: device error: boom/).length, 1);
+    io.unmap();
+    virtio_pci_remove(vdev);
+    assert.equal(pdev.dev.debug.activeEntries(), 0);
   });
 });
