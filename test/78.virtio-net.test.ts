@@ -335,4 +335,22 @@ describe('78 virtio-net over virtio-pci', () => {
     virtio_pci_remove(vdev);
     assert.equal(pdev.dev.debug.activeEntries(), 0);
   });
+
+  for (const worker of [false, true]) {
+    it(`removing the device closes the driver first (${worker ? 'worker' : 'inline'}): pdev.destroy() or machine.destroy() with the driver open leaves nothing behind and warns nothing`, async () => {
+      newMachine();
+      const pdev = device(true, worker);
+      const net = probe(pdev, 'msix');
+      const got = await roundTrip(net, [frame(1, 64), frame(2, 1500)], 'msix', false);
+      assert.equal(got.length, 2);
+      await pdev.destroy();
+      assert.equal(net.broken, true, 'closed by the removal');
+      net.close(); // still fine
+      assert.deepEqual(warnings(/DMA-API|IRQ|irq|virtio/).filter((w) => !/not checked/.test(w)), []);
+      // And with the whole machine going first.
+      const p2 = device(false, worker);
+      probe(p2, 'intx');
+      m.destroy();
+    });
+  }
 });

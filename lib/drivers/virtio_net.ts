@@ -151,6 +151,9 @@ export class VirtioNet {
     }
     this.#try_fill_recv();
     virtio_device_ready(vdev);
+    // Removal of the device (pdev.destroy, machine.destroy) closes us first, as a bound driver's
+    // remove: before the interrupt layer drops the vectors and the struct device goes.
+    pdev.teardownHooks.unshift(() => this.close());
   }
 
   /** The device asked for a reset (a broken ring): nothing moves any more until a new probe. */
