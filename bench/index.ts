@@ -13,10 +13,11 @@ import { devices } from './devices';
 import { channel } from './channel';
 import { arena } from './arena';
 import { noncoherent } from './noncoherent';
+import { virtio } from './virtio';
 import { misuse, parseCommand, usage, wrap, type CommandSpec } from '../lib/cli/args';
 
 /** Every group, in the order of the issue. */
-export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena, noncoherent];
+export const GROUPS: readonly BenchGroup[] = [allocation, translation, mapping, scatter, bandwidth, mapbench, devices, channel, arena, noncoherent, virtio];
 
 const BENCH: CommandSpec = {
   command: 'bench',

@@ -27,7 +27,7 @@ describe('bench smoke (dmamem bench --quick --json)', function () {
     const out = JSON.parse(r.stdout) as { mode: string; groups: string[]; results: Record[]; failed: unknown[]; notes: string[] };
     assert.equal(out.mode, 'quick');
     assert.deepEqual(out.failed, []);
-    const expected = ['allocation', 'translation', 'mapping', 'scatter', 'bandwidth', 'mapbench', 'devices', 'channel', 'arena', 'noncoherent'];
+    const expected = ['allocation', 'translation', 'mapping', 'scatter', 'bandwidth', 'mapbench', 'devices', 'channel', 'arena', 'noncoherent', 'virtio'];
     assert.deepEqual(out.groups, expected);
     for (const g of expected) {
       assert.ok(out.results.some((x) => x.group === g), `no results for group ${g}; notes: ${out.notes.join('; ')}`);
