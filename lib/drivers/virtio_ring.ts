@@ -650,6 +650,14 @@ export function virtqueue_is_broken(vq: Virtqueue): boolean {
   return live('virtqueue_is_broken', vq).broken;
 }
 
+/**
+ * __virtqueue_break: the transport found the device broken (DEVICE_NEEDS_RESET, surprise removal):
+ * nothing is added or returned on this queue any more (virtio_break_device calls it for each queue).
+ */
+export function __virtqueue_break(vq: Virtqueue): void {
+  live('__virtqueue_break', vq).broken = true;
+}
+
 /** virtqueue_get_desc_addr: the descriptor table's bus address (for the transport's queue_desc). */
 export function virtqueue_get_desc_addr(vq: Virtqueue): bigint {
   return live('virtqueue_get_desc_addr', vq).desc.dma;
