@@ -6,7 +6,9 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { DeviceType } from '../model';
 import type { VirtQueue, VirtQueueElement } from './virtqueue';
+import { virtio_pci_device, type VirtioBackend, type VirtioTransport } from './virtio_pci';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_F_ACCESS_PLATFORM } from './virtio_ring_layout';
 
 // ---- include/uapi/linux/virtio_blk.h (shared with lib/drivers/virtio_blk.ts) ----
@@ -316,3 +318,46 @@ export class VirtioBlkDevice {
     }
   }
 }
+
+// ---- On the virtio-pci transport ----
+
+/** The device-specific features offered over virtio-pci (the transport adds its own four). */
+const BLK_PCI_FEATURES = bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
+/** PCI_CLASS_STORAGE_SCSI, the class QEMU's virtio-blk-pci reports. */
+const PCI_CLASS_STORAGE_SCSI = 0x010000;
+
+/** The virtio-pci backend: options are VirtioBlkOptions (ctx.options), the queue is served at each doorbell. */
+function blkBackend(t: VirtioTransport, readOnly: boolean): VirtioBackend {
+  const o = t.ctx.options as unknown as VirtioBlkOptions;
+  const blk = new VirtioBlkDevice({ ...o, readOnly: readOnly || o.readOnly === true });
+  if (blk.readOnly !== readOnly) {
+    blk.destroy();
+    throw new Error(`virtio-blk: ${blk.path} can only be opened read-only: use the virtio_blk_ro device type`);
+  }
+  new Uint8Array(t.config.buffer, t.config.byteOffset, t.config.byteLength).set(blk.configBytes());
+  return {
+    handleOutput(n: number): void {
+      const vq = t.queue(n);
+      if (n === 0 && vq !== null) blk.handleQueue(vq);
+    },
+    destroy(): void {
+      blk.destroy();
+    },
+  };
+}
+
+/**
+ * virtio-blk on virtio-pci (device id 2, PCI 0x1af4:0x1042): options { path, serial?, segMax? }.
+ * The file is opened read-write; a file that cannot be is an error at creation (use virtio_blk_ro).
+ * @example createPciDevice(machine, { type: { module: require.resolve('dmamem/.../virtio_blk'), export: 'virtio_blk' }, worker: true, modelOptions: { path } })
+ */
+export const virtio_blk: DeviceType = virtio_pci_device({
+  name: 'virtio-blk', deviceId: VIRTIO_ID_BLOCK, classCode: PCI_CLASS_STORAGE_SCSI, numQueues: 1, queueMax: 256,
+  features: BLK_PCI_FEATURES, configSize: VIRTIO_BLK_CONFIG_SIZE, create: (t) => blkBackend(t, false),
+});
+
+/** virtio-blk over a file opened read-only, offering VIRTIO_BLK_F_RO (the offered features are fixed per type). */
+export const virtio_blk_ro: DeviceType = virtio_pci_device({
+  name: 'virtio-blk-ro', deviceId: VIRTIO_ID_BLOCK, classCode: PCI_CLASS_STORAGE_SCSI, numQueues: 1, queueMax: 256,
+  features: BLK_PCI_FEATURES | bit(VIRTIO_BLK_F_RO), configSize: VIRTIO_BLK_CONFIG_SIZE, create: (t) => blkBackend(t, true),
+});
