@@ -13,6 +13,12 @@ import { GFP_ATOMIC, GFP_KERNEL, get_order } from '../mm/gfp';
 import { kfree } from '../mm/slab';
 import { errnoError } from '../os/errors';
 import { busMaster } from '../devices/bus_master';
+import type { PciDev } from '../devices/pci_dev';
+import {
+  type VirtioDevice, virtio_cread16, virtio_cread32, virtio_cread64, virtio_cread8, virtio_del_vqs, virtio_device_ready,
+  virtio_find_vqs, virtio_needs_reset, virtio_reset_device,
+} from './virtio';
+import { type VirtioIrqMode, virtio_pci_probe, virtio_pci_remove } from './virtio_pci_modern';
 import { VirtQueue } from '../devices/virtio/virtqueue';
 import {
   VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, virtio_has_feature,
@@ -21,7 +27,7 @@ import {
   SECTOR_SIZE, VIRTIO_BLK_CFG_CAPACITY, VIRTIO_BLK_CFG_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_OUTHDR_IOPRIO, VIRTIO_BLK_OUTHDR_SECTOR, VIRTIO_BLK_OUTHDR_SIZE,
   VIRTIO_BLK_OUTHDR_TYPE, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
-  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VirtioBlkDevice, type VirtioBlkOptions,
+  VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_ID_BLOCK, VirtioBlkDevice, type VirtioBlkOptions,
 } from '../devices/virtio/virtio_blk';
 import {
   ENOSPC, type Virtqueue, type VqCallback, virtqueue_add_sgs, virtqueue_detach_unused_buf, virtqueue_disable_cb,
@@ -56,6 +62,10 @@ export interface VirtioBlkTransport {
   reset(): void;
   /** del_vqs: frees the queue's rings (after the driver took its buffers back). */
   delVqs(): void;
+  /** Polled drivers ask this now and then (no config interrupt tells them): whether the device gave up. */
+  needsReset?(): boolean;
+  /** The transport's own end (virtio_pci_remove), after delVqs. */
+  remove?(): void;
 }
 
 /** blk_status_to_errno for the statuses a virtio-blk device returns (virtblk_result). */
@@ -317,12 +327,14 @@ export class VirtioBlk {
   #schedulePoll(): void {
     if (this.#polling) return;
     this.#polling = true;
+    let steps = 0;
     const step = (): void => {
       if (this.#removed || this.#inflight === 0) {
         this.#polling = false;
         return;
       }
       this.virtblk_poll();
+      if ((++steps & 63) === 0 && this.#broken === null && this.#t.needsReset?.() === true) this.virtblk_broken('the device set DEVICE_NEEDS_RESET');
       if (this.#broken !== null) this.#failAll(this.#broken);
       setImmediate(step);
     };
@@ -468,6 +480,7 @@ export class VirtioBlk {
     for (const [page, order] of this.#heldPages.splice(0)) this.#m.__free_pages(page, order);
     this.#t.delVqs();
     this.#freeSlots();
+    this.#t.remove?.();
   }
 
   #freeSlots(): void {
@@ -480,6 +493,55 @@ export class VirtioBlk {
 async function settleAll(parts: Promise<void>[]): Promise<void> {
   const r = await Promise.allSettled(parts);
   for (const x of r) if (x.status === 'rejected') throw x.reason;
+}
+
+// ---- On virtio-pci (lib/drivers/virtio_pci_modern.ts) ----
+
+/** The VirtioBlkTransport of a probed virtio-pci device. */
+function pciTransport(vdev: VirtioDevice): VirtioBlkTransport {
+  return {
+    dev: vdev.dev,
+    features: vdev.features,
+    configRead(offset: number, size: 1 | 2 | 4 | 8): number | bigint {
+      if (size === 8) return virtio_cread64(vdev, offset);
+      return size === 4 ? virtio_cread32(vdev, offset) : size === 2 ? virtio_cread16(vdev, offset) : virtio_cread8(vdev, offset);
+    },
+    findVq(name: string, num: number, callback: VqCallback | null, onError: (reason: string) => void): Virtqueue | null {
+      const vqs = virtio_find_vqs(vdev, [{ name, callback }], num);
+      if (typeof vqs === 'number') return null;
+      vdev.config_changed = (d) => {
+        if (virtio_needs_reset(d)) onError('the device set DEVICE_NEEDS_RESET');
+      };
+      virtio_device_ready(vdev);
+      return vqs[0] ?? null;
+    },
+    reset: () => virtio_reset_device(vdev),
+    delVqs: () => virtio_del_vqs(vdev),
+    needsReset: () => virtio_needs_reset(vdev),
+    remove: () => virtio_pci_remove(vdev),
+  };
+}
+
+/**
+ * virtblk_probe on a virtio-pci function (device id 2): negotiates the block features, finds the
+ * request queue with interrupts ('msix', 'intx') or none ('poll': completion by polling).
+ * @returns the disk, or a negative errno (-ENODEV: not a virtio-blk device or features refused; -ENOMEM).
+ * @example const blk = virtio_blk_probe(createPciDevice(machine, { type: virtioBlkType, worker: true, modelOptions: { path } }));
+ */
+export function virtio_blk_probe(pdev: PciDev, options: { irq?: VirtioIrqMode; num?: number } = {}): VirtioBlk | number {
+  const irq = options.irq ?? 'msix';
+  const vdev = virtio_pci_probe(pdev, { features: VIRTIO_BLK_DRIVER_FEATURES, irq });
+  if (typeof vdev === 'number') return vdev;
+  if (vdev.id.device !== VIRTIO_ID_BLOCK) {
+    virtio_pci_remove(vdev);
+    return -19; // ENODEV
+  }
+  const blk = VirtioBlk.probe(pciTransport(vdev), { poll: irq === 'poll', num: options.num ?? 128 });
+  if (blk === null) {
+    virtio_pci_remove(vdev);
+    return -12; // ENOMEM
+  }
+  return blk;
 }
 
 // ---- A direct wiring: the device model in this thread, its doorbell a function call ----
