@@ -26,7 +26,9 @@ import {
   type Virtqueue, virtqueue_add_sgs, virtqueue_detach_unused_buf, virtqueue_get_avail_addr, virtqueue_get_buf,
   virtqueue_get_desc_addr, virtqueue_get_used_addr, virtqueue_kick, vring_create_virtqueue, vring_del_virtqueue,
 } from '../lib/drivers/virtio_ring';
-import { VIRTIO_BLK_DRIVER_FEATURES, VirtioBlk, virtio_blk_direct } from '../lib/drivers/virtio_blk';
+import { VIRTIO_BLK_DRIVER_FEATURES, VirtioBlk, virtio_blk_direct, virtio_blk_probe } from '../lib/drivers/virtio_blk';
+import { createPciDevice, type PciDev } from '../lib/devices/pci_dev';
+import { virtio_blk, virtio_blk_ro } from '../lib/devices/virtio/virtio_blk';
 import { expectNoLeaks } from './helpers/leaks';
 
 const MiB = 1024 * 1024;
@@ -492,5 +494,123 @@ describe('79 virtio-blk device options', () => {
       b.destroy();
     }
     assert.equal(b.open, false);
+  });
+});
+
+// ---- The same disk through the virtio-pci transport, inline and in a worker ----
+
+const blkModule = require.resolve('../lib/devices/virtio/virtio_blk');
+
+describe('79 virtio-blk over virtio-pci', () => {
+  expectNoLeaks();
+  let m: Machine;
+  let dir: string;
+  let pdevs: PciDev[] = [];
+  let blks: VirtioBlk[] = [];
+  beforeEach(() => {
+    dir = tmpDir();
+    m = new Machine({ name: 'vblk79pci', ramPerNode: 32 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+  });
+  afterEach(async () => {
+    for (const b of blks) await b.remove();
+    blks = [];
+    for (const p of pdevs) await p.destroy();
+    pdevs = [];
+    // A worker device logs its accesses in a 128-slot ring drained at each interrupt (pci_state.ts):
+    // a batch of 32 requests (or polling, with no interrupt at all) overflows it, and what was lost
+    // is only counted. That warning is the framework's limit, not a DMA-API finding: every other one fails.
+    const w = m.warnings.map((x) => x.message).filter((x) => !/device accesses were not checked \(the access log was full\)/.test(x));
+    m.destroy();
+    assert.deepEqual(w, [], 'DMA-API debug and the machine stay quiet');
+  });
+  const probe = (p: string, o: { iommu: boolean; worker: boolean; irq: 'msix' | 'intx' | 'poll'; ro?: boolean; serial?: string }): VirtioBlk => {
+    const exp = o.ro === true ? 'virtio_blk_ro' : 'virtio_blk';
+    const pdev = createPciDevice(m, {
+      type: o.worker ? { module: blkModule, export: exp } : o.ro === true ? virtio_blk_ro : virtio_blk, worker: o.worker,
+      modelOptions: { path: p, ...(o.serial !== undefined ? { serial: o.serial } : {}) },
+      // A worker's accesses are checked when the next interrupt is delivered (pci_dev.ts); a polled
+      // driver takes no interrupt, so its unmaps come first and the late checks would be against the
+      // next requests' mappings. DMA-API debug is off for that one combination (an open problem).
+      device: { iommu: o.iommu ? { strict: true } : false, debug: o.worker && o.irq === 'poll' ? false : 'strict' },
+    });
+    pdevs.push(pdev);
+    const blk = virtio_blk_probe(pdev, { irq: o.irq, num: 64 });
+    assert.ok(blk instanceof VirtioBlk, `probe: ${String(blk)}`);
+    blks.push(blk);
+    return blk;
+  };
+
+  for (const iommu of [false, true]) {
+    for (const worker of [false, true]) {
+      for (const irq of ['msix', 'intx', 'poll'] as const) {
+        it(`${iommu ? 'IOMMU' : 'direct'}, ${worker ? 'worker' : 'inline'}, ${irq}: write, read back, flush, get_id, beyond capacity, a random batch against fs`, async () => {
+          const sectors = 2048;
+          const p = makeDisk(dir, 'pci.img', sectors, 40);
+          const ref = Buffer.from(fs.readFileSync(p));
+          const blk = probe(p, { iommu, worker, irq, serial: 'vblk-pci' });
+          assert.equal(blk.capacity, sectors);
+          assert.equal(blk.readOnly, false);
+          const rand = prng(41);
+          const data = randomBytes(rand, 300 * SECTOR);
+          await blk.write(5, data);
+          data.copy(ref, 5 * SECTOR);
+          assert.ok(Buffer.from(await blk.read(5, 300)).equals(data));
+          assert.ok(fs.readFileSync(p).equals(ref), 'in the file');
+          await blk.flush();
+          assert.equal(await blk.getId(), 'vblk-pci');
+          await rejectsWith(blk.read(sectors - 1, 2), 'EIO');
+          await rejectsWith(blk.write(sectors, Buffer.alloc(SECTOR)), 'EIO');
+          const ops: Promise<unknown>[] = [];
+          const want: (Buffer | null)[] = [];
+          for (let k = 0; k < 32; k++) {
+            const count = 1 + Math.floor(rand() * 8);
+            const sector = Math.floor(rand() * (sectors - count));
+            if (rand() < 0.5) {
+              want.push(Buffer.from(ref.subarray(sector * SECTOR, (sector + count) * SECTOR)));
+              ops.push(blk.read(sector, count).then((b) => Buffer.from(b)));
+            } else {
+              const d = randomBytes(rand, count * SECTOR);
+              d.copy(ref, sector * SECTOR);
+              want.push(null);
+              ops.push(blk.write(sector, d).then(() => null));
+            }
+          }
+          const got = await Promise.all(ops);
+          got.forEach((g, i) => {
+            const w = want[i]!;
+            if (w === null) assert.equal(g, null);
+            else assert.ok(Buffer.isBuffer(g) && g.equals(w), `op ${i}`);
+          });
+          assert.ok(fs.readFileSync(p).equals(ref), 'the file equals the model after the batch');
+          assert.equal(blk.inflight, 0);
+        });
+      }
+    }
+  }
+
+  it('worker: the read-only type offers VIRTIO_BLK_F_RO and a write gets EIO, the file unchanged', async () => {
+    const p = makeDisk(dir, 'ro.img', 64, 42);
+    const before = fs.readFileSync(p);
+    const blk = probe(p, { iommu: false, worker: true, irq: 'msix', ro: true });
+    assert.equal(blk.readOnly, true);
+    await rejectsWith(blk.write(0, Buffer.alloc(SECTOR, 9)), 'EIO');
+    assert.ok(Buffer.from(await blk.read(0, 64)).equals(before));
+    assert.ok(fs.readFileSync(p).equals(before));
+  });
+
+  it('worker: data survives the device and the machine', async () => {
+    const p = makeDisk(dir, 'keep.img', 256, 43);
+    const data = randomBytes(prng(44), 16 * SECTOR);
+    const blk = probe(p, { iommu: true, worker: true, irq: 'msix' });
+    await blk.write(200, data);
+    await blk.remove();
+    blks = [];
+    for (const d of pdevs) await d.destroy();
+    pdevs = [];
+    m.destroy();
+    m = new Machine({ name: 'vblk79pci2', ramPerNode: 32 * MiB, cmaSize: 0, hugepages: 'off', emitWarnings: false });
+    const again = probe(p, { iommu: false, worker: true, irq: 'poll' });
+    assert.ok(Buffer.from(await again.read(200, 16)).equals(data));
+    assert.ok(fs.readFileSync(p).subarray(200 * SECTOR, 216 * SECTOR).equals(data));
   });
 });
