@@ -100,6 +100,8 @@ class VirtblkReq {
   readonly statusSg = new Scatterlist();
   readonly sgs: (Scatterlist | null)[] = [null, null, null];
   rq: VirtblkRequest | null = null;
+  /** performance.now() when it went to the device (for the timeout). */
+  started = 0;
   /** Completed early (the queue broke) but still owned by the ring until reset. */
   orphan = false;
 
@@ -118,6 +120,12 @@ export interface VirtioBlkProbeOptions {
   readonly poll?: boolean;
   /** Ring entries asked of the transport. Default 128. */
   readonly num?: number;
+  /**
+   * A request the device has not answered after this many milliseconds fails the disk (EIO for it
+   * and every other one; the buffers stay with the ring until remove()), as blk-mq's timeout would.
+   * Default 30000 (blk-mq's 30 s); checked on a timer only while requests are in flight.
+   */
+  readonly timeoutMs?: number;
 }
 
 /**
@@ -152,6 +160,8 @@ export class VirtioBlk {
   #again = false;
   #polling = false;
   #broken: string | null = null;
+  #timeoutMs = 30000;
+  #watchdog: ReturnType<typeof setInterval> | null = null;
   #removed = false;
 
   private constructor(t: VirtioBlkTransport, vq: Virtqueue, polled: boolean, brokenBox: { blk: VirtioBlk | null }) {
@@ -178,7 +188,10 @@ export class VirtioBlk {
     const box: { blk: VirtioBlk | null } = { blk: null };
     const vq = t.findVq('req.0', options.num ?? 128, polled ? null : (q) => box.blk?.virtblk_done(q), (reason) => box.blk?.virtblk_broken(reason));
     if (vq === null) return null;
+    const timeoutMs = options.timeoutMs ?? 30000;
+    if (!(typeof timeoutMs === 'number' && timeoutMs > 0)) throw new RangeError(`VirtioBlk.probe: Expected a positive number for timeoutMs but received ${String(timeoutMs)}`);
     const blk = new VirtioBlk(t, vq, polled, box);
+    blk.#timeoutMs = timeoutMs;
     for (let i = 0; i < blk.queueDepth; i++) {
       const cpu = blk.#m.kmalloc(VIRTBLK_SLOT_SIZE, GFP_KERNEL);
       if (cpu === null) {
@@ -241,10 +254,12 @@ export class VirtioBlk {
             continue;
           }
           this.#inflight++;
+          vbr.started = performance.now();
           added++;
         }
         if (added > 0 && virtqueue_kick_prepare(this.#vq)) virtqueue_notify(this.#vq);
         if (this.#broken !== null || virtqueue_is_broken(this.#vq)) this.#failAll(this.#broken ?? 'the queue is broken');
+        if (this.#inflight > 0) this.#armWatchdog();
         if (this.polled && this.#inflight > 0) {
           this.virtblk_poll();
           if (this.#inflight > 0) this.#schedulePoll();
@@ -339,6 +354,33 @@ export class VirtioBlk {
       setImmediate(step);
     };
     setImmediate(step);
+  }
+
+  /**
+   * blk-mq's timeout, one timer for the disk: while requests are in flight, asks the transport
+   * whether the device gave up and fails everything once the oldest request is older than timeoutMs.
+   */
+  #armWatchdog(): void {
+    if (this.#watchdog !== null) return;
+    const tick = Math.max(1, Math.min(250, this.#timeoutMs / 4));
+    this.#watchdog = setInterval(() => {
+      if (this.#removed || this.#inflight === 0 || this.#broken !== null) {
+        clearInterval(this.#watchdog!);
+        this.#watchdog = null;
+        return;
+      }
+      if (this.#t.needsReset?.() === true) {
+        this.virtblk_broken('the device set DEVICE_NEEDS_RESET (or is gone)');
+        return;
+      }
+      const now = performance.now();
+      for (const vbr of this.#slots) {
+        if (vbr.rq !== null && !vbr.orphan && now - vbr.started > this.#timeoutMs) {
+          this.virtblk_broken(`a request got no answer in ${this.#timeoutMs} ms`);
+          return;
+        }
+      }
+    }, tick);
   }
 
   /** The device gave up (DEVICE_NEEDS_RESET): requests in flight fail with EIO now, their buffers stay with the ring until remove(). */
@@ -462,6 +504,8 @@ export class VirtioBlk {
   async remove(): Promise<void> {
     if (this.#removed) return;
     this.#removed = true;
+    if (this.#watchdog !== null) clearInterval(this.#watchdog);
+    this.#watchdog = null;
     this.#t.reset();
     for (let vbr = virtqueue_detach_unused_buf(this.#vq) as VirtblkReq | null; vbr !== null; vbr = virtqueue_detach_unused_buf(this.#vq) as VirtblkReq | null) {
       if (vbr.orphan) {
@@ -528,7 +572,7 @@ function pciTransport(vdev: VirtioDevice): VirtioBlkTransport {
  * @returns the disk, or a negative errno (-ENODEV: not a virtio-blk device or features refused; -ENOMEM).
  * @example const blk = virtio_blk_probe(createPciDevice(machine, { type: virtioBlkType, worker: true, modelOptions: { path } }));
  */
-export function virtio_blk_probe(pdev: PciDev, options: { irq?: VirtioIrqMode; num?: number } = {}): VirtioBlk | number {
+export function virtio_blk_probe(pdev: PciDev, options: { irq?: VirtioIrqMode; num?: number; timeoutMs?: number } = {}): VirtioBlk | number {
   const irq = options.irq ?? 'msix';
   const vdev = virtio_pci_probe(pdev, { features: VIRTIO_BLK_DRIVER_FEATURES, irq });
   if (typeof vdev === 'number') return vdev;
@@ -536,7 +580,7 @@ export function virtio_blk_probe(pdev: PciDev, options: { irq?: VirtioIrqMode; n
     virtio_pci_remove(vdev);
     return -19; // ENODEV
   }
-  const blk = VirtioBlk.probe(pciTransport(vdev), { poll: irq === 'poll', num: options.num ?? 128 });
+  const blk = VirtioBlk.probe(pciTransport(vdev), { poll: irq === 'poll', num: options.num ?? 128, ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) });
   if (blk === null) {
     virtio_pci_remove(vdev);
     return -12; // ENOMEM
