@@ -74,8 +74,11 @@ function optionError(what: string, v: unknown): TypeError {
   return new TypeError(`virtio-blk: Expected ${what} but received ${String(v)} of type ${typeof v}`);
 }
 
-/** The device's bounce buffer for file I/O grows up to this; bigger requests move in chunks of it. */
-const STAGING_MAX = 1 << 20;
+/**
+ * The device's bounce buffer between the file and the bus: requests bigger than this move in chunks
+ * of it (64 KiB: big enough that the bus and the syscall costs are per chunk, not per byte).
+ */
+const STAGING_SIZE = 64 * 1024;
 
 /**
  * A virtio-blk disk over a file. Drive it from a VirtQueue with handleQueue(vq) at each doorbell
@@ -95,7 +98,7 @@ export class VirtioBlkDevice {
   readonly hostFeatures: bigint;
   readonly path: string;
   #fd: number;
-  #staging = new Uint8Array(64 * 1024);
+  readonly #staging = new Uint8Array(STAGING_SIZE);
   readonly #hdr = new Uint8Array(VIRTIO_BLK_OUTHDR_SIZE);
   readonly #hdrView = new DataView(this.#hdr.buffer);
   readonly #status = new Uint8Array(1);
@@ -267,17 +270,8 @@ export class VirtioBlkDevice {
     return sector + BigInt(bytes / SECTOR_SIZE) <= BigInt(this.capacity);
   }
 
-  #stage(n: number): Uint8Array {
-    if (this.#staging.length < n && this.#staging.length < STAGING_MAX) {
-      let size = this.#staging.length;
-      while (size < n && size < STAGING_MAX) size *= 2;
-      this.#staging = new Uint8Array(size);
-    }
-    return this.#staging;
-  }
-
   #read(vq: VirtQueue, e: VirtQueueElement, pos: number, bytes: number): number {
-    const buf = this.#stage(bytes);
+    const buf = this.#staging;
     for (let done = 0; done < bytes;) {
       const n = Math.min(buf.length, bytes - done);
       let got: number;
@@ -295,7 +289,7 @@ export class VirtioBlkDevice {
   }
 
   #write(vq: VirtQueue, e: VirtQueueElement, pos: number, bytes: number): number {
-    const buf = this.#stage(bytes);
+    const buf = this.#staging;
     for (let done = 0; done < bytes;) {
       const n = Math.min(buf.length, bytes - done);
       if (vq.readOut(e, VIRTIO_BLK_OUTHDR_SIZE + done, buf, 0, n) !== n) return -1;
