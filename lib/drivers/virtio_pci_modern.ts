@@ -7,6 +7,8 @@
 import { DMA_BIT_MASK, ENOMEM } from '../dma/constants';
 import { dma_set_mask_and_coherent } from '../dma/mapping';
 import type { PciDev } from '../devices/pci_dev';
+import { dmaDebugAccessCheck } from '../devices/access_check';
+import { drainAccesses } from '../devices/pci_state';
 import {
   PCI_VENDOR_ID_REDHAT_QUMRANET, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_COMMON_CFGGENERATION, VIRTIO_PCI_COMMON_DF,
   VIRTIO_PCI_COMMON_DFSELECT, VIRTIO_PCI_COMMON_GF, VIRTIO_PCI_COMMON_GFSELECT, VIRTIO_PCI_COMMON_MSIX,
@@ -69,6 +71,27 @@ interface VirtioPciState {
 
 const states = new WeakMap<VirtioDevice, VirtioPciState>();
 
+/** Per worker device with DMA-API debug on: the check its logged accesses go through here. */
+const accessChecks = new WeakMap<PciDev, (addr: number, length: number, write: boolean) => void>();
+
+/**
+ * Checks a worker device's logged bus accesses against the live mappings now (DMA-API debug), as the
+ * PCI layer does before it delivers an interrupt. A driver that polls the used ring must do it
+ * before it unmaps what the device returned, or the accesses are checked after the unmap and
+ * reported as touching unmapped memory. Nothing to do inline (checked at the access) or with debug off.
+ */
+export function vp_sync_device_accesses(pdev: PciDev): void {
+  if (!pdev.inWorker || !pdev.alive || !pdev.dev.debug.enabled) return;
+  let check = accessChecks.get(pdev);
+  if (check === undefined) {
+    const c = dmaDebugAccessCheck(pdev.dev);
+    if (c === null) return;
+    accessChecks.set(pdev, check = c);
+  }
+  const lost = drainAccesses(pdev.controlWords, check);
+  if (lost > 0) pdev.dev.machine.warn(`DMA-API: ${pdev.dev.name}: ${lost} device accesses were not checked (the access log was full)`);
+}
+
 function st(vdev: VirtioDevice): VirtioPciState {
   const s = states.get(vdev);
   if (s === undefined) throw new TypeError(`virtio_pci: ${vdev.dev.name} is not a virtio-pci modern device`);
@@ -96,7 +119,11 @@ function vp_reset(vdev: VirtioDevice): void {
   // The device must read back 0 once the reset is done (all-ones: the device is gone).
   for (let i = 0; i < 1000; i++) {
     const v = ioread8(s.common, VIRTIO_PCI_COMMON_STATUS);
-    if (v === 0 || v === 0xff) return;
+    if (v === 0 || v === 0xff) {
+      // The device stopped: what it did before is checked while the buffers are still mapped.
+      vp_sync_device_accesses(vdev.pdev);
+      return;
+    }
   }
   vdev.dev.machine.warn(`virtio_pci ${vdev.dev.name}: reset did not complete`);
 }
@@ -175,6 +202,7 @@ function setup_vq(vdev: VirtioDevice, s: VirtioPciState, index: number, info: Vi
     indirect: virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC),
     callback: s.mode === 'poll' ? null : info.callback,
     index,
+    sync: pdev.inWorker && vdev.dev.debug.enabled ? () => vp_sync_device_accesses(pdev) : null,
   });
   if (vq === null) return -ENOMEM;
   iowrite16(num, c, VIRTIO_PCI_COMMON_Q_SIZE);

@@ -44,9 +44,15 @@ export interface VringCreateOptions {
   callback?: VqCallback | null;
   /** The queue's index on its device. Default 0. */
   index?: number;
+  /**
+   * Called when virtqueue_get_buf sees a used index it has not seen before, before it unmaps what
+   * the device returned: a transport whose device runs in a worker checks the device's logged bus
+   * accesses there (DMA-API debug), while the buffers are still mapped. Default none.
+   */
+  sync?: (() => void) | null;
 }
 
-const OPTION_KEYS = ['eventIdx', 'indirect', 'callback', 'index'] as const;
+const OPTION_KEYS = ['eventIdx', 'indirect', 'callback', 'index', 'sync'] as const;
 
 /**
  * vring_desc_extra for a run of descriptors: what was written, kept on the CPU side so that
@@ -111,6 +117,9 @@ class VringVirtqueue {
   broken = false;
   event_triggered = false;
   deleted = false;
+  /** options.sync, and the used index it last ran for. */
+  sync: (() => void) | null = null;
+  synced_used_idx = 0;
 
   constructor(dev: Device, num: number, notify: VqNotify, event: boolean, indirect: boolean, desc: RingArea, avail: RingArea, used: RingArea) {
     this.dev = dev;
@@ -222,6 +231,8 @@ export function vring_create_virtqueue(dev: Device, num: number, notify: VqNotif
   if (callback !== null && typeof callback !== 'function') throw new TypeError(`${fn}: Expected a function or null for callback but received ${describeValue(callback)}`);
   const index = options.index ?? 0;
   checkInt(fn, 'index', index, 0, 0xffff);
+  const sync = options.sync ?? null;
+  if (sync !== null && typeof sync !== 'function') throw new TypeError(`${fn}: Expected a function or null for sync but received ${describeValue(sync)}`);
   dev.machine.assertAlive();
 
   const desc = allocRing(dev, vring_desc_size(num));
@@ -238,6 +249,7 @@ export function vring_create_virtqueue(dev: Device, num: number, notify: VqNotif
     return null;
   }
   const vr = new VringVirtqueue(dev, num, notify, options.eventIdx === true, options.indirect === true, desc, avail, used);
+  vr.sync = sync;
   // No callback? Tell the other side not to bother us.
   if (callback === null) {
     vr.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT;
@@ -514,9 +526,14 @@ export function virtqueue_get_buf(vq: Virtqueue, len: { value: number } | null):
   if (len !== null) checkBox(fn, 'len', len);
   if (vr.broken) return null;
   const used = vr.used.view;
-  if (vr.last_used_idx === used.getUint16(VRING_USED_IDX, true)) return null;
+  const used_idx = used.getUint16(VRING_USED_IDX, true);
+  if (vr.last_used_idx === used_idx) return null;
   // Only read the entry after the index says it is there.
   virtio_rmb();
+  if (vr.sync !== null && used_idx !== vr.synced_used_idx) {
+    vr.synced_used_idx = used_idx;
+    vr.sync();
+  }
   const at = VRING_USED_RING + VRING_USED_ELEM_SIZE * (vr.last_used_idx & (vr.num - 1));
   const i = used.getUint32(at, true);
   if (len !== null) len.value = used.getUint32(at + 4, true);
