@@ -550,10 +550,9 @@ describe('79 virtio-blk over virtio-pci', () => {
     const pdev = createPciDevice(m, {
       type: o.worker ? { module: blkModule, export: exp } : o.ro === true ? virtio_blk_ro : virtio_blk, worker: o.worker,
       modelOptions: { path: p, ...(o.serial !== undefined ? { serial: o.serial } : {}) },
-      // A worker's accesses are checked when the next interrupt is delivered (pci_dev.ts); a polled
-      // driver takes no interrupt, so its unmaps come first and the late checks would be against the
-      // next requests' mappings. DMA-API debug is off for that one combination (an open problem).
-      device: { iommu: o.iommu ? { strict: true } : false, debug: o.worker && o.irq === 'poll' ? false : 'strict' },
+      // A worker's logged accesses are checked at each interrupt and, for a polled driver, by the
+      // transport's vring sync before get_buf unmaps (virtio_pci_modern.ts): debug on everywhere.
+      device: { iommu: o.iommu ? { strict: true } : false, debug: 'strict' },
     });
     pdevs.push(pdev);
     const blk = virtio_blk_probe(pdev, { irq: o.irq, num: 64 });
