@@ -394,6 +394,7 @@ export class VirtioBlk {
       if (vbr.rq === null || vbr.orphan) continue;
       const rq = vbr.rq;
       vbr.orphan = true;
+      this.#orphaned.add(rq);
       this.#inflight--;
       rq.done(VIRTIO_BLK_S_IOERR);
     }
@@ -408,8 +409,9 @@ export class VirtioBlk {
   }
 
   /** One request, as a promise of its status, with `bytes` of data pages when the type has data. */
-  #request(type: number, sector: number, page: Page | null, bytes: number): Promise<number> {
-    return new Promise((resolve) => {
+  #request(type: number, sector: number, page: Page | null, bytes: number): { rq: VirtblkRequest | null; status: Promise<number> } {
+    const out: { rq: VirtblkRequest | null; status: Promise<number> } = { rq: null, status: Promise.resolve(0) };
+    out.status = new Promise((resolve) => {
       let data: Scatterlist | null = null;
       if (page !== null) {
         const table: Scatterlist[] = [];
@@ -417,8 +419,10 @@ export class VirtioBlk {
         data = table[0]!;
         sg_set_page(data, page, bytes, 0);
       }
-      this.submit({ type, sector, data, done: resolve });
+      out.rq = { type, sector, data, done: resolve };
+      this.submit(out.rq);
     });
+    return out;
   }
 
   #allocData(bytes: number): Page {
@@ -432,8 +436,10 @@ export class VirtioBlk {
     const page = bytes > 0 ? this.#allocData(bytes) : null;
     const order = get_order(Math.max(bytes, 1));
     if (page !== null && fill !== null) fill(this.#m.view(this.#m.page_address(page), bytes));
-    const status = await this.#request(type, sector, page, bytes);
-    const held = page !== null && this.#slots.some((s) => s.orphan && s.rq?.data !== null && s.rq?.data?.page_link === page);
+    const req = this.#request(type, sector, page, bytes);
+    const status = await req.status;
+    // Failed early (the device gave up) but still in the ring: the pages go at remove().
+    const held = page !== null && req.rq !== null && this.#orphaned.has(req.rq);
     try {
       const code = statusErrno(status);
       if (code !== null) throw errnoError(code, 'virtio_blk', `${fn} at sector ${sector}: device status ${status}${this.#broken !== null ? ` (${this.#broken})` : ''}`);
@@ -445,6 +451,8 @@ export class VirtioBlk {
   }
 
   readonly #heldPages: [Page, number][] = [];
+  /** Requests failed while their buffers stay with the ring (until remove() detaches them). */
+  readonly #orphaned = new WeakSet<VirtblkRequest>();
 
   /** Reads `count` sectors from `sector`. Rejects with EIO (IOERR, beyond the disk, a broken queue). */
   async read(sector: number, count: number): Promise<Uint8Array> {
