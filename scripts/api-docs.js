@@ -21,8 +21,8 @@ const AREAS = [
     match: /^(The machine|gfp flags|Kernel-named memory|kmalloc|Page references|Pinning user memory|CMA \(|User mappings)/,
   },
   {
-    file: 'dma-api', title: 'DMA API', doc: 'kernel/dma and drivers/iommu: mapping, helpers, limits, swiotlb, scatterlists, pools, DMA-API debug, the IOMMU.',
-    match: /^(DMA constants|Devices and dma_map_ops|The driver API|Generic helpers|Limits, dma_parms|swiotlb|Scatterlist helpers|Noncontiguous|DMA pools|Scatter-gather|DMA-API debug|IOMMU|Two-step IOVA)/,
+    file: 'dma-api', title: 'DMA API', doc: 'kernel/dma and drivers/iommu: mapping, helpers, limits, swiotlb, scatterlists, pools, DMA-API debug, the simulated CPU cache of non-coherent devices and ownership checking, the IOMMU.',
+    match: /^(DMA constants|Devices and dma_map_ops|The driver API|Generic helpers|Limits, dma_parms|swiotlb|Scatterlist helpers|Noncontiguous|DMA pools|Scatter-gather|DMA-API debug|Non-coherent devices|IOMMU|Two-step IOVA)/,
   },
   { file: 'devices', title: 'Devices', doc: 'The device side (bus mastering, PCI device models, edu) and the driver side (MMIO, interrupts, the PCI core).', match: /^(Devices:|Driver side:)/ },
 ];
